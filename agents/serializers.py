@@ -1,0 +1,63 @@
+from rest_framework import serializers
+
+from agents.models import Agent, Engine
+from core.fields import StrictCharField
+
+TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
+
+
+class AgentOptionsSerializer(serializers.Serializer):
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
+    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=200_000)
+    history_tokens = serializers.IntegerField(
+        required=False, min_value=100, max_value=2_000_000, help_text="Budget for the history sent to the engine."
+    )
+    tools = serializers.ListField(
+        child=serializers.ChoiceField(choices=TOOL_NAMES), required=False, max_length=len(TOOL_NAMES)
+    )
+    chunk_delay_ms = serializers.IntegerField(
+        required=False, min_value=0, max_value=60_000, help_text="Builtin engine only: delay per chunk (load tests)."
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown option."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    options = AgentOptionsSerializer(required=False)
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id",
+            "name",
+            "description",
+            "system_prompt",
+            "engine",
+            "model",
+            "options",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+
+class AgentInputSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=200, min_length=1)
+    description = StrictCharField(max_length=2000, required=False, allow_blank=True)
+    system_prompt = StrictCharField(max_length=20000, required=False, allow_blank=True, trim_whitespace=False)
+    engine = serializers.ChoiceField(choices=Engine.choices, required=False)
+    model = StrictCharField(max_length=200, required=False, allow_blank=True)
+    options = AgentOptionsSerializer(required=False)
+
+    def validate(self, attrs):
+        instance = self.instance
+        engine = attrs.get("engine", instance.engine if instance else Engine.BUILTIN)
+        model = attrs.get("model", instance.model if instance else "")
+        if engine == Engine.OPENAI and not model:
+            raise serializers.ValidationError({"model": ["Required for the openai engine."]})
+        return attrs

@@ -1,0 +1,8 @@
+"""Routes under /tenants/<tenant_id>/api/v2/ (each app contributes its own)."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("agents.urls")),
+    path("", include("conversations.urls")),
+]

@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core.views import healthz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("tenants/<str:tenant_id>/api/v2/", include("config.api_urls")),
+]
+
+handler400 = "core.errors.bad_request_view"
+handler403 = "core.errors.permission_denied_view"
+handler404 = "core.errors.not_found_view"
+handler500 = "core.errors.server_error_view"

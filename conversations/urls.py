@@ -1,0 +1,19 @@
+from django.urls import path
+
+from conversations.apis import ConversationViewSet
+
+AGENT = "agents/<str:agent_id>"
+CONVERSATION = f"{AGENT}/conversations/<str:conversation_id>"
+
+urlpatterns = [
+    path(
+        f"{AGENT}/conversations",
+        ConversationViewSet.as_view({"get": "list", "post": "create"}),
+        name="conversation-list",
+    ),
+    path(
+        CONVERSATION,
+        ConversationViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="conversation-detail",
+    ),
+]

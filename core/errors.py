@@ -1,0 +1,140 @@
+"""The one error shape of the API: {"error": {"code", "message", "details"}}, and the handlers that make it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """An error the API reports to its client with a stable `code`."""
+
+    code = "invalid"
+    status = 400
+    default_message = "Invalid request."
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
+        self.message = message or self.default_message
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class Invalid(ApplicationError):
+    pass
+
+
+class NotAuthenticated(ApplicationError):
+    code, status, default_message = "not_authenticated", 401, "A valid API key is required."
+
+
+class NotFound(ApplicationError):
+    code, status, default_message = "not_found", 404, "Not found."
+
+
+class Conflict(ApplicationError):
+    code, status, default_message = "conflict", 409, "The resource is busy."
+
+
+class IdempotencyKeyReused(ApplicationError):
+    code, status = "idempotency_key_reused", 422
+    default_message = "This Idempotency-Key was used with a different request."
+
+
+class PayloadTooLarge(ApplicationError):
+    code, status, default_message = "payload_too_large", 413, "The request is too large."
+
+
+class UnsupportedMediaType(ApplicationError):
+    code, status, default_message = "unsupported_media_type", 415, "Unsupported media type."
+
+
+class EngineError(ApplicationError):
+    code, status, default_message = "engine_error", 502, "The agent's engine failed."
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _validation_message(detail: Any) -> str:
+    """A one-line message naming the first invalid field, e.g. "name: This field is required."."""
+    if isinstance(detail, dict) and detail:
+        field, errors = next(iter(detail.items()))
+        inner = _validation_message(errors)
+        return inner if field == "non_field_errors" else f"{field}: {inner}"
+    if isinstance(detail, list) and detail:
+        return _validation_message(detail[0])
+    return str(detail)
+
+
+# DRF's own exceptions, mapped to the codes of the vocabulary.
+_DRF_CODES: list[tuple[type[exceptions.APIException], str]] = [
+    (exceptions.NotAuthenticated, "not_authenticated"),
+    (exceptions.AuthenticationFailed, "not_authenticated"),
+    (exceptions.NotFound, "not_found"),
+    (exceptions.MethodNotAllowed, "method_not_allowed"),
+    (exceptions.NotAcceptable, "not_acceptable"),
+    (exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (exceptions.Throttled, "throttled"),
+    (exceptions.ParseError, "invalid"),
+    (exceptions.PermissionDenied, "not_found"),
+]
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's EXCEPTION_HANDLER: every error, expected or not, leaves in the one shape."""
+    # Imported here: rest_framework.views loads the authentication classes, which import this module.
+    from rest_framework.views import set_rollback
+
+    headers: dict[str, str] = {}
+    if isinstance(exc, ApplicationError):
+        status, body = exc.status, error_body(exc.code, exc.message, exc.details)
+    elif isinstance(exc, (Http404, DjangoPermissionDenied)):
+        status, body = 404, error_body("not_found", "Not found.")
+    elif isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        status, body = 400, error_body("invalid", _validation_message(detail), detail)
+    elif isinstance(exc, exceptions.APIException):
+        code = next((c for cls, c in _DRF_CODES if isinstance(exc, cls)), "invalid")
+        status = 404 if isinstance(exc, exceptions.PermissionDenied) else exc.status_code
+        message = "Not found." if code == "not_found" and status == 404 else str(exc.detail)
+        body = error_body(code, message)
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+            body["error"]["details"] = {"retry_after": int(headers["Retry-After"])}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+    else:
+        request = context.get("request")
+        logger.exception("Unhandled error on %s", getattr(request, "path", "?"), exc_info=exc)
+        status, body = 500, error_body("server_error", "Internal server error.")
+    set_rollback()
+    return Response(body, status=status, headers=headers)
+
+
+def error_response(exc: ApplicationError) -> JsonResponse:
+    """The same shape for plain Django (async) views."""
+    return JsonResponse(error_body(exc.code, exc.message, exc.details), status=exc.status)
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def server_error_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(error_body("server_error", "Internal server error."), status=500)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("invalid", "Bad request."), status=400)
+
+
+def permission_denied_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("forbidden", "Forbidden."), status=403)

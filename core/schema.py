@@ -1,0 +1,52 @@
+"""OpenAPI generation: every operation documents the error shape for the statuses it can answer."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
+
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "error": inline_serializer(
+            name="ErrorDetail",
+            fields={
+                "code": serializers.CharField(help_text="Stable machine-readable code, e.g. `not_found`."),
+                "message": serializers.CharField(help_text="Human-readable; names the field when invalid."),
+                "details": serializers.DictField(help_text="Extra facts, e.g. field errors or a message id."),
+            },
+        )
+    },
+)
+
+_ERROR_DESCRIPTIONS = {
+    "400": "Invalid input (`invalid`): the message names the field.",
+    "401": "Missing, unknown or revoked API key (`not_authenticated`).",
+    "404": "Unknown object, or one of another tenant (`not_found`).",
+    "415": "Unsupported Content-Type (`unsupported_media_type`).",
+    "429": "Too many requests (`throttled`); see `Retry-After`.",
+}
+
+
+class AutoSchema(SpectacularAutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        codes = ["400", "401", "404", "429"]
+        if self.method in {"POST", "PUT", "PATCH"}:
+            codes.append("415")
+        for code in codes:
+            if code not in responses:
+                body = self._get_response_for_code(ErrorSerializer, code)
+                body["description"] = _ERROR_DESCRIPTIONS[code]
+                responses[code] = body
+        return responses
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <API key>`"}

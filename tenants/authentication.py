@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_verify
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    """`request.user` of an API request: the tenant a valid key belongs to."""
+
+    tenant: Tenant
+    api_key: ApiKey
+    is_authenticated: bool = True
+    is_anonymous: bool = False
+
+
+def bearer_token(header: str) -> str | None:
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+def principal_for_header(header: str) -> ApiPrincipal:
+    """Authenticate an `Authorization` header value; raise AuthenticationFailed when it is not a live key."""
+    token = bearer_token(header)
+    if token is None:
+        raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <API key>'.")
+    key = api_key_verify(token)
+    if key is None:
+        raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+    return ApiPrincipal(tenant=key.tenant, api_key=key)
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiPrincipal, ApiKey] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        principal = principal_for_header(header)
+        return principal, principal.api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'

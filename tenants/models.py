@@ -1,0 +1,84 @@
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+
+
+class Tenant(models.Model):
+    id = models.CharField(
+        primary_key=True,
+        max_length=63,
+        validators=[RegexValidator(TENANT_ID_PATTERN, "Lowercase letters, digits and dashes, 2 to 63 long.")],
+        help_text="The slug in API URLs: /tenants/<id>/api/v2/.",
+    )
+    name = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True)
+    requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Per API key; empty means the THROTTLE_RATE setting."
+    )
+    max_upload_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Total stored file bytes; empty means the TENANT_MAX_UPLOAD_BYTES setting."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id__regex=TENANT_ID_PATTERN), name="tenant_id_is_slug"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def active(self) -> "ApiKeyQuerySet":
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """A tenant's bearer key. The secret is shown once at creation; only its SHA-256 is stored."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200, blank=True)
+    prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="Shown; identifies the key.")
+    hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix} ({self.tenant_id})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+class DailyUsage(models.Model):
+    """Requests and tokens per tenant per day (UTC), for billing and quotas."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    requests = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="daily_usage_once_per_day")]
+        verbose_name_plural = "daily usage"
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day}"

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.errors import Invalid, NotFound
+from tenants.models import ApiKey, DailyUsage, Tenant
+
+KEY_SCHEME = "prl"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _hash_secret(secret: str) -> str:
+    # The secret carries 256 random bits, so a fast hash is enough: nothing can be brute-forced,
+    # and a slow KDF would cost every request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def tenant_create(*, tenant_id: str, name: str = "") -> Tenant:
+    tenant = Tenant(id=tenant_id, name=name or tenant_id)
+    tenant.full_clean(validate_unique=False)
+    try:
+        with transaction.atomic():
+            tenant.save(force_insert=True)
+    except IntegrityError:
+        raise Invalid(f"tenant_id: a tenant {tenant_id!r} already exists.") from None
+    return tenant
+
+
+def api_key_create(*, tenant: Tenant, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never retrievable again."""
+    for _ in range(5):
+        prefix = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(32)
+        try:
+            with transaction.atomic():
+                key = ApiKey.objects.create(tenant=tenant, name=name, prefix=prefix, hash=_hash_secret(secret))
+        except IntegrityError:  # prefix collision: 1 in 4 billion, try another
+            continue
+        return key, f"{KEY_SCHEME}_{prefix}_{secret}"
+    raise RuntimeError("could not allocate a unique API key prefix")
+
+
+def api_key_revoke(*, prefix: str) -> ApiKey:
+    key = ApiKey.objects.filter(prefix=prefix.removeprefix(f"{KEY_SCHEME}_")).first()
+    if key is None:
+        raise NotFound(f"No API key with prefix {prefix!r}.")
+    key.revoke()
+    return key
+
+
+def api_key_verify(raw_key: str) -> ApiKey | None:
+    """The active key for a presented secret, or None; also notes when it was last used."""
+    scheme, _, rest = raw_key.partition("_")
+    prefix, _, secret = rest.partition("_")
+    if scheme != KEY_SCHEME or len(prefix) != 8 or not secret:
+        return None
+    key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+    if key is None or key.is_revoked:
+        return None
+    if not hmac.compare_digest(key.hash, _hash_secret(secret)):
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        # At most one write a minute per key: the column is for operators, not an audit log.
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def usage_record(*, tenant: Tenant, requests: int = 1, input_tokens: int = 0, output_tokens: int = 0) -> None:
+    """Add to today's usage counters with one upsert-like statement pair, safe under concurrency."""
+    day = timezone.now().date()
+    updated = DailyUsage.objects.filter(tenant=tenant, day=day).update(
+        requests=F("requests") + requests,
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+    )
+    if updated:
+        return
+    try:
+        with transaction.atomic():
+            DailyUsage.objects.create(
+                tenant=tenant, day=day, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens
+            )
+    except IntegrityError:  # another request created today's row first
+        usage_record(tenant=tenant, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens)

@@ -1,0 +1,28 @@
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_openapi_schema_documents_every_route_with_errors(anon):
+    response = anon.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    assert "/tenants/{tenant_id}/api/v2/agents" in paths
+    conversations = paths["/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations"]
+    listing = conversations["get"]
+    assert {p["name"] for p in listing["parameters"]} >= {"limit", "next"}
+    page_ref = listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    page_schema = schema["components"]["schemas"][page_ref.rsplit("/", 1)[1]]
+    assert set(page_schema["properties"]) == {"items", "next"}
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert "401" in operation["responses"], (method, path)
+            assert "404" in operation["responses"], (method, path)
+    assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+
+
+def test_swagger_ui_is_served(anon):
+    response = anon.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()

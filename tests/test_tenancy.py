@@ -1,0 +1,65 @@
+"""Every API route, called with the outsider's key on the owner's objects, or the owner's key on the outsider's
+objects, answers 404 in the error shape and changes nothing."""
+
+import pytest
+
+from agents.models import Agent
+from conversations.models import Conversation
+
+pytestmark = pytest.mark.django_db
+
+
+def _routes(ctx, conversation):
+    agent = ctx.agent_url
+    conv = ctx.conversation_url(conversation)
+    return [
+        ("get", f"{ctx.base}/agents", None),
+        ("post", f"{ctx.base}/agents", {"name": "x"}),
+        ("get", agent, None),
+        ("patch", agent, {"name": "stolen"}),
+        ("delete", agent, None),
+        ("get", f"{agent}/conversations", None),
+        ("post", f"{agent}/conversations", {"name": "x"}),
+        ("get", conv, None),
+        ("patch", conv, {"name": "stolen"}),
+        ("delete", conv, None),
+    ]
+
+
+def test_another_tenants_urls_are_404_with_my_key(owner, outsider):
+    conversation = outsider.conversation()
+    for method, url, body in _routes(outsider, conversation):
+        response = getattr(owner.client, method)(url, body, format="json")
+        assert response.status_code == 404, (method, url)
+        assert response.json()["error"]["code"] == "not_found"
+    assert Agent.objects.get(id=outsider.agent.id).name == outsider.agent.name
+    assert Conversation.objects.filter(id=conversation.id, name=conversation.name).exists()
+    assert Agent.objects.filter(tenant=outsider.tenant).count() == 1
+
+
+def test_another_tenants_ids_under_my_url_are_404(owner, outsider):
+    foreign = outsider.conversation()
+    mine = owner.conversation()
+    foreign_agent_routes = [
+        ("get", f"{owner.base}/agents/{outsider.agent.id}", None),
+        ("patch", f"{owner.base}/agents/{outsider.agent.id}", {"name": "stolen"}),
+        ("delete", f"{owner.base}/agents/{outsider.agent.id}", None),
+        ("get", f"{owner.base}/agents/{outsider.agent.id}/conversations", None),
+        ("post", f"{owner.base}/agents/{outsider.agent.id}/conversations", {"name": "x"}),
+        ("get", f"{owner.agent_url}/conversations/{foreign.id}", None),
+        ("patch", f"{owner.agent_url}/conversations/{foreign.id}", {"name": "stolen"}),
+        ("delete", f"{owner.agent_url}/conversations/{foreign.id}", None),
+        ("get", f"{owner.base}/agents/{outsider.agent.id}/conversations/{foreign.id}", None),
+    ]
+    for method, url, body in foreign_agent_routes:
+        response = getattr(owner.client, method)(url, body, format="json")
+        assert response.status_code == 404, (method, url)
+    assert Conversation.objects.filter(id=foreign.id, name=foreign.name).exists()
+    assert Conversation.objects.filter(id=mine.id).exists()
+
+
+def test_every_route_without_a_key_is_401(owner, anon):
+    conversation = owner.conversation()
+    for method, url, body in _routes(owner, conversation):
+        response = getattr(anon, method)(url, body, format="json")
+        assert response.status_code == 401, (method, url)
