@@ -1,3 +1,6 @@
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.utils import timezone
 
@@ -18,6 +21,9 @@ class Conversation(TenantOwned):
     metadata = models.JSONField(default=dict, blank=True)
     message_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now, help_text="Last activity; bumped by new messages.")
+    current_message = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Active branch tip."
+    )
 
     class Meta:
         indexes = [
@@ -27,3 +33,78 @@ class Conversation(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.name or '(untitled)'} ({self.id})"
+
+
+class Role(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(models.TextChoices):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Message(TenantOwned):
+    """A node of the conversation tree; `Conversation.current_message` is the tip of the active branch."""
+
+    id = PublicIdField(prefix="msg")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    thinking = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=MessageStatus.choices, default=MessageStatus.COMPLETED)
+    error = models.TextField(blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    attachments = ArrayField(models.CharField(max_length=40), default=list, blank=True, help_text="File refs.")
+    # The stream log kept with the message: one [seq, kind, start, end] entry per event, where start/end
+    # index into `content` or `thinking` (or into `extra_events` for other kinds), so that any suffix of
+    # the stream can be rebuilt exactly once the live log has expired.
+    stream_index = models.JSONField(default=list, blank=True, editable=False)
+    extra_events = models.JSONField(default=list, blank=True, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("content", config="english"), output_field=SearchVectorField(), db_persist=True
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "conversation", "created_at", "id"], name="message_conversation_order"),
+            GinIndex(fields=["search_vector"], name="message_search"),
+        ]
+        constraints = [
+            # One generation at a time per conversation, enforced by the database across processes.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status="in_progress"),
+                name="one_generation_per_conversation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.id}"
+
+
+class Citation(TenantOwned):
+    """A numbered source an assistant message cites: a File of the conversation, or an external URL."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citations")
+    number = models.PositiveIntegerField()
+    source_id = models.CharField(max_length=200, help_text="A file_ref, or a URL's identifier.")
+    source_name = models.CharField(max_length=255, blank=True)
+    url = models.URLField(max_length=2000, blank=True)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    snippet = models.TextField(blank=True)
+    relevance_score = models.FloatField(default=0)
+    quality_score = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "number"], name="citation_number_once")]
+        indexes = [models.Index(fields=["tenant", "message"], name="citation_message")]
+
+    def __str__(self) -> str:
+        return f"[{self.number}] {self.source_name or self.source_id}"

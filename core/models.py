@@ -17,3 +17,19 @@ class TenantOwned(models.Model):
 
     class Meta:
         abstract = True
+
+
+class IdempotencyKey(TenantOwned):
+    """A client's Idempotency-Key for a POST: the first response is kept 24 h and replayed for retries."""
+
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty while running.")
+    response_body = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_key_once_per_tenant")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_key_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.key}"

@@ -1,0 +1,94 @@
+"""The builtin engine: offline and deterministic. It answers with SQL over the conversation's data, from its
+files, or plainly, in that order of preference (each mode is a function of its own app)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+
+from asgiref.sync import sync_to_async
+
+from agents.engines.base import (
+    BuiltinAnswer,
+    Content,
+    Event,
+    Thinking,
+    TurnContext,
+    Usage,
+    estimate_tokens,
+)
+
+CONFIGURE_HINT = (
+    "For open-ended conversation, configure an OpenAI-compatible engine: the operator sets OPENAI_BASE_URL "
+    'and OPENAI_API_KEY, and the agent gets `"engine": "openai"` with a `model`.'
+)
+
+
+def _modes() -> list[tuple[str, Callable[[TurnContext], BuiltinAnswer | None]]]:
+    """The data modes, most specific first; an app that is not installed contributes none."""
+    modes = []
+    for label, module_name, function_name in (
+        ("SQL", "dataframes.builtin", "answer_with_sql"),
+        ("retrieval", "files.builtin", "answer_from_files"),
+    ):
+        try:
+            module = __import__(module_name, fromlist=[function_name])
+        except ModuleNotFoundError:
+            continue
+        modes.append((label, getattr(module, function_name)))
+    return modes
+
+
+def plain_answer(context: TurnContext) -> BuiltinAnswer:
+    question = " ".join(context.question.split())
+    quoted = question if len(question) <= 200 else question[:197] + "..."
+    if context.continue_from:
+        return BuiltinAnswer(
+            steps=["Continuing the previous answer."],
+            text=" Nothing more to add from here: " + CONFIGURE_HINT,
+        )
+    text = (
+        f'You wrote: "{quoted}"\n\n'
+        "I am Parley's builtin assistant. I answer from this conversation's files (upload some and ask "
+        "about them) and run SQL over its data (send a ```sql block, or a message starting with SELECT or "
+        f"WITH). {CONFIGURE_HINT}"
+    )
+    return BuiltinAnswer(steps=["Answering plainly."], text=text)
+
+
+_CHUNK = re.compile(r"\S+\s*|\s+")
+
+
+def chunks(text: str) -> list[str]:
+    """Words with their trailing whitespace: concatenated they give back `text` exactly."""
+    return _CHUNK.findall(text)
+
+
+class BuiltinEngine:
+    async def run(self, context: TurnContext) -> AsyncIterator[Event]:
+        delay = context.options.get("chunk_delay_ms", 0) / 1000
+        steps: list[str] = []
+        answer = None
+        if not context.continue_from:
+            for label, mode in _modes():
+                answer = await sync_to_async(mode)(context)
+                if answer is not None:
+                    break
+                steps.append(
+                    f"No {label} mode: {'no SQL query in the message' if label == 'SQL' else 'no indexed files'}."
+                )
+        answer = answer or plain_answer(context)
+        if context.reasoning:
+            for step in [*steps, *answer.steps]:
+                yield Thinking(step + "\n")
+        for piece in chunks(answer.text):
+            if delay:
+                await asyncio.sleep(delay)
+            yield Content(piece)
+        for event in answer.events:
+            yield event
+        prompt_tokens = estimate_tokens(context.system_prompt) + sum(
+            estimate_tokens(m.content) for m in context.history
+        )
+        yield Usage(input_tokens=prompt_tokens, output_tokens=estimate_tokens(answer.text))
