@@ -207,6 +207,23 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 DEFAULT_MODEL = env_str("DEFAULT_MODEL")
 
+# --- Data frames (dataframes/) -----------------------------------------------------------------
+# SQL over a conversation's data runs in an in-process DuckDB that sees only the registered frames and
+# files, refuses anything but one SELECT/WITH, and is bounded by these limits.
+DATAFRAMES_SQL_TIMEOUT_SECONDS = env_float("DATAFRAMES_SQL_TIMEOUT_SECONDS", 10.0)
+DATAFRAMES_SQL_MEMORY_LIMIT = env_str("DATAFRAMES_SQL_MEMORY_LIMIT", "512MB")
+DATAFRAMES_SQL_THREADS = env_int("DATAFRAMES_SQL_THREADS", 2)
+DATAFRAMES_SQL_MAX_ROWS = env_int("DATAFRAMES_SQL_MAX_ROWS", 1_000_000)
+# Parquet "bombs": a footer declaring more cells (rows x columns) than this is refused before decoding;
+# the same cap bounds the cells read from an XLSX sheet.
+DATAFRAMES_MAX_CELLS = env_int("DATAFRAMES_MAX_CELLS", 100_000_000)
+# Largest stored object copied to a local temporary file when the storage has no local path (S3).
+DATAFRAMES_MAX_FILE_BYTES = env_int("DATAFRAMES_MAX_FILE_BYTES", 1024 * 1024 * 1024)
+DATAFRAMES_ROW_GROUP_SIZE = env_int("DATAFRAMES_ROW_GROUP_SIZE", 64 * 1024)
+DATAFRAMES_PAGE_MAX_ROWS = 10_000
+DATAFRAMES_SAMPLES_MAX = 100
+# --- end of Data frames ------------------------------------------------------------------------
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,101 @@
+"""The builtin engine's SQL mode: a query in the message runs over the conversation's data and becomes a frame."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from agents.engines.base import BuiltinAnswer, DataFrameProduced, TurnContext
+from core.errors import ApplicationError
+from dataframes.formats import markdown_table
+from dataframes.selectors import conversation_sql_tables
+from dataframes.services import SqlRun, dataframe_create_from_sql
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_ROWS = 10
+FENCED_SQL = re.compile(r"```sql[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+# A message that is itself a query: SELECT or WITH first, after any `--` comment lines (e.g. `-- name: x`).
+LEADING_SQL = re.compile(r"\A\s*(?:--[^\n]*\n\s*)*(?:SELECT|WITH)\b", re.IGNORECASE)
+
+
+def sql_in_message(text: str) -> str | None:
+    """The SQL a message asks to run: its first ```sql block, or the whole text when it starts with a query."""
+    fenced = FENCED_SQL.search(text)
+    if fenced:
+        return fenced.group(1).strip() or None
+    if LEADING_SQL.match(text):
+        return text.strip()
+    return None
+
+
+def describe_sql_run(run: SqlRun) -> str:
+    """Rows and columns of the saved result and a Markdown preview of its first rows."""
+    table, frame = run.table, run.frame
+    columns = ", ".join(f"`{name}`" for name in table.column_names)
+    text = (
+        f"The query returned {table.num_rows:,} row{'s' if table.num_rows != 1 else ''} and "
+        f"{table.num_columns} column{'s' if table.num_columns != 1 else ''} ({columns}), "
+        f"saved as the data frame `{frame.name}`."
+    )
+    if run.truncated:
+        text += f" The result had more rows; only the first {table.num_rows:,} were kept (the configured cap)."
+    if table.num_rows:
+        text += "\n\n" + markdown_table(table.slice(0, PREVIEW_ROWS))
+        if table.num_rows > PREVIEW_ROWS:
+            text += f"\n\nShowing the first {PREVIEW_ROWS} of {table.num_rows:,} rows."
+    return text
+
+
+def describe_sql_failure(message: str, *, tenant_id: str, conversation_id: str) -> str:
+    text = f"I could not run that query. {message}"
+    try:
+        names = [
+            table["name"] for table in conversation_sql_tables(tenant_id=tenant_id, conversation_id=conversation_id)
+        ]
+    except Exception:  # the hint is optional; the explanation above is the answer
+        logger.exception("Could not list the SQL tables of %s", conversation_id)
+        names = []
+    if names:
+        text += "\n\nTables you can query here: " + ", ".join(f"`{name}`" for name in names) + "."
+    else:
+        text += "\n\nThis conversation has no data frames or tabular files yet."
+    return text
+
+
+def run_sql(
+    *, tenant_id: str, conversation_id: str | None, message_id: str | None, query: str, name: str | None = None
+):
+    """(steps, text, events) for one query; never raises for a bad or refused query."""
+    if conversation_id is None:
+        text = "SQL runs over a conversation's data frames and files; this request has no conversation."
+        return ["No conversation to query."], text, []
+    try:
+        run = dataframe_create_from_sql(
+            tenant_id=tenant_id, conversation_id=conversation_id, message_id=message_id, query=query, name=name
+        )
+    except ApplicationError as exc:
+        text = describe_sql_failure(exc.message, tenant_id=tenant_id, conversation_id=conversation_id)
+        return [f"The query was not run: {exc.message}"], text, []
+    except Exception:  # a reply that explains beats a failed message; the trace goes to the log
+        logger.exception("SQL over conversation %s failed unexpectedly", conversation_id)
+        text = describe_sql_failure(
+            "It failed unexpectedly on the server.", tenant_id=tenant_id, conversation_id=conversation_id
+        )
+        return ["The query failed unexpectedly."], text, []
+    event = DataFrameProduced(name=run.frame.name, rows=run.table.num_rows, columns=run.table.column_names)
+    return run.steps, describe_sql_run(run), [event]
+
+
+def answer_with_sql(context: TurnContext) -> BuiltinAnswer | None:
+    """The SQL mode: None when the question holds no SQL, else the answer (errors explained in its text)."""
+    query = sql_in_message(context.question)
+    if query is None:
+        return None
+    steps, text, events = run_sql(
+        tenant_id=context.tenant_id,
+        conversation_id=context.conversation_id,
+        message_id=context.message_id,
+        query=query,
+    )
+    return BuiltinAnswer(steps=["Found a SQL query in the message.", *steps], text=text, events=events)
