@@ -92,5 +92,12 @@ def markdown_table(table: pa.Table) -> str:
     return "\n".join(lines)
 
 
+def dtype_name(data_type: pa.DataType) -> str:
+    """Arrow's type name, without the `large_` that only says how Arrow addresses the bytes in memory."""
+    return (
+        str(data_type).replace("large_string", "string").replace("large_binary", "binary").replace("large_list", "list")
+    )
+
+
 def schema_of(table: pa.Table) -> list[dict[str, str]]:
-    return [{"name": field.name, "dtype": str(field.type)} for field in table.schema]
+    return [{"name": field.name, "dtype": dtype_name(field.type)} for field in table.schema]

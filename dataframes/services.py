@@ -16,7 +16,7 @@ from core.errors import ApplicationError, Conflict
 from dataframes.formats import schema_of
 from dataframes.models import DataFrame, is_frame_name
 from dataframes.parquet import parquet_store, stored_file_path, stored_files_delete
-from dataframes.sql import QueryFailed, Sandbox, referenced_tables
+from dataframes.sql import QueryFailed, Sandbox, read_only_statement, referenced_tables
 from dataframes.tabular import conversation_file_tables, register_tabular_file
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def dataframe_create_from_sql(
 ) -> SqlRun:
     """Run a read-only query over the conversation's frames and tabular files and save the result as a new
     frame. Raises QueryFailed (or another ApplicationError) with a message meant for the user."""
+    read_only_statement(query)
     name = name or query_frame_name(query)
     frames = {
         frame.name.lower(): frame
@@ -135,14 +136,14 @@ def dataframe_create_from_sql(
         sandbox = stack.enter_context(Sandbox())
         registered = []
         for key, frame in frames.items():
-            if key in wanted:
+            if wanted is None or key in wanted:
                 path = stack.enter_context(stored_file_path(frame.storage_key, suffix=".parquet"))
                 sandbox.add_file_view(frame.name, "read_parquet", path)
                 registered.append(f"{frame.name} (data frame, {frame.row_count:,} rows)")
         for file, table_name in conversation_file_tables(
             tenant_id=tenant_id, conversation_id=conversation_id, taken=set(frames)
         ):
-            if table_name.lower() in wanted:
+            if wanted is None or table_name.lower() in wanted:
                 try:
                     register_tabular_file(sandbox, stack, file, table_name)
                 except ApplicationError as exc:
@@ -160,7 +161,7 @@ def dataframe_create_from_sql(
         started = time.monotonic()
         result = sandbox.run(query)
         elapsed_ms = (time.monotonic() - started) * 1000
-    table = result.table
+    table = _storable(result.table)
     steps.append(
         f"Ran the query in DuckDB ({elapsed_ms:.0f} ms): {table.num_rows:,} rows x {table.num_columns} columns."
     )

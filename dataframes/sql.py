@@ -8,6 +8,7 @@ exactly one SELECT (WITH ... SELECT included); memory, threads, time and result 
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 
@@ -148,9 +149,27 @@ class Sandbox:
         return QueryResult(table=table.slice(0, max_rows) if truncated else table, truncated=truncated)
 
 
-def referenced_tables(query: str) -> set[str]:
-    """Lower-cased names of the tables a query reads (CTE names included), as DuckDB's parser sees them."""
+def referenced_tables(query: str) -> set[str] | None:
+    """Lower-cased names of the tables a query reads (CTE names included), from DuckDB's parse tree without
+    binding anything; None when the parser cannot list them (then every table is registered)."""
+    scratch = duckdb.connect(":memory:", config={"enable_external_access": False, "autoload_known_extensions": False})
     try:
-        return {name.lower() for name in duckdb.get_table_names(query)}
-    except duckdb.Error as exc:
-        raise QueryFailed(f"The query is not valid SQL: {_first_lines(exc)}") from None
+        serialized = scratch.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0]
+        tree = json.loads(serialized)
+    except (duckdb.Error, TypeError, ValueError):
+        return None
+    finally:
+        scratch.close()
+    if not isinstance(tree, dict) or tree.get("error"):
+        return None
+    names: set[str] = set()
+    pending: list = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+                names.add(node["table_name"].lower())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return names
