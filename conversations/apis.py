@@ -1,16 +1,20 @@
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from agents.selectors import agent_get
-from conversations.selectors import conversation_get, conversation_list
+from conversations.selectors import conversation_get, conversation_list, conversation_state_messages
 from conversations.serializers import (
     ConversationCreateSerializer,
     ConversationSerializer,
+    ConversationStateSerializer,
     ConversationUpdateSerializer,
 )
 from conversations.services import conversation_create, conversation_delete, conversation_update
-from core.pagination import keyset_pagination
+from core.pagination import keyset_pagination, parse_limit
+
+STATE_MESSAGES_DEFAULT = 100
 
 
 @extend_schema_view(
@@ -18,7 +22,13 @@ from core.pagination import keyset_pagination
     create=extend_schema(
         summary="Create a conversation", request=ConversationCreateSerializer, responses={201: ConversationSerializer}
     ),
-    retrieve=extend_schema(summary="Get a conversation"),
+    retrieve=extend_schema(
+        summary="Get the conversation state: its newest messages as a tree and the current message",
+        parameters=[
+            OpenApiParameter("messages_limit", int, description="Newest messages to include (1 to 1000, default 100).")
+        ],
+        responses=ConversationStateSerializer,
+    ),
     partial_update=extend_schema(
         summary="Rename a conversation or set its metadata", request=ConversationUpdateSerializer
     ),
@@ -44,7 +54,15 @@ class ConversationViewSet(viewsets.GenericViewSet):
 
     def retrieve(self, request, tenant_id, agent_id, conversation_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
-        return Response(ConversationSerializer(conversation).data)
+        limit = parse_limit(
+            request.query_params.get("messages_limit"),
+            default=STATE_MESSAGES_DEFAULT,
+            maximum=settings.CONVERSATION_MESSAGES_LIMIT_MAX,
+            name="messages_limit",
+        )
+        messages, truncated = conversation_state_messages(conversation=conversation, limit=limit)
+        context = {"messages": messages, "messages_truncated": truncated}
+        return Response(ConversationStateSerializer(conversation, context=context).data)
 
     def partial_update(self, request, tenant_id, agent_id, conversation_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)

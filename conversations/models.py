@@ -67,6 +67,9 @@ class Message(TenantOwned):
     stream_index = models.JSONField(default=list, blank=True, editable=False)
     extra_events = models.JSONField(default=list, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Last sign of life of a running generation."
+    )
     search_vector = models.GeneratedField(
         expression=SearchVector("content", config="english"), output_field=SearchVectorField(), db_persist=True
     )

@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
-from conversations.models import Conversation, TitleSource
+from conversations.events import StreamRecord
+from conversations.models import Conversation, Message, MessageStatus, TitleSource
+from core.errors import Invalid
 from dataframes.services import dataframes_delete_stored
+
+INTERRUPTED = "The generation was interrupted: its server process stopped."
 
 
 def conversation_create(*, agent: Agent, name: str, metadata: dict[str, Any] | None = None) -> Conversation:
@@ -53,3 +59,40 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation_delete_many(
         tenant_id=conversation.tenant_id, conversations=Conversation.objects.filter(id=conversation.id)
     )
+
+
+def attachments_validate(*, conversation: Conversation, refs: list[str]) -> None:
+    """Attachments must be files of this conversation (400 naming `attachments` otherwise)."""
+    try:
+        from files.selectors import file_refs_validate
+    except ImportError:  # the files app has no models yet: no ref can be valid
+        raise Invalid("attachments: unknown file refs.", details={"attachments": refs}) from None
+    file_refs_validate(tenant_id=conversation.tenant_id, conversation_id=conversation.id, refs=refs)
+
+
+def message_sweep_stale() -> int:
+    """Fail every in-progress message whose generation stopped sending heartbeats."""
+    now = timezone.now()
+    stale = Message.objects.filter(status=MessageStatus.IN_PROGRESS)
+    return sum(message_sweep_if_stale(message, now=now) for message in stale)
+
+
+def message_sweep_if_stale(message: Message, *, now=None) -> bool:
+    """Mark a running message failed when its generation stopped sending heartbeats; True if it did."""
+    now = now or timezone.now()
+    last_sign = message.heartbeat_at or message.created_at
+    if last_sign > now - timedelta(seconds=settings.GENERATION_STALE_SECONDS):
+        return False
+    record = StreamRecord(
+        content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
+    )
+    record.add({"error": INTERRUPTED})
+    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.IN_PROGRESS).update(
+        status=MessageStatus.FAILED,
+        error=INTERRUPTED,
+        completed_at=now,
+        heartbeat_at=None,
+        stream_index=record.index,
+        extra_events=record.extra,
+    )
+    return bool(updated)

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from conversations.apis import ConversationViewSet
+from conversations.message_apis import MessageCancelView, MessagesView
 
 AGENT = "agents/<str:agent_id>"
 CONVERSATION = f"{AGENT}/conversations/<str:conversation_id>"
@@ -16,4 +17,6 @@ urlpatterns = [
         ConversationViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="conversation-detail",
     ),
+    path(f"{CONVERSATION}/messages", MessagesView.as_view(), name="message-list"),
+    path(f"{CONVERSATION}/messages/<str:message_id>/cancel", MessageCancelView.as_view(), name="message-cancel"),
 ]

@@ -4,7 +4,7 @@ objects, answers 404 in the error shape and changes nothing."""
 import pytest
 
 from agents.models import Agent
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +23,9 @@ def _routes(ctx, conversation):
         ("get", conv, None),
         ("patch", conv, {"name": "stolen"}),
         ("delete", conv, None),
+        ("get", f"{conv}/messages", None),
+        ("post", f"{conv}/messages", {"content": "hi"}),
+        ("post", f"{conv}/messages/msg_x/cancel", None),
     ]
 
 
@@ -39,6 +42,7 @@ def test_another_tenants_urls_are_404_with_my_key(owner, outsider):
 
 def test_another_tenants_ids_under_my_url_are_404(owner, outsider):
     foreign = outsider.conversation()
+    foreign_reply = Message.objects.create(tenant=outsider.tenant, conversation=foreign, role="assistant", content="x")
     mine = owner.conversation()
     foreign_agent_routes = [
         ("get", f"{owner.base}/agents/{outsider.agent.id}", None),
@@ -50,12 +54,16 @@ def test_another_tenants_ids_under_my_url_are_404(owner, outsider):
         ("patch", f"{owner.agent_url}/conversations/{foreign.id}", {"name": "stolen"}),
         ("delete", f"{owner.agent_url}/conversations/{foreign.id}", None),
         ("get", f"{owner.base}/agents/{outsider.agent.id}/conversations/{foreign.id}", None),
+        ("get", f"{owner.agent_url}/conversations/{foreign.id}/messages", None),
+        ("post", f"{owner.agent_url}/conversations/{foreign.id}/messages", {"content": "hi"}),
+        ("post", f"{owner.agent_url}/conversations/{foreign.id}/messages/{foreign_reply.id}/cancel", None),
     ]
     for method, url, body in foreign_agent_routes:
         response = getattr(owner.client, method)(url, body, format="json")
         assert response.status_code == 404, (method, url)
     assert Conversation.objects.filter(id=foreign.id, name=foreign.name).exists()
     assert Conversation.objects.filter(id=mine.id).exists()
+    assert Message.objects.filter(conversation=foreign).count() == 1
 
 
 def test_every_route_without_a_key_is_401(owner, anon):

@@ -1,0 +1,179 @@
+"""Async endpoints that wait on generations: post-and-wait, the messages list, cancel (and streams).
+
+They are adrf views: DRF's authentication, tenant permission, throttling and error shape, but async
+handlers, so a request waiting tens of seconds for an engine holds no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from adrf.views import APIView
+from asgiref.sync import sync_to_async
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+
+from agents.runtime import TurnRequest, generation_cancel, generation_start, turn_start_or_conflict
+from conversations.models import Conversation, Message, MessageStatus, Role
+from conversations.selectors import conversation_get, message_get, message_list
+from conversations.serializers import (
+    MessagePostSerializer,
+    MessageSerializer,
+    TurnResponseSerializer,
+)
+from conversations.services import attachments_validate
+from core.errors import Invalid, NotFound, error_body
+from core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from core.idempotency import request_fingerprint, run_idempotent
+from core.pagination import KeysetPagination, keyset_pagination
+from core.schema import ErrorSerializer
+
+CANCEL_WAIT_SECONDS = 3.0
+
+
+def turn_request_from(validated: dict) -> TurnRequest:
+    return TurnRequest(
+        content=validated.get("content", ""),
+        attachments=validated.get("attachments", []),
+        parent_id=validated.get("parent_id"),
+        regenerate=validated.get("regenerate"),
+        continue_=validated.get("continue", False),
+        reasoning=validated.get("reasoning", False),
+        on_disconnect=validated.get("on_disconnect", "continue"),
+    )
+
+
+async def conversation_for(request, agent_id: str, conversation_id: str) -> Conversation:
+    return await sync_to_async(conversation_get)(
+        tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
+    )
+
+
+async def turn_prepare(request, conversation: Conversation) -> TurnRequest:
+    serializer = MessagePostSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    turn_request = turn_request_from(serializer.validated_data)
+    if turn_request.attachments:
+        await sync_to_async(attachments_validate)(conversation=conversation, refs=turn_request.attachments)
+    return turn_request
+
+
+def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
+    assistant = Message.objects.select_related("conversation").prefetch_related("citations").get(pk=message_id)
+    user = Message.objects.prefetch_related("citations").get(pk=assistant.parent_id)
+    conversation = assistant.conversation
+    if assistant.status == MessageStatus.FAILED:
+        return 502, error_body(
+            "engine_error",
+            assistant.error or "The agent's engine failed.",
+            {"message_id": assistant.id, "conversation_id": conversation_id},
+        )
+    body = TurnResponseSerializer(
+        {"conversation": conversation, "messages": [user, assistant], "current_message_id": assistant.id}
+    ).data
+    return 200, body
+
+
+async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
+    turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    generation = generation_start(turn)
+    try:
+        await asyncio.shield(generation)
+    except asyncio.CancelledError:  # the client went away; the reply goes on unless asked otherwise
+        if turn_request.on_disconnect == "cancel":
+            await generation_cancel(turn.message_id)
+        raise
+    return await sync_to_async(_turn_body)(conversation.id, turn.message_id)
+
+
+_ID_PARAMS = [
+    OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+    OpenApiParameter("conversation_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+]
+_IDEMPOTENCY_PARAM = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Retries with the same key and body replay the first response instead of running again.",
+)
+
+
+class MessagesView(APIView):
+    pagination_class = keyset_pagination("created_at", "id")
+
+    @extend_schema(
+        summary="List messages (the active branch, oldest first)",
+        parameters=[
+            *_ID_PARAMS,
+            OpenApiParameter("order", OpenApiTypes.STR, enum=["asc", "desc"], description="desc: newest first."),
+            OpenApiParameter("branch", OpenApiTypes.STR, enum=["active", "all"], description="all: every message."),
+        ],
+        responses=MessageSerializer(many=True),
+    )
+    async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        order = request.query_params.get("order", "asc")
+        branch = request.query_params.get("branch", "active")
+        if order not in ("asc", "desc"):
+            raise Invalid("order: must be asc or desc.", details={"order": order})
+        if branch not in ("active", "all"):
+            raise Invalid("branch: must be active or all.", details={"branch": branch})
+        paginator = KeysetPagination(("-created_at", "-id") if order == "desc" else ("created_at", "id"))
+
+        def page() -> list[dict]:
+            queryset = message_list(conversation=conversation, branch=branch).prefetch_related("citations")
+            return MessageSerializer(paginator.paginate_queryset(queryset, request), many=True).data
+
+        return paginator.get_paginated_response(await sync_to_async(page)())
+
+    @extend_schema(
+        summary="Post a message and wait for the agent's reply",
+        parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
+        request=MessagePostSerializer,
+        responses={
+            200: TurnResponseSerializer,
+            409: ErrorSerializer,
+            422: ErrorSerializer,
+            502: ErrorSerializer,
+        },
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        turn_request = await turn_prepare(request, conversation)
+        status, body = await run_idempotent(
+            tenant_id=request.tenant.id,
+            key=request.headers.get(IDEMPOTENCY_HEADER),
+            fingerprint=request_fingerprint("POST", request.path, request.data),
+            run=lambda: _post_and_wait(conversation, turn_request),
+        )
+        return Response(body, status=status)
+
+
+class MessageCancelView(APIView):
+    @extend_schema(
+        summary="Stop a running generation; the partial reply is kept as `cancelled`",
+        parameters=[*_ID_PARAMS, OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
+        request=None,
+        responses=MessageSerializer,
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
+        if message.role != Role.ASSISTANT:
+            raise NotFound("Message not found.")
+        if message.status == MessageStatus.IN_PROGRESS:
+            await generation_cancel(message.id)
+            message = await _wait_until_settled(message)
+        return Response(await sync_to_async(lambda: MessageSerializer(message).data)())
+
+
+async def _wait_until_settled(message: Message) -> Message:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_WAIT_SECONDS
+    while loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        message = await Message.objects.prefetch_related("citations").aget(pk=message.pk)
+        if message.status != MessageStatus.IN_PROGRESS:
+            break
+    return message
