@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -26,7 +26,8 @@ RESULT_NAME = re.compile(r"^result_(\d+)$")
 
 
 def _storable(table: pa.Table) -> pa.Table:
-    """Unique column names (DuckDB allows `SELECT 1 AS a, 2 AS a`) and no types Parquet cannot hold."""
+    """Unique column names (DuckDB allows `SELECT 1 AS a, 2 AS a`), integers as integers and no types
+    Parquet cannot hold."""
     names, seen = [], set()
     for index, name in enumerate(table.column_names):
         name = name or f"column_{index + 1}"
@@ -40,6 +41,10 @@ def _storable(table: pa.Table) -> pa.Table:
     for column in table.columns:
         if pa.types.is_interval(column.type):
             column = pa.array([None if value is None else str(value) for value in column.to_pylist()], pa.string())
+        elif pa.types.is_decimal(column.type) and column.type.scale == 0:
+            # DuckDB's sum() of integers is a HUGEINT (decimal(38, 0)): keep it an integer when it fits.
+            with suppress(pa.ArrowInvalid):
+                column = column.cast(pa.int64())
         columns.append(column)
     return pa.table(columns, names=names)
 

@@ -664,3 +664,69 @@ def test_the_schema_documents_every_output_format(anon):
         "text/csv",
         "application/vnd.apache.parquet",
     }
+
+
+# --- end to end through the messages API -------------------------------------------------------
+
+
+def post_message(ctx, conversation, content: str):
+    response = ctx.client.post(f"{ctx.conversation_url(conversation)}/messages", {"content": content}, format="json")
+    assert response.status_code == 200, response.json()
+    return response.json()["messages"][1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sql_through_the_messages_api_then_list_and_read(owner):
+    conversation = owner.conversation()
+    rows = ", ".join(f"('{r.region}', {r.amount}, {r.units})" for r in sales().itertuples())
+    first = post_message(
+        owner,
+        conversation,
+        "-- name: sales\nSELECT region, amount::DOUBLE AS amount, units::BIGINT AS units "
+        f"FROM (VALUES {rows}) AS t(region, amount, units)",
+    )
+    assert first["status"] == "completed"
+    assert "6 rows and 3 columns" in first["content"]
+
+    reply = post_message(
+        owner,
+        conversation,
+        "Totals by region:\n```sql\nSELECT region, sum(amount) AS total, sum(units) AS units\n"
+        "FROM sales GROUP BY region ORDER BY total DESC\n```",
+    )
+    assert reply["status"] == "completed"
+    assert "3 rows and 3 columns" in reply["content"] and "saved as the data frame `result_1`" in reply["content"]
+    assert "| north | 20.0 | 10 |" in reply["content"]
+    stored = Message.objects.get(id=reply["id"])
+    assert {"data_frame": {"name": "result_1", "rows": 3, "columns": ["region", "total", "units"]}} in (
+        stored.extra_events
+    )
+
+    listing = owner.client.get(f"{frames_url(owner, conversation)}?num_samples=100").json()
+    assert [(f["name"], f["message_id"]) for f in listing["items"]] == [
+        ("sales", first["id"]),
+        ("result_1", reply["id"]),
+    ]
+    expected = (
+        sales()
+        .groupby("region", as_index=False)
+        .agg(total=("amount", "sum"), units=("units", "sum"))
+        .sort_values("total", ascending=False, kind="stable")
+    )
+    assert listing["items"][1]["samples"] == expected_records(expected)
+    assert listing["items"][0]["samples"] == expected_records(sales())
+
+    body = owner.client.get(f"{frames_url(owner, conversation)}/sales?order_by=-units&limit=2&offset=1").json()
+    assert body["rows"] == expected_records(sales().sort_values("units", ascending=False).iloc[1:3])
+    csv_body = owner.client.get(f"{frames_url(owner, conversation)}/result_1?output_format=csv").content.decode()
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(csv_body)), expected.reset_index(drop=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_query_through_the_messages_api_completes_with_an_explanation(owner):
+    conversation = owner.conversation()
+    reply = post_message(owner, conversation, "SELECT * FROM read_csv('/etc/passwd')")
+    assert reply["status"] == "completed"
+    assert reply["content"].startswith("I could not run that query. Refused:")
+    assert "root:" not in reply["content"]
+    assert not DataFrame.objects.exists()
