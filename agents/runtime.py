@@ -235,7 +235,18 @@ def in_worker(function):
     return sync_to_async(call, thread_sensitive=False)
 
 
-def generation_start(turn: Turn) -> asyncio.Task:
+async def generation_start(turn: Turn) -> asyncio.Task:
+    """Open the message's live log with its first events, then run the generation in its own task."""
+    log = streams()
+    await log.reset(turn.message_id)
+    for seq, event in rebuild_events(
+        content=turn.record.content,
+        thinking=turn.record.thinking,
+        index=turn.record.index,
+        extra=turn.record.extra,
+        after=-1,
+    ):
+        await log.append(turn.message_id, seq, event)
     # A fresh context: nothing of the request (its thread-sensitive executor) is inherited.
     task = asyncio.get_running_loop().create_task(
         _generate(turn), name=f"generation {turn.message_id}", context=contextvars.Context()
@@ -254,15 +265,16 @@ async def generation_cancel(message_id: str) -> None:
         task.cancel()
 
 
-def _flush(turn: Turn) -> None:
-    record = turn.record
-    Message.objects.filter(pk=turn.message_id, status=MessageStatus.IN_PROGRESS).update(
-        content=record.content,
-        thinking=record.thinking,
-        stream_index=record.index,
-        extra_events=record.extra,
-        heartbeat_at=timezone.now(),
+def _flush(message_id: str, snapshot: tuple[str, str, list, list]) -> None:
+    content, thinking, index, extra = snapshot
+    Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).update(
+        content=content, thinking=thinking, stream_index=index, extra_events=extra, heartbeat_at=timezone.now()
     )
+
+
+def _snapshot(record: StreamRecord) -> tuple[str, str, list, list]:
+    # Taken on the event loop, so the stored index never points past the stored text.
+    return record.content, record.thinking, list(record.index), list(record.extra)
 
 
 @transaction.atomic
@@ -304,35 +316,34 @@ def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations:
     usage_record(tenant_id=turn.tenant_id, requests=1, input_tokens=usage[0], output_tokens=usage[1])
 
 
-async def _watch(turn: Turn, task: asyncio.Task) -> None:
-    """Stop the generation when a cancel is requested (from any process); keep its heartbeat fresh."""
+async def _tend(turn: Turn, task: asyncio.Task) -> None:
+    """Beside the engine: stop it when a cancel is requested (from any process), flush partial content
+    at least every GENERATION_FLUSH_SECONDS, and keep the heartbeat fresh while the engine is silent."""
     log = streams()
-    last_beat = time.monotonic()
+    flushed_seq, last_write = turn.record.next_seq, time.monotonic()
     while True:
         await asyncio.sleep(CANCEL_POLL_SECONDS)
         if await log.is_cancel_requested(turn.message_id):
             turn.cancel_requested = True
             task.cancel()
             return
-        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+        elapsed = time.monotonic() - last_write
+        if turn.record.next_seq != flushed_seq and elapsed >= settings.GENERATION_FLUSH_SECONDS:
+            flushed_seq = turn.record.next_seq
+            await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
+            last_write = time.monotonic()
+        elif elapsed >= HEARTBEAT_SECONDS:
             await in_worker(Message.objects.filter(pk=turn.message_id).update)(heartbeat_at=timezone.now())
-            last_beat = time.monotonic()
+            last_write = time.monotonic()
 
 
 async def _generate(turn: Turn) -> str:
     log = streams()
     record = turn.record
-    await log.reset(turn.message_id)
-    for seq, event in rebuild_events(
-        content=record.content, thinking=record.thinking, index=record.index, extra=record.extra, after=-1
-    ):
-        await log.append(turn.message_id, seq, event)
-
     usage = [0, 0]
     citations: list[dict[str, Any]] = []
     status, error = MessageStatus.COMPLETED, ""
-    watcher = asyncio.create_task(_watch(turn, asyncio.current_task()))
-    last_flush = time.monotonic()
+    tender = asyncio.create_task(_tend(turn, asyncio.current_task()))
     try:
         async with contextlib.aclosing(engine_for(turn.engine_name).run(turn.context)) as events:
             async for event in events:
@@ -346,9 +357,6 @@ async def _generate(turn: Turn) -> str:
                 if payload is not None:
                     seq = record.add(payload)
                     await log.append(turn.message_id, seq, payload)
-                if time.monotonic() - last_flush >= settings.GENERATION_FLUSH_SECONDS:
-                    await in_worker(_flush)(turn)
-                    last_flush = time.monotonic()
     except asyncio.CancelledError:
         if not turn.cancel_requested:
             status, error = MessageStatus.FAILED, INTERRUPTED  # the server is shutting down
@@ -360,15 +368,12 @@ async def _generate(turn: Turn) -> str:
         logger.exception("Generation %s failed", turn.message_id)
         status, error = MessageStatus.FAILED, "The engine failed unexpectedly."
     finally:
-        watcher.cancel()
+        tender.cancel()
 
     # Store first, then publish the end, so that a client that sees `done` finds the message stored.
-    final = []
+    final = [{"error": error}]
     if status != MessageStatus.FAILED:
-        final.append({"tokens": usage[0] + usage[1]})
-        final.append({"done": True, "status": status})
-    else:
-        final.append({"error": error})
+        final = [{"tokens": usage[0] + usage[1]}, {"done": True, "status": status}]
     final = [(record.add(event), event) for event in final]
     await in_worker(_finish)(turn, status=status, error=error, usage=usage, citations=citations)
     for seq, event in final:

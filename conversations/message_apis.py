@@ -7,11 +7,13 @@ handlers, so a request waiting tens of seconds for an engine holds no thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from agents.runtime import TurnRequest, generation_cancel, generation_start, turn_start_or_conflict
@@ -23,11 +25,14 @@ from conversations.serializers import (
     TurnResponseSerializer,
 )
 from conversations.services import attachments_validate
+from conversations.streaming import message_events
+from conversations.streams import is_terminal
 from core.errors import Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
+from core.sse import KEEPALIVE, EventStreamRenderer, sse_event, sse_response
 
 CANCEL_WAIT_SECONDS = 3.0
 
@@ -77,7 +82,7 @@ def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
 
 async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
     turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
-    generation = generation_start(turn)
+    generation = await generation_start(turn)
     try:
         await asyncio.shield(generation)
     except asyncio.CancelledError:  # the client went away; the reply goes on unless asked otherwise
@@ -177,3 +182,116 @@ async def _wait_until_settled(message: Message) -> Message:
         if message.status != MessageStatus.IN_PROGRESS:
             break
     return message
+
+
+# --- Server-Sent Events ------------------------------------------------------------------------
+
+_cancelling: set[asyncio.Task] = set()
+
+
+def _cancel_soon(message_id: str) -> None:
+    """Called while the response is being torn down: the cancel itself runs as its own task."""
+    task = asyncio.ensure_future(generation_cancel(message_id))
+    _cancelling.add(task)
+    task.add_done_callback(_cancelling.discard)
+
+
+async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        async for item in message_events(message_id, after=after):
+            if item is None:
+                yield KEEPALIVE
+                continue
+            seq, event = item
+            yield sse_event(event, f"{message_id}:{seq}")
+            finished = finished or is_terminal(event)
+    finally:
+        if not finished and cancel_on_disconnect:
+            _cancel_soon(message_id)
+
+
+def _resume_point(request, message_id: str) -> int:
+    """The seq to resume after, from `Last-Event-ID: <message id>:<seq>` or `?after=<seq>` (-1: all)."""
+    last_event_id = request.headers.get("Last-Event-ID")
+    after = request.query_params.get("after")
+    try:
+        if last_event_id:
+            event_message, _, seq = last_event_id.rpartition(":")
+            if event_message != message_id:
+                raise ValueError
+            return max(-1, int(seq))
+        return -1 if after in (None, "") else max(-1, int(after))
+    except ValueError:
+        raise Invalid(
+            "Last-Event-ID: must be '<message id>:<seq>' of this message (or ?after=<seq>).",
+            details={"last_event_id": last_event_id, "after": after},
+        ) from None
+
+
+class EventStreamView(APIView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response):  # errors are JSON, whatever the client accepts
+            response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
+        return response
+
+
+_SSE_RESPONSE = OpenApiResponse(
+    response=OpenApiTypes.STR,
+    description="Server-Sent Events: `id: <message id>:<seq>` and one JSON object per `data:` line: "
+    "`message`, `thinking`, `content`, `citations`, `data_frame`, `tokens`, then `done` (or `error`).",
+)
+
+
+async def _stream_start(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
+    turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    await generation_start(turn)
+    return 200, {"message_id": turn.message_id}
+
+
+class StreamView(EventStreamView):
+    @extend_schema(
+        summary="Post a message and stream the reply as Server-Sent Events",
+        parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
+        request=MessagePostSerializer,
+        responses={(200, "text/event-stream"): _SSE_RESPONSE, 409: ErrorSerializer, 422: ErrorSerializer},
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        turn_request = await turn_prepare(request, conversation)
+        status, body = await run_idempotent(
+            tenant_id=request.tenant.id,
+            key=request.headers.get(IDEMPOTENCY_HEADER),
+            fingerprint=request_fingerprint("POST", request.path, request.data),
+            run=lambda: _stream_start(conversation, turn_request),
+        )
+        if status != 200:
+            return Response(body, status=status)
+        return sse_response(
+            _event_stream(body["message_id"], after=-1, cancel_on_disconnect=turn_request.on_disconnect == "cancel")
+        )
+
+
+class MessageStreamView(EventStreamView):
+    @extend_schema(
+        summary="Join or resume the stream of an assistant message, running or finished",
+        parameters=[
+            *_ID_PARAMS,
+            OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+            OpenApiParameter("after", OpenApiTypes.INT, description="Send the events after this seq."),
+            OpenApiParameter(
+                "Last-Event-ID", OpenApiTypes.STR, OpenApiParameter.HEADER, description="`<message id>:<seq>`"
+            ),
+        ],
+        responses={(200, "text/event-stream"): _SSE_RESPONSE},
+    )
+    async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
+        if message.role != Role.ASSISTANT:
+            raise NotFound("Message not found.")
+        after = _resume_point(request, message.id)
+        return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))

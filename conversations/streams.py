@@ -62,24 +62,25 @@ class MemoryStreams:
     async def reset(self, message_id: str) -> None:
         self._logs.pop(message_id, None)
 
-    async def read(self, message_id: str, after: int, timeout: float) -> list[Entry] | None:
-        """Entries with seq > after, waiting up to `timeout` for one; None when there is no live log."""
+    async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
+        """Entries with seq > after (waiting up to `timeout` for one) and whether the log has ended;
+        None when there is no live log."""
         log = self._logs.get(message_id)
         if log is None:
             return None
         entries = [entry for entry in log.entries if entry[0] > after]
         if entries or log.ended_at is not None:
-            return entries
+            return entries, log.ended_at is not None
         waiter = asyncio.get_running_loop().create_future()
         log.waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
-            return []
+            return [], False
         finally:
             if waiter in log.waiters:
                 log.waiters.remove(waiter)
-        return [entry for entry in log.entries if entry[0] > after]
+        return [entry for entry in log.entries if entry[0] > after], log.ended_at is not None
 
     async def request_cancel(self, message_id: str) -> None:
         self._cancelled[message_id] = time.monotonic()
@@ -123,20 +124,20 @@ class RedisStreams:
     async def reset(self, message_id: str) -> None:
         await self._client().delete(self._key(message_id))
 
-    async def read(self, message_id: str, after: int, timeout: float) -> list[Entry] | None:
+    async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
         client = self._client()
         key = self._key(message_id)
-        start = f"0-{after + 2}"
-        found = await client.xrange(key, min=start, count=500)
+        found = await client.xrange(key, min=f"0-{after + 2}", count=500)
         if not found:
-            if not await client.exists(key):
-                return None
             last = await client.xrevrange(key, count=1)
-            if last and is_terminal(json.loads(last[0][1][b"e"])):
-                return []
+            if not last:
+                return None
+            if is_terminal(json.loads(last[0][1][b"e"])):
+                return [], True
             response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
             found = response[0][1] if response else []
-        return [(int(entry_id.split(b"-")[1]) - 1, json.loads(fields[b"e"])) for entry_id, fields in found]
+        entries = [(int(entry_id.split(b"-")[1]) - 1, json.loads(fields[b"e"])) for entry_id, fields in found]
+        return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:
         await self._client().set(f"parley:cancel:{message_id}", 1, ex=settings.STREAM_LOG_TTL_SECONDS)
