@@ -25,8 +25,10 @@ from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
 from agents.engines.base import estimate_tokens
+from agents.models import Agent
+from agents.titles import title_from_keywords, title_propose
 from conversations.events import StreamRecord, rebuild_events, wire_event
-from conversations.models import Citation, Conversation, Message, MessageStatus, Role
+from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
 from conversations.selectors import message_branch
 from conversations.services import INTERRUPTED, message_sweep_if_stale
 from conversations.streams import streams
@@ -63,6 +65,8 @@ class Turn:
     base_input_tokens: int = 0
     base_output_tokens: int = 0
     cancel_requested: bool = False
+    title_from: str = ""  # the first question, when the conversation still waits for a proposed title
+    agent: Agent | None = None
 
 
 # --- starting a turn ---------------------------------------------------------------------------
@@ -178,7 +182,10 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         reasoning=request.reasoning,
         continue_from=assistant.content if request.continue_ else "",
     )
+    needs_title = not conversation.name and conversation.title_source == TitleSource.PROPOSED
     return Turn(
+        agent=agent,
+        title_from=branch[0].content if needs_title and branch else "",
         tenant_id=conversation.tenant_id,
         conversation_id=conversation.id,
         user_message_id=user_message.id,
@@ -281,7 +288,7 @@ def _snapshot(record: StreamRecord) -> tuple[str, str, list, list]:
 def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations: list[dict[str, Any]]) -> None:
     record = turn.record
     now = timezone.now()
-    Message.objects.filter(pk=turn.message_id).update(
+    stored = Message.objects.filter(pk=turn.message_id).update(
         content=record.content,
         thinking=record.thinking,
         stream_index=record.index,
@@ -293,6 +300,8 @@ def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations:
         completed_at=now,
         heartbeat_at=None,
     )
+    if not stored:  # the conversation was deleted meanwhile
+        return
     if citations:
         Citation.objects.bulk_create(
             [
@@ -378,4 +387,17 @@ async def _generate(turn: Turn) -> str:
     await in_worker(_finish)(turn, status=status, error=error, usage=usage, citations=citations)
     for seq, event in final:
         await log.append(turn.message_id, seq, event)
+    if turn.title_from and status == MessageStatus.COMPLETED:
+        await _title_conversation(turn)
     return status
+
+
+async def _title_conversation(turn: Turn) -> None:
+    """Give an untitled conversation a proposed title after its first reply (never over a user's)."""
+    try:
+        title = await title_propose(agent=turn.agent, first_message=turn.title_from)
+    except EngineFailure:
+        title = title_from_keywords(turn.title_from)
+    await in_worker(
+        Conversation.objects.filter(pk=turn.conversation_id, name="", title_source=TitleSource.PROPOSED).update
+    )(name=title)

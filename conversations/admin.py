@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.template.defaultfilters import truncatechars
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Feedback, Message
 
 
 class ReadOnlyMixin:
@@ -58,3 +58,12 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "created_at",
         "completed_at",
     ]
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["message", "tenant", "thumbs_up", "category", "updated_at"]
+    list_filter = ["thumbs_up", "category", "tenant"]
+    search_fields = ["message__id", "comment"]
+    fields = ["message", "tenant", "thumbs_up", "category", "comment", "created_at", "updated_at"]
+    readonly_fields = fields

@@ -16,18 +16,21 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from agents.engines import EngineFailure
 from agents.runtime import TurnRequest, generation_cancel, generation_start, turn_start_or_conflict
+from agents.titles import title_propose
 from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_get, message_get, message_list
 from conversations.serializers import (
     MessagePostSerializer,
     MessageSerializer,
+    TitleSerializer,
     TurnResponseSerializer,
 )
 from conversations.services import attachments_validate
 from conversations.streaming import message_events
 from conversations.streams import is_terminal
-from core.errors import Invalid, NotFound, error_body
+from core.errors import EngineError, Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
@@ -65,8 +68,8 @@ async def turn_prepare(request, conversation: Conversation) -> TurnRequest:
 
 
 def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
-    assistant = Message.objects.select_related("conversation").prefetch_related("citations").get(pk=message_id)
-    user = Message.objects.prefetch_related("citations").get(pk=assistant.parent_id)
+    assistant = Message.objects.for_display().select_related("conversation").get(pk=message_id)
+    user = Message.objects.for_display().get(pk=assistant.parent_id)
     conversation = assistant.conversation
     if assistant.status == MessageStatus.FAILED:
         return 502, error_body(
@@ -127,7 +130,7 @@ class MessagesView(APIView):
         paginator = KeysetPagination(("-created_at", "-id") if order == "desc" else ("created_at", "id"))
 
         def page() -> list[dict]:
-            queryset = message_list(conversation=conversation, branch=branch).prefetch_related("citations")
+            queryset = message_list(conversation=conversation, branch=branch).for_display()
             return MessageSerializer(paginator.paginate_queryset(queryset, request), many=True).data
 
         return paginator.get_paginated_response(await sync_to_async(page)())
@@ -178,7 +181,7 @@ async def _wait_until_settled(message: Message) -> Message:
     deadline = loop.time() + CANCEL_WAIT_SECONDS
     while loop.time() < deadline:
         await asyncio.sleep(0.05)
-        message = await Message.objects.prefetch_related("citations").aget(pk=message.pk)
+        message = await Message.objects.for_display().aget(pk=message.pk)
         if message.status != MessageStatus.IN_PROGRESS:
             break
     return message
@@ -295,3 +298,26 @@ class MessageStreamView(EventStreamView):
             raise NotFound("Message not found.")
         after = _resume_point(request, message.id)
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
+
+
+class TitleView(APIView):
+    @extend_schema(
+        summary="Propose a title from the conversation (not saved)",
+        parameters=_ID_PARAMS,
+        request=None,
+        responses={200: TitleSerializer, 502: ErrorSerializer},
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        first = await (
+            Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation, role=Role.USER)
+            .order_by("created_at", "id")
+            .afirst()
+        )
+        if first is None:
+            raise Invalid("The conversation has no message to propose a title from.")
+        try:
+            title = await title_propose(agent=conversation.agent, first_message=first.content)
+        except EngineFailure as exc:
+            raise EngineError(str(exc)) from exc
+        return Response({"title": title})

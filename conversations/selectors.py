@@ -55,7 +55,11 @@ def message_list(*, conversation: Conversation, branch: str = "active") -> Query
 
 
 def message_get(*, conversation: Conversation, message_id: str) -> Message:
-    message = Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation, id=message_id).first()
+    message = (
+        Message.objects.for_display()
+        .filter(tenant_id=conversation.tenant_id, conversation=conversation, id=message_id)
+        .first()
+    )
     if message is None:
         raise NotFound("Message not found.")
     return message
@@ -65,7 +69,7 @@ def conversation_state_messages(*, conversation: Conversation, limit: int) -> tu
     """The newest `limit` messages with their children ids attached (`child_ids`), and whether more exist."""
     newest = list(
         Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation)
-        .prefetch_related("citations")
+        .for_display()
         .order_by("-created_at", "-id")[: limit + 1]
     )
     truncated = len(newest) > limit

@@ -4,7 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from conversations.models import Citation, Conversation, Message
+from conversations.models import Citation, Conversation, Feedback, FeedbackCategory, Message
 from core.fields import StrictCharField
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -28,7 +28,12 @@ def validate_metadata(value):
 
 
 class ConversationCreateSerializer(serializers.Serializer):
-    name = StrictCharField(min_length=1, max_length=200)
+    name = StrictCharField(
+        min_length=1,
+        max_length=200,
+        required=False,
+        help_text="Without one, a title is proposed after the first reply.",
+    )
     metadata = serializers.JSONField(required=False, validators=[validate_metadata])
 
 
@@ -44,10 +49,35 @@ class CitationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class FeedbackSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Feedback
+        fields = ["thumbs_up", "category", "comment", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class FeedbackInputSerializer(serializers.Serializer):
+    thumbs_up = serializers.BooleanField()
+    category = serializers.ChoiceField(choices=FeedbackCategory.choices, required=False, allow_blank=True)
+    comment = StrictCharField(max_length=2000, required=False, allow_blank=True, trim_whitespace=False)
+
+    def validate(self, attrs):
+        if not attrs["thumbs_up"] and not attrs.get("category"):
+            raise serializers.ValidationError({"category": ["Required when thumbs_up is false."]})
+        return attrs
+
+
 class MessageSerializer(serializers.ModelSerializer):
     conversation_id = serializers.CharField(read_only=True)
     parent_id = serializers.CharField(read_only=True, allow_null=True)
     citations = CitationSerializer(many=True, read_only=True)
+    feedback = serializers.SerializerMethodField()
+
+    @extend_schema_field(FeedbackSerializer(allow_null=True))
+    def get_feedback(self, message) -> dict | None:
+        # Prefetched with the message (no query per row); absent for messages nobody rated.
+        feedback = getattr(message, "feedback", None)
+        return FeedbackSerializer(feedback).data if feedback is not None else None
 
     class Meta:
         model = Message
@@ -64,6 +94,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "output_tokens",
             "attachments",
             "citations",
+            "feedback",
             "created_at",
             "completed_at",
         ]
@@ -137,3 +168,45 @@ class TurnResponseSerializer(serializers.Serializer):
     conversation = ConversationSerializer()
     messages = MessageSerializer(many=True)
     current_message_id = serializers.CharField()
+
+
+class TenantConversationSerializer(ConversationSerializer):
+    model = serializers.CharField(source="agent.model", read_only=True)
+    engine = serializers.CharField(source="agent.engine", read_only=True)
+
+    class Meta(ConversationSerializer.Meta):
+        fields = [*ConversationSerializer.Meta.fields, "model", "engine"]
+        read_only_fields = fields
+
+
+class SearchHitSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    title = serializers.CharField()
+    updated_at = serializers.DateTimeField()
+    agent_id = serializers.CharField()
+    highlights = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Fragments of the title and messages; matches in <mark>…</mark>, the rest HTML-escaped.",
+    )
+
+
+class BulkDeleteSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=StrictCharField(max_length=40), min_length=1, max_length=100)
+
+    def validate_ids(self, ids):
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError("Contains duplicate ids.")
+        return ids
+
+
+class BulkDeleteResultSerializer(serializers.Serializer):
+    deleted = serializers.IntegerField()
+    failed = serializers.ListField(child=serializers.CharField(), help_text="Ids not found (or not yours).")
+
+
+class DeleteAllResultSerializer(serializers.Serializer):
+    deleted = serializers.IntegerField()
+
+
+class TitleSerializer(serializers.Serializer):
+    title = serializers.CharField()

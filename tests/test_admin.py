@@ -38,6 +38,7 @@ def test_the_admin_pages_render(staff, owner):
         "/admin/conversations/conversation/",
         f"/admin/conversations/conversation/{conversation.id}/change/",
         "/admin/conversations/message/?status__exact=completed",
+        "/admin/conversations/feedback/?category__exact=inaccurate",
     ]:
         response = staff.get(url)
         assert response.status_code == 200, url

@@ -730,3 +730,15 @@ def test_a_refused_query_through_the_messages_api_completes_with_an_explanation(
     assert reply["content"].startswith("I could not run that query. Refused:")
     assert "root:" not in reply["content"]
     assert not DataFrame.objects.exists()
+
+
+def test_bulk_delete_removes_the_frames_bytes(owner, django_capture_on_commit_callbacks):
+    conversations = [owner.conversation(name) for name in ("a", "b")]
+    frames = [make_frame(owner, conversation, "sales", sales()) for conversation in conversations]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner.client.post(
+            f"{owner.base}/conversations/bulk-delete", {"ids": [c.id for c in conversations]}, format="json"
+        )
+    assert response.status_code == 200 and response.json()["deleted"] == 2
+    assert not DataFrame.objects.exists()
+    assert not any(default_storage.exists(frame.storage_key) for frame in frames)
