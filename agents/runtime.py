@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
@@ -32,6 +31,7 @@ from conversations.models import Citation, Conversation, Message, MessageStatus,
 from conversations.selectors import message_branch
 from conversations.services import INTERRUPTED, message_sweep_if_stale
 from conversations.streams import streams
+from core.db import in_worker
 from core.errors import Conflict, Invalid
 from tenants.services import usage_record
 
@@ -225,21 +225,6 @@ def _message_event(message_id: str, user_message_id: str, conversation_id: str) 
 
 # Generations running in this process, so that a cancel arriving here stops them at once.
 _running: dict[str, tuple[asyncio.Task, Turn]] = {}
-
-
-def in_worker(function):
-    """Run an ORM function on the event loop's worker threads, each of which keeps one connection.
-
-    A generation outlives its request, so it must not use the request's thread (whose connection is
-    closed, and whose executor is shut down, when the response ends).
-    """
-
-    def call(*args, **kwargs):
-        if connection.errors_occurred:  # a worker's connection broke (e.g. the database restarted)
-            connection.close_if_unusable_or_obsolete()
-        return function(*args, **kwargs)
-
-    return sync_to_async(call, thread_sensitive=False)
 
 
 async def generation_start(turn: Turn) -> asyncio.Task:

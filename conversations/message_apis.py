@@ -30,6 +30,7 @@ from conversations.serializers import (
 from conversations.services import attachments_validate
 from conversations.streaming import message_events
 from conversations.streams import is_terminal
+from core.db import release_connection
 from core.errors import EngineError, Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
@@ -86,6 +87,7 @@ def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
 async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
     turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
     generation = await generation_start(turn)
+    await release_connection()
     try:
         await asyncio.shield(generation)
     except asyncio.CancelledError:  # the client went away; the reply goes on unless asked otherwise
@@ -273,6 +275,7 @@ class StreamView(EventStreamView):
         )
         if status != 200:
             return Response(body, status=status)
+        await release_connection()
         return sse_response(
             _event_stream(body["message_id"], after=-1, cancel_on_disconnect=turn_request.on_disconnect == "cancel")
         )
@@ -297,6 +300,7 @@ class MessageStreamView(EventStreamView):
         if message.role != Role.ASSISTANT:
             raise NotFound("Message not found.")
         after = _resume_point(request, message.id)
+        await release_connection()
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
 
 
@@ -316,6 +320,7 @@ class TitleView(APIView):
         )
         if first is None:
             raise Invalid("The conversation has no message to propose a title from.")
+        await release_connection()
         try:
             title = await title_propose(agent=conversation.agent, first_message=first.content)
         except EngineFailure as exc:

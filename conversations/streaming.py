@@ -12,6 +12,7 @@ from django.conf import settings
 from conversations.events import rebuild_events
 from conversations.models import Message, MessageStatus
 from conversations.streams import is_terminal, streams
+from core.db import release_connection
 
 STORED_POLL_SECONDS = 0.5
 
@@ -48,6 +49,7 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[I
         ):
             last = seq
             yield seq, event
+        await release_connection()
         if message.status != MessageStatus.IN_PROGRESS:
             return
         # Running in a process whose log we cannot see (no REDIS_URL): follow what it flushes.

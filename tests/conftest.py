@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.test import AsyncClient
 from rest_framework.test import APIClient
 
 from agents.models import Agent
@@ -82,3 +83,18 @@ def outsider() -> TenantContext:
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()
+
+
+class KeyedAsyncClient(AsyncClient):
+    """AsyncClient sending the key on every request (constructor-level headers get ASGI names wrong)."""
+
+    def __init__(self, secret: str):
+        super().__init__()
+        self.auth = {"Authorization": f"Bearer {secret}"}
+
+    def generic(self, *args, headers=None, **kwargs):
+        return super().generic(*args, headers={**self.auth, **(headers or {})}, **kwargs)
+
+
+def async_client(ctx: TenantContext) -> AsyncClient:
+    return KeyedAsyncClient(ctx.secret)

@@ -48,11 +48,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for chunk in chunks:
-            if delay:
-                time.sleep(delay)
-            self.wfile.write(chunk)
-            self.wfile.flush()
+        try:
+            for chunk in chunks:
+                if delay:
+                    time.sleep(delay)
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away mid-stream
+            self.server.aborted += 1
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", 0))
@@ -111,6 +114,7 @@ class OpenAIServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict] = []
+        self.aborted = 0  # streams whose client disconnected before the end
         self.stall_seconds = 3.0
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -19,7 +19,7 @@ from django.db import connection
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def database_url_of_tests() -> str:
     db = connection.settings_dict
     host = db["HOST"] or "127.0.0.1"
     port = f":{db['PORT']}" if db["PORT"] else ""
@@ -39,7 +39,7 @@ def daphne_server(**env: str) -> Iterator[str]:
     port = _free_port()
     environment = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url_of_tests(),
         "THROTTLE_RATE": "1000000/min",
         "LOG_LEVEL": "WARNING",
         **env,

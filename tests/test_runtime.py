@@ -7,27 +7,13 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
-from django.test import AsyncClient, override_settings
+from django.test import override_settings
 from django.utils import timezone
 
 from conversations.models import Message, MessageStatus
+from tests.conftest import async_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class KeyedAsyncClient(AsyncClient):
-    """AsyncClient sending the key on every request (constructor-level headers get ASGI names wrong)."""
-
-    def __init__(self, secret: str):
-        super().__init__()
-        self.auth = {"Authorization": f"Bearer {secret}"}
-
-    def generic(self, *args, headers=None, **kwargs):
-        return super().generic(*args, headers={**self.auth, **(headers or {})}, **kwargs)
-
-
-def async_client(ctx) -> AsyncClient:
-    return KeyedAsyncClient(ctx.secret)
 
 
 async def apost(client, url, body, **headers):
