@@ -89,6 +89,10 @@ class MemoryStreams:
         return message_id in self._cancelled
 
 
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[1]) - 1
+
+
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
@@ -132,11 +136,14 @@ class RedisStreams:
             last = await client.xrevrange(key, count=1)
             if not last:
                 return None
-            if is_terminal(json.loads(last[0][1][b"e"])):
+            if _seq(last[0][0]) > after:  # appended between the two calls: read it, never skip it
+                found = await client.xrange(key, min=f"0-{after + 2}", count=500)
+            elif is_terminal(json.loads(last[0][1][b"e"])):
                 return [], True
-            response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
-            found = response[0][1] if response else []
-        entries = [(int(entry_id.split(b"-")[1]) - 1, json.loads(fields[b"e"])) for entry_id, fields in found]
+            else:
+                response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
+                found = response[0][1] if response else []
+        entries = [(_seq(entry_id), json.loads(fields[b"e"])) for entry_id, fields in found]
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:
