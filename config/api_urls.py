@@ -5,4 +5,5 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("agents.urls")),
     path("", include("conversations.urls")),
+    path("", include("files.urls")),
 ]

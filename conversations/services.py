@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from conversations.models import Conversation, TitleSource
+from files.services import file_bytes_delete_for_conversations
 
 
 def conversation_create(*, agent: Agent, name: str, metadata: dict[str, Any] | None = None) -> Conversation:
@@ -43,6 +44,7 @@ def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversa
     ids = list(conversations.filter(tenant_id=tenant_id).values_list("id", flat=True))
     if not ids:
         return 0
+    file_bytes_delete_for_conversations(tenant_id=tenant_id, conversation_ids=ids)
     Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).delete()
     return len(ids)
 
