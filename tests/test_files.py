@@ -313,3 +313,20 @@ def test_extraction_is_bounded_in_pages_and_characters(owner, settings):
     assert pdf["page_count"] == 3
     assert sorted(Passage.objects.filter(file_id=pdf["file_ref"]).values_list("page", flat=True)) == [1, 2]
     assert sum(len(p.text) for p in Passage.objects.filter(file_id=text["file_ref"])) == 50
+
+
+def test_the_admin_lists_files_with_a_download_link(owner, client, django_user_model):
+    conversation = owner.conversation()
+    item = upload(owner, conversation, [("ledger.csv", b"a,b\n1,2\n")]).json()["items"][0]
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin)
+    page = client.get("/admin/files/file/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "ledger.csv" in html and "text/csv" in html and "done" in html
+    link = f"/admin/files/file/{item['file_ref']}/download/"
+    assert link in html
+    got = client.get(link)
+    assert got.status_code == 200 and body_of(got) == b"a,b\n1,2\n"
+    client.logout()
+    assert client.get(link).status_code == 302  # to the login page
