@@ -89,7 +89,6 @@ def main() -> None:
     django.setup()
     from agents.models import Agent
     from conversations.models import Conversation
-    from tenants.models import Tenant
     from tenants.services import api_key_create, tenant_create
 
     tenant = tenant_create(tenant_id=f"bench-upload-{secrets.token_hex(4)}")
