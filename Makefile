@@ -21,6 +21,7 @@ migrate: install
 
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/python manage.py sweep_stale_messages
 	$(BIN)/python manage.py ensure_demo_tenant --port $(PORT)
 	$(BIN)/daphne --bind $(HOST) --port $(PORT) --proxy-headers config.asgi:application
 

@@ -82,7 +82,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "core.middleware.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -237,9 +237,26 @@ THROTTLE_RATE = env_str("THROTTLE_RATE", "600/min")
 MESSAGE_MAX_CHARS = env_int("MESSAGE_MAX_CHARS", 100_000)
 CONVERSATION_MESSAGES_LIMIT_MAX = 1000
 
+HISTORY_TOKENS_DEFAULT = env_int("HISTORY_TOKENS_DEFAULT", 8000)
+# The stateless /v1/conversation API: the largest history (messages and system prompt, as JSON) accepted.
+STATELESS_MAX_BYTES = env_int("STATELESS_MAX_BYTES", 1024 * 1024)
+
+# Generations: partial content is flushed at least this often; a running message whose heartbeat is
+# older than GENERATION_STALE_SECONDS belongs to a dead process and is swept to `failed`.
+GENERATION_FLUSH_SECONDS = env_float("GENERATION_FLUSH_SECONDS", 1.0)
+GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 60)
+STREAM_KEEPALIVE_SECONDS = env_float("STREAM_KEEPALIVE_SECONDS", 15.0)
+STREAM_LOG_TTL_SECONDS = env_int("STREAM_LOG_TTL_SECONDS", 3600)
+IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)
+# A retry that arrives while the first request still runs waits this long for its result, then gets 409.
+IDEMPOTENCY_WAIT_SECONDS = env_float("IDEMPOTENCY_WAIT_SECONDS", 30.0)
+
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 DEFAULT_MODEL = env_str("DEFAULT_MODEL")
+OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 60.0)
+OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 0)
+TOOL_ROUNDS_MAX = env_int("TOOL_ROUNDS_MAX", 5)
 
 LOGGING = {
     "version": 1,

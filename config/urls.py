@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from conversations.stateless_apis import ConversationV1View
 from core.views import healthz
 
 urlpatterns = [
@@ -10,6 +11,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("tenants/<str:tenant_id>/api/v2/", include("config.api_urls")),
+    path("v1/conversation", ConversationV1View.as_view(), name="v1-conversation"),
 ]
 
 handler400 = "core.errors.bad_request_view"

@@ -1,16 +1,38 @@
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from django.conf import settings
+from django.db import models
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
 from agents.selectors import agent_get
-from conversations.selectors import conversation_get, conversation_list
+from conversations.search import conversation_search
+from conversations.selectors import conversation_get, conversation_list, conversation_state_messages, message_get
 from conversations.serializers import (
+    BulkDeleteResultSerializer,
+    BulkDeleteSerializer,
     ConversationCreateSerializer,
     ConversationSerializer,
+    ConversationStateSerializer,
     ConversationUpdateSerializer,
+    DeleteAllResultSerializer,
+    FeedbackInputSerializer,
+    FeedbackSerializer,
+    SearchHitSerializer,
+    TenantConversationSerializer,
 )
-from conversations.services import conversation_create, conversation_delete, conversation_update
-from core.pagination import keyset_pagination
+from conversations.services import (
+    conversation_create,
+    conversation_delete,
+    conversation_delete_all,
+    conversation_delete_by_ids,
+    conversation_update,
+    feedback_submit,
+)
+from core.errors import Invalid, NotFound
+from core.pagination import decode_cursor, encode_cursor, keyset_pagination, parse_limit
+
+STATE_MESSAGES_DEFAULT = 100
+SEARCH_CURSOR_FIELDS = [models.FloatField(), models.DateTimeField(), models.CharField()]
 
 
 @extend_schema_view(
@@ -18,7 +40,13 @@ from core.pagination import keyset_pagination
     create=extend_schema(
         summary="Create a conversation", request=ConversationCreateSerializer, responses={201: ConversationSerializer}
     ),
-    retrieve=extend_schema(summary="Get a conversation"),
+    retrieve=extend_schema(
+        summary="Get the conversation state: its newest messages as a tree and the current message",
+        parameters=[
+            OpenApiParameter("messages_limit", int, description="Newest messages to include (1 to 1000, default 100).")
+        ],
+        responses=ConversationStateSerializer,
+    ),
     partial_update=extend_schema(
         summary="Rename a conversation or set its metadata", request=ConversationUpdateSerializer
     ),
@@ -44,7 +72,15 @@ class ConversationViewSet(viewsets.GenericViewSet):
 
     def retrieve(self, request, tenant_id, agent_id, conversation_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
-        return Response(ConversationSerializer(conversation).data)
+        limit = parse_limit(
+            request.query_params.get("messages_limit"),
+            default=STATE_MESSAGES_DEFAULT,
+            maximum=settings.CONVERSATION_MESSAGES_LIMIT_MAX,
+            name="messages_limit",
+        )
+        messages, truncated = conversation_state_messages(conversation=conversation, limit=limit)
+        context = {"messages": messages, "messages_truncated": truncated}
+        return Response(ConversationStateSerializer(conversation, context=context).data)
 
     def partial_update(self, request, tenant_id, agent_id, conversation_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
@@ -58,3 +94,111 @@ class ConversationViewSet(viewsets.GenericViewSet):
         body = ConversationSerializer(conversation).data
         conversation_delete(conversation=conversation)
         return Response(body)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List all the tenant's conversations across agents, newest activity first",
+        parameters=[OpenApiParameter("agent_id", str, description="Only this agent's conversations.")],
+    ),
+)
+class TenantConversationViewSet(viewsets.GenericViewSet):
+    serializer_class = TenantConversationSerializer
+    pagination_class = keyset_pagination("-updated_at", "-id")
+
+    def list(self, request, tenant_id):
+        agent_id = request.query_params.get("agent_id")
+        agent = agent_get(tenant=request.tenant, agent_id=agent_id) if agent_id else None
+        queryset = conversation_list(tenant=request.tenant, agent=agent).select_related("agent")
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(TenantConversationSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Search titles and message content (quoted phrases, -exclusions); ranked, with highlights",
+        parameters=[
+            OpenApiParameter("q", str, required=True, description="Search words, websearch syntax."),
+            OpenApiParameter("agent_id", str, description="Only this agent's conversations."),
+            OpenApiParameter("highlights", bool, description="Compute highlights (default true)."),
+        ],
+        responses=SearchHitSerializer(many=True),
+    )
+    def search(self, request, tenant_id):
+        q = request.query_params.get("q", "").strip()
+        if not q:
+            raise Invalid("q: a search query is required.", details={"q": q})
+        agent_id = request.query_params.get("agent_id")
+        if agent_id:
+            agent_get(tenant=request.tenant, agent_id=agent_id)
+        limit = parse_limit(request.query_params.get("limit"))
+        cursor = request.query_params.get("next")
+        after = decode_cursor(cursor, SEARCH_CURSOR_FIELDS) if cursor else None
+        hits = conversation_search(
+            tenant=request.tenant,
+            q=q,
+            limit=limit,
+            after=after,
+            agent_id=agent_id,
+            highlights=request.query_params.get("highlights", "true").lower() not in ("false", "0", "no"),
+        )
+        next_cursor = None
+        if len(hits) > limit:
+            hits = hits[:limit]
+            next_cursor = encode_cursor([hits[-1].rank, hits[-1].updated_at, hits[-1].id])
+        return Response({"items": SearchHitSerializer(hits, many=True).data, "next": next_cursor})
+
+    @extend_schema(
+        summary="Delete up to 100 conversations by id",
+        request=BulkDeleteSerializer,
+        responses=BulkDeleteResultSerializer,
+    )
+    def bulk_delete(self, request, tenant_id):
+        serializer = BulkDeleteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        deleted, failed = conversation_delete_by_ids(tenant_id=request.tenant.id, ids=serializer.validated_data["ids"])
+        return Response({"deleted": deleted, "failed": failed})
+
+    @extend_schema(
+        summary="Delete all the tenant's conversations (needs ?confirm=true)",
+        parameters=[OpenApiParameter("confirm", bool, required=True)],
+        responses=DeleteAllResultSerializer,
+    )
+    def destroy_all(self, request, tenant_id):
+        if request.query_params.get("confirm") != "true":
+            raise Invalid("confirm: pass confirm=true to delete every conversation.", details={"confirm": False})
+        return Response({"deleted": conversation_delete_all(tenant_id=request.tenant.id)})
+
+
+class FeedbackViewSet(viewsets.GenericViewSet):
+    serializer_class = FeedbackSerializer
+
+    def _message(self, request, agent_id, conversation_id, message_id):
+        conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
+        return message_get(conversation=conversation, message_id=message_id)
+
+    @extend_schema(summary="Read the feedback on a message")
+    def retrieve(self, request, tenant_id, agent_id, conversation_id, message_id):
+        message = self._message(request, agent_id, conversation_id, message_id)
+        feedback = getattr(message, "feedback", None)
+        if feedback is None:
+            raise NotFound("This message has no feedback.")
+        return Response(FeedbackSerializer(feedback).data)
+
+    @extend_schema(
+        summary="Give (or replace) feedback on an assistant message",
+        request=FeedbackInputSerializer,
+        responses=FeedbackSerializer,
+    )
+    def update(self, request, tenant_id, agent_id, conversation_id, message_id):
+        message = self._message(request, agent_id, conversation_id, message_id)
+        serializer = FeedbackInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        feedback = feedback_submit(message=message, **serializer.validated_data)
+        return Response(FeedbackSerializer(feedback).data)
+
+    @extend_schema(summary="Remove the feedback on a message", responses={204: None})
+    def destroy(self, request, tenant_id, agent_id, conversation_id, message_id):
+        message = self._message(request, agent_id, conversation_id, message_id)
+        if getattr(message, "feedback", None) is None:
+            raise NotFound("This message has no feedback.")
+        message.feedback.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

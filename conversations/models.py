@@ -5,7 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from core.ids import PublicIdField
-from core.models import TenantOwned
+from core.models import TenantOwned, TenantQuerySet
 
 
 class TitleSource(models.TextChoices):
@@ -24,11 +24,15 @@ class Conversation(TenantOwned):
     current_message = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Active branch tip."
     )
+    title_vector = models.GeneratedField(
+        expression=SearchVector("name", config="english"), output_field=SearchVectorField(), db_persist=True
+    )
 
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "agent", "-updated_at", "-id"], name="conv_agent_activity"),
             models.Index(fields=["tenant", "-updated_at", "-id"], name="conv_tenant_activity"),
+            GinIndex(fields=["title_vector"], name="conversation_title_search"),
         ]
 
     def __str__(self) -> str:
@@ -45,6 +49,12 @@ class MessageStatus(models.TextChoices):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class MessageQuerySet(TenantQuerySet):
+    def for_display(self) -> "MessageQuerySet":
+        """With what the API shows of each message, in a constant number of queries."""
+        return self.select_related("feedback").prefetch_related("citations")
 
 
 class Message(TenantOwned):
@@ -67,9 +77,14 @@ class Message(TenantOwned):
     stream_index = models.JSONField(default=list, blank=True, editable=False)
     extra_events = models.JSONField(default=list, blank=True, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Last sign of life of a running generation."
+    )
     search_vector = models.GeneratedField(
         expression=SearchVector("content", config="english"), output_field=SearchVectorField(), db_persist=True
     )
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         indexes = [
@@ -108,3 +123,34 @@ class Citation(TenantOwned):
 
     def __str__(self) -> str:
         return f"[{self.number}] {self.source_name or self.source_id}"
+
+
+class FeedbackCategory(models.TextChoices):
+    INACCURATE = "inaccurate"
+    INCOMPLETE = "incomplete"
+    OFF_TOPIC = "off_topic"
+    HARMFUL = "harmful"
+    FORMATTING = "formatting"
+    OTHER = "other"
+
+
+class Feedback(TenantOwned):
+    """A user's verdict on an assistant message; one per message, resubmitting replaces it."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="feedback")
+    thumbs_up = models.BooleanField()
+    category = models.CharField(max_length=32, choices=FeedbackCategory.choices, blank=True)
+    comment = models.TextField(blank=True, max_length=2000)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        indexes = [models.Index(fields=["tenant", "category"], name="feedback_category")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(thumbs_up=True) | ~models.Q(category=""), name="feedback_thumbs_down_has_category"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{'+' if self.thumbs_up else '-'} {self.message_id}"

@@ -1,23 +1,32 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
-from conversations.models import Conversation, TitleSource
+from conversations.events import StreamRecord
+from conversations.models import Conversation, Feedback, Message, MessageStatus, Role, TitleSource
+from conversations.streams import streams
+from core.errors import Invalid
 from files.services import file_bytes_delete_for_conversations
 
+INTERRUPTED = "The generation was interrupted: its server process stopped."
 
-def conversation_create(*, agent: Agent, name: str, metadata: dict[str, Any] | None = None) -> Conversation:
+
+def conversation_create(*, agent: Agent, name: str = "", metadata: dict[str, Any] | None = None) -> Conversation:
+    """Without a name the conversation gets a proposed title after its first reply."""
     now = timezone.now()
     return Conversation.objects.create(
         tenant_id=agent.tenant_id,
         agent=agent,
         name=name,
-        title_source=TitleSource.USER,
+        title_source=TitleSource.USER if name else TitleSource.PROPOSED,
         metadata=metadata or {},
         created_at=now,
         updated_at=now,
@@ -40,16 +49,83 @@ def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> 
 
 @transaction.atomic
 def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversation]) -> int:
-    """Delete conversations with everything they own; returns how many were deleted."""
+    """Delete conversations with everything they own, running generations stopped first; returns how
+    many were deleted."""
     ids = list(conversations.filter(tenant_id=tenant_id).values_list("id", flat=True))
     if not ids:
         return 0
     file_bytes_delete_for_conversations(tenant_id=tenant_id, conversation_ids=ids)
+    running = Message.objects.filter(
+        tenant_id=tenant_id, conversation_id__in=ids, status=MessageStatus.IN_PROGRESS
+    ).values_list("id", flat=True)
+    for message_id in running:
+        # Wherever the generation runs, it sees the request within a quarter second and stops; its
+        # final write then finds no message and does nothing.
+        async_to_sync(streams().request_cancel)(message_id)
     Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).delete()
     return len(ids)
+
+
+def conversation_delete_by_ids(*, tenant_id: str, ids: list[str]) -> tuple[int, list[str]]:
+    """Delete the tenant's conversations among `ids`; returns the count and the ids not found."""
+    found = set(Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).values_list("id", flat=True))
+    deleted = conversation_delete_many(tenant_id=tenant_id, conversations=Conversation.objects.filter(id__in=found))
+    return deleted, [conversation_id for conversation_id in ids if conversation_id not in found]
+
+
+def conversation_delete_all(*, tenant_id: str) -> int:
+    return conversation_delete_many(tenant_id=tenant_id, conversations=Conversation.objects.all())
+
+
+def feedback_submit(*, message: Message, thumbs_up: bool, category: str = "", comment: str = "") -> Feedback:
+    """Create or replace the message's feedback."""
+    if message.role != Role.ASSISTANT:
+        raise Invalid("Feedback is for assistant messages.", details={"message_id": message.id})
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message,
+        defaults={"tenant_id": message.tenant_id, "thumbs_up": thumbs_up, "category": category, "comment": comment},
+    )
+    return feedback
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
     conversation_delete_many(
         tenant_id=conversation.tenant_id, conversations=Conversation.objects.filter(id=conversation.id)
     )
+
+
+def attachments_validate(*, conversation: Conversation, refs: list[str]) -> None:
+    """Attachments must be files of this conversation (400 naming `attachments` otherwise)."""
+    try:
+        from files.selectors import file_refs_validate
+    except ImportError:  # the files app has no models yet: no ref can be valid
+        raise Invalid("attachments: unknown file refs.", details={"attachments": refs}) from None
+    file_refs_validate(tenant_id=conversation.tenant_id, conversation_id=conversation.id, refs=refs)
+
+
+def message_sweep_stale() -> int:
+    """Fail every in-progress message whose generation stopped sending heartbeats."""
+    now = timezone.now()
+    stale = Message.objects.filter(status=MessageStatus.IN_PROGRESS)
+    return sum(message_sweep_if_stale(message, now=now) for message in stale)
+
+
+def message_sweep_if_stale(message: Message, *, now=None) -> bool:
+    """Mark a running message failed when its generation stopped sending heartbeats; True if it did."""
+    now = now or timezone.now()
+    last_sign = message.heartbeat_at or message.created_at
+    if last_sign > now - timedelta(seconds=settings.GENERATION_STALE_SECONDS):
+        return False
+    record = StreamRecord(
+        content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
+    )
+    record.add({"error": INTERRUPTED})
+    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.IN_PROGRESS).update(
+        status=MessageStatus.FAILED,
+        error=INTERRUPTED,
+        completed_at=now,
+        heartbeat_at=None,
+        stream_index=record.index,
+        extra_events=record.extra,
+    )
+    return bool(updated)

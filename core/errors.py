@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -96,6 +98,12 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         status, body = exc.status, error_body(exc.code, exc.message, exc.details)
+    elif isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        status, body = (
+            413,
+            error_body("payload_too_large", f"The request body is over {limit} bytes.", {"limit": limit}),
+        )
     elif isinstance(exc, (Http404, DjangoPermissionDenied)):
         status, body = 404, error_body("not_found", "Not found.")
     elif isinstance(exc, exceptions.ValidationError):

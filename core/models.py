@@ -25,7 +25,8 @@ class IdempotencyKey(TenantOwned):
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
     response_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty while running.")
-    response_body = models.JSONField(null=True, blank=True)
+    # Text, not jsonb: a replay must be byte-identical, and jsonb reorders keys.
+    response_body = models.TextField(blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_key_once_per_tenant")]

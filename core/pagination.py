@@ -39,15 +39,15 @@ class _RowCompare(Func):
         super().__init__(lhs, rhs)
 
 
-def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT, name: str = "limit") -> int:
     if raw is None or raw == "":
         return default
     try:
         limit = int(raw)
     except ValueError:
-        raise Invalid(f"limit: must be an integer from 1 to {maximum}.", details={"limit": raw}) from None
+        limit = 0
     if not 1 <= limit <= maximum:
-        raise Invalid(f"limit: must be an integer from 1 to {maximum}.", details={"limit": raw})
+        raise Invalid(f"{name}: must be an integer from 1 to {maximum}.", details={name: raw})
     return limit
 
 

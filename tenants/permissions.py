@@ -1,3 +1,4 @@
+from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 
 from core.errors import NotFound
@@ -13,5 +14,18 @@ class IsTenantMember(BasePermission):
         url_tenant = view.kwargs.get("tenant_id")
         if (url_tenant is not None and url_tenant != principal.tenant.id) or not principal.tenant.is_active:
             raise NotFound()
+        request.tenant = principal.tenant
+        return True
+
+
+class HasActiveTenant(BasePermission):
+    """For routes without a tenant in the URL (/v1): the key's tenant, which must be active."""
+
+    def has_permission(self, request, view) -> bool:
+        principal = request.user
+        if principal is None or not getattr(principal, "is_authenticated", False):
+            return False
+        if not principal.tenant.is_active:
+            raise exceptions.AuthenticationFailed("This API key's tenant is inactive.")
         request.tenant = principal.tenant
         return True

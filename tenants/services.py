@@ -74,10 +74,10 @@ def api_key_verify(raw_key: str) -> ApiKey | None:
     return key
 
 
-def usage_record(*, tenant: Tenant, requests: int = 1, input_tokens: int = 0, output_tokens: int = 0) -> None:
+def usage_record(*, tenant_id: str, requests: int = 1, input_tokens: int = 0, output_tokens: int = 0) -> None:
     """Add to today's usage counters with one upsert-like statement pair, safe under concurrency."""
     day = timezone.now().date()
-    updated = DailyUsage.objects.filter(tenant=tenant, day=day).update(
+    updated = DailyUsage.objects.filter(tenant_id=tenant_id, day=day).update(
         requests=F("requests") + requests,
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,
@@ -87,7 +87,7 @@ def usage_record(*, tenant: Tenant, requests: int = 1, input_tokens: int = 0, ou
     try:
         with transaction.atomic():
             DailyUsage.objects.create(
-                tenant=tenant, day=day, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens
+                tenant_id=tenant_id, day=day, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens
             )
     except IntegrityError:  # another request created today's row first
-        usage_record(tenant=tenant, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens)
+        usage_record(tenant_id=tenant_id, requests=requests, input_tokens=input_tokens, output_tokens=output_tokens)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test import AsyncClient
 from rest_framework.test import APIClient
 
 from agents.models import Agent
@@ -47,6 +49,18 @@ def make_tenant(tenant_id: str) -> TenantContext:
     return TenantContext(tenant=tenant, key=key, secret=secret, agent=agent, client=client)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_connections(django_db_setup, django_db_blocker):
+    """Generations use worker threads (and some tests, server processes) with their own connections;
+    end them before pytest-django drops the test database, which would otherwise fail."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     cache.clear()  # throttle counters must not leak between tests
@@ -54,16 +68,33 @@ def _clear_cache():
     cache.clear()
 
 
+# No `db` argument: the test's django_db marker decides, so transactional tests get committed rows
+# that server threads and processes can see.
 @pytest.fixture
-def owner(db) -> TenantContext:
+def owner() -> TenantContext:
     return make_tenant("acme")
 
 
 @pytest.fixture
-def outsider(db) -> TenantContext:
+def outsider() -> TenantContext:
     return make_tenant("globex")
 
 
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()
+
+
+class KeyedAsyncClient(AsyncClient):
+    """AsyncClient sending the key on every request (constructor-level headers get ASGI names wrong)."""
+
+    def __init__(self, secret: str):
+        super().__init__()
+        self.auth = {"Authorization": f"Bearer {secret}"}
+
+    def generic(self, *args, headers=None, **kwargs):
+        return super().generic(*args, headers={**self.auth, **(headers or {})}, **kwargs)
+
+
+def async_client(ctx: TenantContext) -> AsyncClient:
+    return KeyedAsyncClient(ctx.secret)

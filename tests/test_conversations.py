@@ -20,7 +20,7 @@ def test_it_creates_a_conversation(owner):
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"name": ""}, {"name": "x" * 201}, {"name": 5}, {"name": "ok", "metadata": [1, 2]}, {"name": None}],
+    [{"name": ""}, {"name": "x" * 201}, {"name": 5}, {"name": "ok", "metadata": [1, 2]}, {"name": None}],
 )
 def test_it_rejects_invalid_conversations(owner, payload):
     response = owner.client.post(f"{owner.agent_url}/conversations", payload, format="json")

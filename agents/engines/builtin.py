@@ -7,8 +7,6 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 
-from asgiref.sync import sync_to_async
-
 from agents.engines.base import (
     BuiltinAnswer,
     Content,
@@ -18,6 +16,7 @@ from agents.engines.base import (
     Usage,
     estimate_tokens,
 )
+from core.db import in_worker
 
 CONFIGURE_HINT = (
     "For open-ended conversation, configure an OpenAI-compatible engine: the operator sets OPENAI_BASE_URL "
@@ -72,7 +71,7 @@ class BuiltinEngine:
         answer = None
         if not context.continue_from:
             for label, mode in _modes():
-                answer = await sync_to_async(mode)(context)
+                answer = await in_worker(mode)(context)
                 if answer is not None:
                     break
                 steps.append(

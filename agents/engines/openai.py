@@ -1,0 +1,152 @@
+"""Any OpenAI-compatible Chat Completions server (OpenAI, Fireworks, DeepSeek, vLLM, Ollama, llama.cpp)
+through the official SDK: streamed content, `reasoning_content` as thinking, usage as tokens, and a bounded
+tool-calling loop over the tools of agents.tools. Base URL and key come from operator settings only."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from django.conf import settings
+
+from agents.engines.base import Content, EngineFailure, Event, Thinking, TurnContext, Usage
+from agents.tools import ToolContext, registry
+
+logger = logging.getLogger(__name__)
+
+CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped, without repeating it."
+
+
+def openai_client() -> openai.AsyncOpenAI:
+    if not settings.OPENAI_BASE_URL and not settings.OPENAI_API_KEY:
+        raise EngineFailure("No OpenAI-compatible engine is configured (set OPENAI_BASE_URL and OPENAI_API_KEY).")
+    return openai.AsyncOpenAI(
+        base_url=settings.OPENAI_BASE_URL or None,
+        api_key=settings.OPENAI_API_KEY or "not-needed",
+        timeout=settings.OPENAI_TIMEOUT_SECONDS,
+        max_retries=settings.OPENAI_MAX_RETRIES,
+    )
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "The model server timed out."
+    if isinstance(exc, openai.RateLimitError):
+        return "The model server is rate limiting requests (429)."
+    if isinstance(exc, openai.APIStatusError):
+        return f"The model server answered {exc.status_code}."
+    if isinstance(exc, openai.APIConnectionError):
+        return "The model server could not be reached."
+    return f"The model server's stream broke: {type(exc).__name__}."
+
+
+def build_messages(context: TurnContext) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if context.system_prompt:
+        messages.append({"role": "system", "content": context.system_prompt})
+    messages += [{"role": m.role, "content": m.content} for m in context.history]
+    if context.continue_from:
+        messages += [
+            {"role": "assistant", "content": context.continue_from},
+            {"role": "user", "content": CONTINUE_PROMPT},
+        ]
+    return messages
+
+
+class OpenAIEngine:
+    async def run(self, context: TurnContext) -> AsyncIterator[Event]:
+        client = openai_client()
+        tools = registry()
+        enabled = [tools[name] for name in context.options.get("tools", list(tools)) if name in tools]
+        tool_context = ToolContext(
+            tenant_id=context.tenant_id,
+            conversation_id=context.conversation_id,
+            message_id=context.message_id,
+            file_refs=tuple(context.attachments),
+        )
+        messages = build_messages(context)
+        extra: dict[str, Any] = {}
+        if "temperature" in context.options:
+            extra["temperature"] = context.options["temperature"]
+        if "max_tokens" in context.options:
+            extra["max_tokens"] = context.options["max_tokens"]
+        if enabled:
+            extra["tools"] = [tool.openai_spec() for tool in enabled]
+
+        try:
+            for _round in range(settings.TOOL_ROUNDS_MAX + 1):
+                calls: dict[int, dict[str, str]] = {}
+                text: list[str] = []
+                stream = await client.chat.completions.create(
+                    model=context.model or settings.DEFAULT_MODEL,
+                    messages=messages,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **extra,
+                )
+                async with stream:
+                    async for chunk in stream:
+                        if chunk.usage:
+                            yield Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                        if not chunk.choices:
+                            continue
+                        delta = chunk.choices[0].delta
+                        reasoning = getattr(delta, "reasoning_content", None)
+                        if reasoning and context.reasoning:
+                            yield Thinking(reasoning)
+                        if delta.content:
+                            text.append(delta.content)
+                            yield Content(delta.content)
+                        for call in delta.tool_calls or []:
+                            slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                            slot["id"] = call.id or slot["id"]
+                            if call.function:
+                                slot["name"] += call.function.name or ""
+                                slot["arguments"] += call.function.arguments or ""
+                if not calls:
+                    return
+                if _round == settings.TOOL_ROUNDS_MAX:
+                    raise EngineFailure(f"The model kept calling tools after {settings.TOOL_ROUNDS_MAX} rounds.")
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": "".join(text) or None,
+                        "tool_calls": [
+                            {
+                                "id": c["id"],
+                                "type": "function",
+                                "function": {"name": c["name"], "arguments": c["arguments"]},
+                            }
+                            for c in calls.values()
+                        ],
+                    }
+                )
+                for call in calls.values():
+                    result_text = await self._call_tool(tools, enabled, tool_context, call)
+                    if isinstance(result_text, tuple):
+                        result_text, events = result_text
+                        for event in events:
+                            yield event
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": result_text})
+        except EngineFailure:
+            raise
+        except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("OpenAI-compatible engine failed: %r", exc)
+            raise EngineFailure(_describe(exc)) from exc
+
+    @staticmethod
+    async def _call_tool(tools, enabled, tool_context, call) -> str | tuple[str, list[Event]]:
+        tool = tools.get(call["name"])
+        if tool is None or tool not in enabled:
+            return f"Unknown tool {call['name']!r}."
+        try:
+            arguments = json.loads(call["arguments"] or "{}")
+            if not isinstance(arguments, dict):
+                raise ValueError("arguments must be a JSON object")
+        except ValueError as exc:
+            return f"Invalid arguments for {tool.name}: {exc}"
+        result = await tool.run(tool_context, arguments)
+        return result.text, result.events

@@ -1,0 +1,388 @@
+"""One turn of an agent (DESIGN.md section 5).
+
+`turn_start` locks the conversation and, in one transaction, creates the user message and an
+`in_progress` assistant message and builds the engine's prompt. `generation_start` then drives the
+engine in an asyncio task of its own, so the reply does not depend on the HTTP connection: it publishes
+every event to the message's stream log, flushes partial content at least every
+GENERATION_FLUSH_SECONDS, and stores the final message, its citations and the tenant's usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
+from agents.engines.base import estimate_tokens
+from agents.models import Agent
+from agents.titles import title_from_keywords, title_propose
+from conversations.events import StreamRecord, rebuild_events, wire_event
+from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
+from conversations.selectors import message_branch
+from conversations.services import INTERRUPTED, message_sweep_if_stale
+from conversations.streams import streams
+from core.db import in_worker
+from core.errors import Conflict, Invalid
+from tenants.services import usage_record
+
+logger = logging.getLogger(__name__)
+
+ROOT = "root"  # `parent_id: "root"` starts a new branch at the top of the conversation
+HEARTBEAT_SECONDS = 10
+CANCEL_POLL_SECONDS = 0.25
+
+
+@dataclass
+class TurnRequest:
+    content: str = ""
+    attachments: list[str] = field(default_factory=list)
+    parent_id: str | None = None
+    regenerate: str | None = None
+    continue_: bool = False
+    reasoning: bool = False
+    on_disconnect: str = "continue"  # or "cancel"
+
+
+@dataclass
+class Turn:
+    tenant_id: str
+    conversation_id: str
+    user_message_id: str
+    message_id: str  # the assistant message
+    engine_name: str
+    context: TurnContext
+    record: StreamRecord
+    base_input_tokens: int = 0
+    base_output_tokens: int = 0
+    cancel_requested: bool = False
+    title_from: str = ""  # the first question, when the conversation still waits for a proposed title
+    agent: Agent | None = None
+
+
+# --- starting a turn ---------------------------------------------------------------------------
+
+
+def _conversation_message(conversation: Conversation, message_id: str, field_name: str) -> Message:
+    message = Message.objects.filter(conversation=conversation, id=message_id).first()
+    if message is None:
+        raise Invalid(
+            f"{field_name}: no message {message_id!r} in this conversation.", details={field_name: message_id}
+        )
+    return message
+
+
+def _history(agent, branch: list[Message]) -> list[ChatMessage]:
+    """The branch as chat messages, oldest first out when over the agent's history budget."""
+    budget = agent.options.get("history_tokens", settings.HISTORY_TOKENS_DEFAULT) - estimate_tokens(agent.system_prompt)
+    chosen: list[ChatMessage] = []
+    for position, message in enumerate(reversed(branch)):
+        if not message.content and position:
+            continue  # an assistant reply that failed before writing anything
+        cost = estimate_tokens(message.content)
+        if position and cost > budget:
+            break
+        chosen.append(ChatMessage(role=message.role, content=message.content))
+        budget -= cost
+    return list(reversed(chosen))
+
+
+@transaction.atomic
+def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
+    """Validate the request against the tree and create the turn's messages; 409 while another runs."""
+    # The row lock serialises turns of one conversation across processes; the partial unique index on
+    # in-progress messages is the backstop.
+    conversation = Conversation.objects.select_for_update().select_related("agent").get(pk=conversation.pk)
+    agent = conversation.agent
+    running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
+    if running is not None and not message_sweep_if_stale(running):
+        raise Conflict("A reply is already being generated in this conversation.", details={"message_id": running.id})
+
+    now = timezone.now()
+    record = StreamRecord()
+    base_tokens = (0, 0)
+    if request.regenerate:
+        target = _conversation_message(conversation, request.regenerate, "regenerate")
+        if target.role != Role.ASSISTANT or target.parent_id is None:
+            raise Invalid("regenerate: must be an assistant message.", details={"regenerate": target.id})
+        user_message = target.parent
+        assistant = _create_assistant(conversation, parent=user_message, now=now)
+        added = 1
+    elif request.continue_:
+        assistant = conversation.current_message
+        if assistant is None or assistant.role != Role.ASSISTANT:
+            raise Invalid("continue: the last message is not the assistant's.", details={"continue": True})
+        user_message = assistant.parent
+        # The continued stream starts over: the text so far is its first delta, then new events follow.
+        record.add(_message_event(assistant.id, user_message.id, conversation.id))
+        if assistant.thinking:
+            record.add({"thinking": assistant.thinking})
+        if assistant.content:
+            record.add({"content": assistant.content})
+        base_tokens = (assistant.input_tokens, assistant.output_tokens)
+        assistant.status, assistant.error, assistant.completed_at, assistant.heartbeat_at = (
+            MessageStatus.IN_PROGRESS,
+            "",
+            None,
+            now,
+        )
+        assistant.stream_index, assistant.extra_events = record.index, record.extra
+        assistant.save(
+            update_fields=["status", "error", "completed_at", "heartbeat_at", "stream_index", "extra_events"]
+        )
+        added = 0
+    else:
+        parent = conversation.current_message
+        if request.parent_id == ROOT:
+            parent = None
+        elif request.parent_id:
+            parent = _conversation_message(conversation, request.parent_id, "parent_id")
+            if parent.role != Role.ASSISTANT:
+                raise Invalid('parent_id: must be an assistant message (or "root").', details={"parent_id": parent.id})
+        user_message = Message.objects.create(
+            tenant_id=conversation.tenant_id,
+            conversation=conversation,
+            parent=parent,
+            role=Role.USER,
+            content=request.content,
+            attachments=request.attachments,
+            status=MessageStatus.COMPLETED,
+            created_at=now,
+            completed_at=now,
+        )
+        assistant = _create_assistant(conversation, parent=user_message, now=now + timedelta(microseconds=1))
+        added = 2
+
+    if not record.index:
+        record.add(_message_event(assistant.id, user_message.id, conversation.id))
+    conversation.current_message = assistant
+    conversation.message_count += added
+    conversation.updated_at = now
+    conversation.save(update_fields=["current_message", "message_count", "updated_at"])
+
+    branch = message_branch(conversation=conversation, tip_id=user_message.id)
+    context = TurnContext(
+        tenant_id=conversation.tenant_id,
+        conversation_id=conversation.id,
+        message_id=assistant.id,
+        system_prompt=agent.system_prompt,
+        history=_history(agent, branch),
+        model=agent.model,
+        options=dict(agent.options),
+        attachments=list(user_message.attachments),
+        reasoning=request.reasoning,
+        continue_from=assistant.content if request.continue_ else "",
+    )
+    needs_title = not conversation.name and conversation.title_source == TitleSource.PROPOSED
+    return Turn(
+        agent=agent,
+        title_from=branch[0].content if needs_title and branch else "",
+        tenant_id=conversation.tenant_id,
+        conversation_id=conversation.id,
+        user_message_id=user_message.id,
+        message_id=assistant.id,
+        engine_name=agent.engine,
+        context=context,
+        record=record,
+        base_input_tokens=base_tokens[0],
+        base_output_tokens=base_tokens[1],
+    )
+
+
+def turn_start_or_conflict(*, conversation: Conversation, request: TurnRequest) -> Turn:
+    try:
+        return turn_start(conversation=conversation, request=request)
+    except IntegrityError:  # another process won the race past the row lock
+        raise Conflict("A reply is already being generated in this conversation.") from None
+
+
+def _create_assistant(conversation: Conversation, *, parent: Message, now) -> Message:
+    return Message.objects.create(
+        tenant_id=conversation.tenant_id,
+        conversation=conversation,
+        parent=parent,
+        role=Role.ASSISTANT,
+        status=MessageStatus.IN_PROGRESS,
+        created_at=now,
+        heartbeat_at=now,
+    )
+
+
+def _message_event(message_id: str, user_message_id: str, conversation_id: str) -> dict[str, Any]:
+    return {"message": {"id": message_id, "user_message_id": user_message_id, "conversation_id": conversation_id}}
+
+
+# --- running a generation ----------------------------------------------------------------------
+
+# Generations running in this process, so that a cancel arriving here stops them at once.
+_running: dict[str, tuple[asyncio.Task, Turn]] = {}
+
+
+async def generation_start(turn: Turn) -> asyncio.Task:
+    """Open the message's live log with its first events, then run the generation in its own task."""
+    log = streams()
+    await log.reset(turn.message_id)
+    for seq, event in rebuild_events(
+        content=turn.record.content,
+        thinking=turn.record.thinking,
+        index=turn.record.index,
+        extra=turn.record.extra,
+        after=-1,
+    ):
+        await log.append(turn.message_id, seq, event)
+    # A fresh context: nothing of the request (its thread-sensitive executor) is inherited.
+    task = asyncio.get_running_loop().create_task(
+        _generate(turn), name=f"generation {turn.message_id}", context=contextvars.Context()
+    )
+    _running[turn.message_id] = (task, turn)
+    task.add_done_callback(lambda _: _running.pop(turn.message_id, None))
+    return task
+
+
+async def generation_cancel(message_id: str) -> None:
+    """Ask the generation to stop, wherever it runs (this process directly, others via the stream log)."""
+    await streams().request_cancel(message_id)
+    task, turn = _running.get(message_id, (None, None))
+    if task is not None and not task.done():
+        turn.cancel_requested = True
+        task.cancel()
+
+
+def _flush(message_id: str, snapshot: tuple[str, str, list, list]) -> None:
+    content, thinking, index, extra = snapshot
+    Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).update(
+        content=content, thinking=thinking, stream_index=index, extra_events=extra, heartbeat_at=timezone.now()
+    )
+
+
+def _snapshot(record: StreamRecord) -> tuple[str, str, list, list]:
+    # Taken on the event loop, so the stored index never points past the stored text.
+    return record.content, record.thinking, list(record.index), list(record.extra)
+
+
+@transaction.atomic
+def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations: list[dict[str, Any]]) -> None:
+    record = turn.record
+    now = timezone.now()
+    stored = Message.objects.filter(pk=turn.message_id).update(
+        content=record.content,
+        thinking=record.thinking,
+        stream_index=record.index,
+        extra_events=record.extra,
+        status=status,
+        error=error,
+        input_tokens=turn.base_input_tokens + usage[0],
+        output_tokens=turn.base_output_tokens + usage[1],
+        completed_at=now,
+        heartbeat_at=None,
+    )
+    if not stored:  # the conversation was deleted meanwhile
+        return
+    if citations:
+        Citation.objects.bulk_create(
+            [
+                Citation(
+                    tenant_id=turn.tenant_id,
+                    message_id=turn.message_id,
+                    number=item["number"],
+                    source_id=item.get("source_id", ""),
+                    source_name=(item.get("source_name") or "")[:255],
+                    url=item.get("url") or "",
+                    page=item.get("page"),
+                    snippet=item.get("snippet") or "",
+                    relevance_score=item.get("relevance_score") or 0,
+                    quality_score=item.get("quality_score") or 0,
+                )
+                for item in citations
+            ],
+            ignore_conflicts=True,
+        )
+    Conversation.objects.filter(pk=turn.conversation_id).update(updated_at=now)
+    usage_record(tenant_id=turn.tenant_id, requests=1, input_tokens=usage[0], output_tokens=usage[1])
+
+
+async def _tend(turn: Turn, task: asyncio.Task) -> None:
+    """Beside the engine: stop it when a cancel is requested (from any process), flush partial content
+    at least every GENERATION_FLUSH_SECONDS, and keep the heartbeat fresh while the engine is silent."""
+    log = streams()
+    flushed_seq, last_write = turn.record.next_seq, time.monotonic()
+    while True:
+        await asyncio.sleep(CANCEL_POLL_SECONDS)
+        if await log.is_cancel_requested(turn.message_id):
+            turn.cancel_requested = True
+            task.cancel()
+            return
+        elapsed = time.monotonic() - last_write
+        if turn.record.next_seq != flushed_seq and elapsed >= settings.GENERATION_FLUSH_SECONDS:
+            flushed_seq = turn.record.next_seq
+            await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
+            last_write = time.monotonic()
+        elif elapsed >= HEARTBEAT_SECONDS:
+            await in_worker(Message.objects.filter(pk=turn.message_id).update)(heartbeat_at=timezone.now())
+            last_write = time.monotonic()
+
+
+async def _generate(turn: Turn) -> str:
+    log = streams()
+    record = turn.record
+    usage = [0, 0]
+    citations: list[dict[str, Any]] = []
+    status, error = MessageStatus.COMPLETED, ""
+    tender = asyncio.create_task(_tend(turn, asyncio.current_task()))
+    try:
+        async with contextlib.aclosing(engine_for(turn.engine_name).run(turn.context)) as events:
+            async for event in events:
+                if isinstance(event, Usage):
+                    usage[0] += event.input_tokens
+                    usage[1] += event.output_tokens
+                    continue
+                if isinstance(event, Citations):
+                    citations.extend(event.items)
+                payload = wire_event(event)
+                if payload is not None:
+                    seq = record.add(payload)
+                    await log.append(turn.message_id, seq, payload)
+    except asyncio.CancelledError:
+        if not turn.cancel_requested:
+            status, error = MessageStatus.FAILED, INTERRUPTED  # the server is shutting down
+        else:
+            status = MessageStatus.CANCELLED
+    except EngineFailure as exc:
+        status, error = MessageStatus.FAILED, str(exc) or "The engine failed."
+    except Exception:
+        logger.exception("Generation %s failed", turn.message_id)
+        status, error = MessageStatus.FAILED, "The engine failed unexpectedly."
+    finally:
+        tender.cancel()
+
+    # Store first, then publish the end, so that a client that sees `done` finds the message stored.
+    final = [{"error": error}]
+    if status != MessageStatus.FAILED:
+        final = [{"tokens": usage[0] + usage[1]}, {"done": True, "status": status}]
+    final = [(record.add(event), event) for event in final]
+    await in_worker(_finish)(turn, status=status, error=error, usage=usage, citations=citations)
+    for seq, event in final:
+        await log.append(turn.message_id, seq, event)
+    if turn.title_from and status == MessageStatus.COMPLETED:
+        await _title_conversation(turn)
+    return status
+
+
+async def _title_conversation(turn: Turn) -> None:
+    """Give an untitled conversation a proposed title after its first reply (never over a user's)."""
+    try:
+        title = await title_propose(agent=turn.agent, first_message=turn.title_from)
+    except EngineFailure:
+        title = title_from_keywords(turn.title_from)
+    await in_worker(
+        Conversation.objects.filter(pk=turn.conversation_id, name="", title_source=TitleSource.PROPOSED).update
+    )(name=title)

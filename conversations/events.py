@@ -1,0 +1,85 @@
+"""The wire events of a generation (DESIGN.md section 4) and their record kept with the message.
+
+`Message.stream_index` holds one [seq, kind, start, end] per event: for `content` and `thinking` the
+slice of the stored text the delta was, for every other kind an index into `Message.extra_events`.
+That is enough to rebuild any suffix of the stream exactly after the live log has expired.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.engines import Citations, Content, DataFrameProduced, Event, FileProduced, Thinking
+
+TEXT_KINDS = ("content", "thinking")
+
+
+def wire_event(event: Event) -> dict[str, Any] | None:
+    """The SSE payload of an engine event (usage is summed and sent once, as `tokens`, at the end)."""
+    if isinstance(event, Content):
+        return {"content": event.text}
+    if isinstance(event, Thinking):
+        return {"thinking": event.text}
+    if isinstance(event, Citations):
+        return {"citations": event.items}
+    if isinstance(event, DataFrameProduced):
+        return {"data_frame": {"name": event.name, "rows": event.rows, "columns": event.columns}}
+    if isinstance(event, FileProduced):
+        return {"file": {"file_ref": event.file_ref, "name": event.name}}
+    return None
+
+
+class StreamRecord:
+    """Builds a message's content, thinking and stream index as events are published."""
+
+    def __init__(self, *, content: str = "", thinking: str = "", index=None, extra=None) -> None:
+        self.content_parts = [content] if content else []
+        self.content_length = len(content)
+        self.thinking_parts = [thinking] if thinking else []
+        self.thinking_length = len(thinking)
+        self.index: list[list] = list(index or [])
+        self.extra: list[dict[str, Any]] = list(extra or [])
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.index)
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self.thinking_parts)
+
+    def add(self, event: dict[str, Any]) -> int:
+        seq = self.next_seq
+        if "content" in event:
+            text = event["content"]
+            self.content_parts.append(text)
+            self.index.append([seq, "content", self.content_length, self.content_length + len(text)])
+            self.content_length += len(text)
+        elif "thinking" in event:
+            text = event["thinking"]
+            self.thinking_parts.append(text)
+            self.index.append([seq, "thinking", self.thinking_length, self.thinking_length + len(text)])
+            self.thinking_length += len(text)
+        else:
+            self.index.append([seq, next(iter(event)), len(self.extra), 0])
+            self.extra.append(event)
+        return seq
+
+
+def rebuild_events(*, content: str, thinking: str, index: list, extra: list, after: int) -> list[tuple[int, dict]]:
+    """The stored stream's events with seq > after."""
+    events = []
+    for seq, kind, start, end in index:
+        if seq <= after:
+            continue
+        if kind == "content":
+            events.append((seq, {"content": content[start:end]}))
+        elif kind == "thinking":
+            events.append((seq, {"thinking": thinking[start:end]}))
+        else:
+            events.append((seq, extra[start]))
+    return events

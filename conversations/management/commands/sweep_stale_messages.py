@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from conversations.services import message_sweep_stale
+from core.idempotency import idempotency_purge_expired
+
+
+class Command(BaseCommand):
+    help = (
+        "Mark replies left in progress by a stopped server as failed (keeping their partial content), "
+        "and purge expired idempotency keys. Run at start-up and periodically (e.g. every minute from cron)."
+    )
+
+    def handle(self, *args, **options):
+        swept = message_sweep_stale()
+        purged = idempotency_purge_expired()
+        self.stdout.write(f"Marked {swept} stale message(s) failed; purged {purged} expired idempotency key(s).")

@@ -1,0 +1,328 @@
+"""Async endpoints that wait on generations: post-and-wait, the messages list, cancel (and streams).
+
+They are adrf views: DRF's authentication, tenant permission, throttling and error shape, but async
+handlers, so a request waiting tens of seconds for an engine holds no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from adrf.views import APIView
+from asgiref.sync import sync_to_async
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from agents.engines import EngineFailure
+from agents.runtime import TurnRequest, generation_cancel, generation_start, turn_start_or_conflict
+from agents.titles import title_propose
+from conversations.models import Conversation, Message, MessageStatus, Role
+from conversations.selectors import conversation_get, message_get, message_list
+from conversations.serializers import (
+    MessagePostSerializer,
+    MessageSerializer,
+    TitleSerializer,
+    TurnResponseSerializer,
+)
+from conversations.services import attachments_validate
+from conversations.streaming import message_events
+from conversations.streams import is_terminal
+from core.db import release_connection
+from core.errors import EngineError, Invalid, NotFound, error_body
+from core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from core.idempotency import request_fingerprint, run_idempotent
+from core.pagination import KeysetPagination, keyset_pagination
+from core.schema import ErrorSerializer
+from core.sse import KEEPALIVE, EventStreamRenderer, sse_event, sse_response
+
+CANCEL_WAIT_SECONDS = 3.0
+
+
+def turn_request_from(validated: dict) -> TurnRequest:
+    return TurnRequest(
+        content=validated.get("content", ""),
+        attachments=validated.get("attachments", []),
+        parent_id=validated.get("parent_id"),
+        regenerate=validated.get("regenerate"),
+        continue_=validated.get("continue", False),
+        reasoning=validated.get("reasoning", False),
+        on_disconnect=validated.get("on_disconnect", "continue"),
+    )
+
+
+async def conversation_for(request, agent_id: str, conversation_id: str) -> Conversation:
+    return await sync_to_async(conversation_get)(
+        tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
+    )
+
+
+async def turn_prepare(request, conversation: Conversation) -> TurnRequest:
+    serializer = MessagePostSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    turn_request = turn_request_from(serializer.validated_data)
+    if turn_request.attachments:
+        await sync_to_async(attachments_validate)(conversation=conversation, refs=turn_request.attachments)
+    return turn_request
+
+
+def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
+    assistant = Message.objects.for_display().select_related("conversation").get(pk=message_id)
+    user = Message.objects.for_display().get(pk=assistant.parent_id)
+    conversation = assistant.conversation
+    if assistant.status == MessageStatus.FAILED:
+        return 502, error_body(
+            "engine_error",
+            assistant.error or "The agent's engine failed.",
+            {"message_id": assistant.id, "conversation_id": conversation_id},
+        )
+    body = TurnResponseSerializer(
+        {"conversation": conversation, "messages": [user, assistant], "current_message_id": assistant.id}
+    ).data
+    return 200, body
+
+
+async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
+    turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    generation = await generation_start(turn)
+    await release_connection()
+    try:
+        await asyncio.shield(generation)
+    except asyncio.CancelledError:  # the client went away; the reply goes on unless asked otherwise
+        if turn_request.on_disconnect == "cancel":
+            await generation_cancel(turn.message_id)
+        raise
+    return await sync_to_async(_turn_body)(conversation.id, turn.message_id)
+
+
+_ID_PARAMS = [
+    OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+    OpenApiParameter("conversation_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+]
+_IDEMPOTENCY_PARAM = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Retries with the same key and body replay the first response instead of running again.",
+)
+
+
+class MessagesView(APIView):
+    pagination_class = keyset_pagination("created_at", "id")
+
+    @extend_schema(
+        summary="List messages (the active branch, oldest first)",
+        parameters=[
+            *_ID_PARAMS,
+            OpenApiParameter("order", OpenApiTypes.STR, enum=["asc", "desc"], description="desc: newest first."),
+            OpenApiParameter("branch", OpenApiTypes.STR, enum=["active", "all"], description="all: every message."),
+        ],
+        responses=MessageSerializer(many=True),
+    )
+    async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        order = request.query_params.get("order", "asc")
+        branch = request.query_params.get("branch", "active")
+        if order not in ("asc", "desc"):
+            raise Invalid("order: must be asc or desc.", details={"order": order})
+        if branch not in ("active", "all"):
+            raise Invalid("branch: must be active or all.", details={"branch": branch})
+        paginator = KeysetPagination(("-created_at", "-id") if order == "desc" else ("created_at", "id"))
+
+        def page() -> list[dict]:
+            queryset = message_list(conversation=conversation, branch=branch).for_display()
+            return MessageSerializer(paginator.paginate_queryset(queryset, request), many=True).data
+
+        return paginator.get_paginated_response(await sync_to_async(page)())
+
+    @extend_schema(
+        summary="Post a message and wait for the agent's reply",
+        parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
+        request=MessagePostSerializer,
+        responses={
+            200: TurnResponseSerializer,
+            409: ErrorSerializer,
+            422: ErrorSerializer,
+            502: ErrorSerializer,
+        },
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        turn_request = await turn_prepare(request, conversation)
+        status, body = await run_idempotent(
+            tenant_id=request.tenant.id,
+            key=request.headers.get(IDEMPOTENCY_HEADER),
+            fingerprint=request_fingerprint("POST", request.path, request.data),
+            run=lambda: _post_and_wait(conversation, turn_request),
+        )
+        return Response(body, status=status)
+
+
+class MessageCancelView(APIView):
+    @extend_schema(
+        summary="Stop a running generation; the partial reply is kept as `cancelled`",
+        parameters=[*_ID_PARAMS, OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
+        request=None,
+        responses=MessageSerializer,
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
+        if message.role != Role.ASSISTANT:
+            raise NotFound("Message not found.")
+        if message.status == MessageStatus.IN_PROGRESS:
+            await generation_cancel(message.id)
+            message = await _wait_until_settled(message)
+        return Response(await sync_to_async(lambda: MessageSerializer(message).data)())
+
+
+async def _wait_until_settled(message: Message) -> Message:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_WAIT_SECONDS
+    while loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        message = await Message.objects.for_display().aget(pk=message.pk)
+        if message.status != MessageStatus.IN_PROGRESS:
+            break
+    return message
+
+
+# --- Server-Sent Events ------------------------------------------------------------------------
+
+_cancelling: set[asyncio.Task] = set()
+
+
+def _cancel_soon(message_id: str) -> None:
+    """Called while the response is being torn down: the cancel itself runs as its own task."""
+    task = asyncio.ensure_future(generation_cancel(message_id))
+    _cancelling.add(task)
+    task.add_done_callback(_cancelling.discard)
+
+
+async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
+    finished = False
+    try:
+        async for item in message_events(message_id, after=after):
+            if item is None:
+                yield KEEPALIVE
+                continue
+            seq, event = item
+            yield sse_event(event, f"{message_id}:{seq}")
+            finished = finished or is_terminal(event)
+    finally:
+        if not finished and cancel_on_disconnect:
+            _cancel_soon(message_id)
+
+
+def _resume_point(request, message_id: str) -> int:
+    """The seq to resume after, from `Last-Event-ID: <message id>:<seq>` or `?after=<seq>` (-1: all)."""
+    last_event_id = request.headers.get("Last-Event-ID")
+    after = request.query_params.get("after")
+    try:
+        if last_event_id:
+            event_message, _, seq = last_event_id.rpartition(":")
+            if event_message != message_id:
+                raise ValueError
+            return max(-1, int(seq))
+        return -1 if after in (None, "") else max(-1, int(after))
+    except ValueError:
+        raise Invalid(
+            "Last-Event-ID: must be '<message id>:<seq>' of this message (or ?after=<seq>).",
+            details={"last_event_id": last_event_id, "after": after},
+        ) from None
+
+
+class EventStreamView(APIView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response):  # errors are JSON, whatever the client accepts
+            response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
+        return response
+
+
+_SSE_RESPONSE = OpenApiResponse(
+    response=OpenApiTypes.STR,
+    description="Server-Sent Events: `id: <message id>:<seq>` and one JSON object per `data:` line: "
+    "`message`, `thinking`, `content`, `citations`, `data_frame`, `tokens`, then `done` (or `error`).",
+)
+
+
+async def _stream_start(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
+    turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    await generation_start(turn)
+    return 200, {"message_id": turn.message_id}
+
+
+class StreamView(EventStreamView):
+    @extend_schema(
+        summary="Post a message and stream the reply as Server-Sent Events",
+        parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
+        request=MessagePostSerializer,
+        responses={(200, "text/event-stream"): _SSE_RESPONSE, 409: ErrorSerializer, 422: ErrorSerializer},
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        turn_request = await turn_prepare(request, conversation)
+        status, body = await run_idempotent(
+            tenant_id=request.tenant.id,
+            key=request.headers.get(IDEMPOTENCY_HEADER),
+            fingerprint=request_fingerprint("POST", request.path, request.data),
+            run=lambda: _stream_start(conversation, turn_request),
+        )
+        if status != 200:
+            return Response(body, status=status)
+        await release_connection()
+        return sse_response(
+            _event_stream(body["message_id"], after=-1, cancel_on_disconnect=turn_request.on_disconnect == "cancel")
+        )
+
+
+class MessageStreamView(EventStreamView):
+    @extend_schema(
+        summary="Join or resume the stream of an assistant message, running or finished",
+        parameters=[
+            *_ID_PARAMS,
+            OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH),
+            OpenApiParameter("after", OpenApiTypes.INT, description="Send the events after this seq."),
+            OpenApiParameter(
+                "Last-Event-ID", OpenApiTypes.STR, OpenApiParameter.HEADER, description="`<message id>:<seq>`"
+            ),
+        ],
+        responses={(200, "text/event-stream"): _SSE_RESPONSE},
+    )
+    async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
+        if message.role != Role.ASSISTANT:
+            raise NotFound("Message not found.")
+        after = _resume_point(request, message.id)
+        await release_connection()
+        return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
+
+
+class TitleView(APIView):
+    @extend_schema(
+        summary="Propose a title from the conversation (not saved)",
+        parameters=_ID_PARAMS,
+        request=None,
+        responses={200: TitleSerializer, 502: ErrorSerializer},
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await conversation_for(request, agent_id, conversation_id)
+        first = await (
+            Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation, role=Role.USER)
+            .order_by("created_at", "id")
+            .afirst()
+        )
+        if first is None:
+            raise Invalid("The conversation has no message to propose a title from.")
+        await release_connection()
+        try:
+            title = await title_propose(agent=conversation.agent, first_message=first.content)
+        except EngineFailure as exc:
+            raise EngineError(str(exc)) from exc
+        return Response({"title": title})

@@ -1,0 +1,156 @@
+"""Per-message event logs and cancel signals.
+
+With REDIS_URL each generation's events go to a Redis Stream (`parley:stream:<message id>`, entry ids
+`0-<seq+1>`) and cancel requests are Redis keys, so any daphne process can join, resume or cancel a
+generation running in another. Without it an in-process log serves a single process. Either way the log
+expires STREAM_LOG_TTL_SECONDS after the generation ends; from then on the stream is rebuilt from the
+stored message (see conversations.events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+Entry = tuple[int, dict[str, Any]]
+
+
+def is_terminal(event: dict[str, Any]) -> bool:
+    return "done" in event or "error" in event
+
+
+@dataclass
+class _MemoryLog:
+    entries: list[Entry] = field(default_factory=list)
+    ended_at: float | None = None
+    waiters: list[asyncio.Future] = field(default_factory=list)
+
+
+class MemoryStreams:
+    """A single process's logs. Waiters may live on different event loops (the test client makes one
+    per request), so they are woken with call_soon_threadsafe on their own loop."""
+
+    def __init__(self) -> None:
+        self._logs: dict[str, _MemoryLog] = {}
+        self._cancelled: dict[str, float] = {}
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        ttl = settings.STREAM_LOG_TTL_SECONDS
+        for message_id in [m for m, log in self._logs.items() if log.ended_at and now - log.ended_at > ttl]:
+            del self._logs[message_id]
+        for message_id in [m for m, at in self._cancelled.items() if now - at > ttl]:
+            del self._cancelled[message_id]
+
+    async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
+        log = self._logs.setdefault(message_id, _MemoryLog())
+        log.entries.append((seq, event))
+        if is_terminal(event):
+            log.ended_at = time.monotonic()
+            self._expire()
+        waiters, log.waiters = log.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+
+    async def reset(self, message_id: str) -> None:
+        self._logs.pop(message_id, None)
+
+    async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
+        """Entries with seq > after (waiting up to `timeout` for one) and whether the log has ended;
+        None when there is no live log."""
+        log = self._logs.get(message_id)
+        if log is None:
+            return None
+        entries = [entry for entry in log.entries if entry[0] > after]
+        if entries or log.ended_at is not None:
+            return entries, log.ended_at is not None
+        waiter = asyncio.get_running_loop().create_future()
+        log.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return [], False
+        finally:
+            if waiter in log.waiters:
+                log.waiters.remove(waiter)
+        return [entry for entry in log.entries if entry[0] > after], log.ended_at is not None
+
+    async def request_cancel(self, message_id: str) -> None:
+        self._cancelled[message_id] = time.monotonic()
+
+    async def is_cancel_requested(self, message_id: str) -> bool:
+        return message_id in self._cancelled
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class RedisStreams:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # redis.asyncio connections belong to one event loop: one client per loop.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _client(self):
+        import redis.asyncio as redis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = redis.Redis.from_url(self.url)
+            self._clients[loop] = client
+        return client
+
+    @staticmethod
+    def _key(message_id: str) -> str:
+        return f"parley:stream:{message_id}"
+
+    async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
+        client = self._client()
+        key = self._key(message_id)
+        await client.xadd(key, {"e": json.dumps(event)}, id=f"0-{seq + 1}")
+        ttl = settings.STREAM_LOG_TTL_SECONDS if is_terminal(event) else settings.STREAM_LOG_TTL_SECONDS * 24
+        await client.expire(key, ttl)
+
+    async def reset(self, message_id: str) -> None:
+        await self._client().delete(self._key(message_id))
+
+    async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
+        client = self._client()
+        key = self._key(message_id)
+        found = await client.xrange(key, min=f"0-{after + 2}", count=500)
+        if not found:
+            last = await client.xrevrange(key, count=1)
+            if not last:
+                return None
+            if is_terminal(json.loads(last[0][1][b"e"])):
+                return [], True
+            response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
+            found = response[0][1] if response else []
+        entries = [(int(entry_id.split(b"-")[1]) - 1, json.loads(fields[b"e"])) for entry_id, fields in found]
+        return entries, bool(entries) and is_terminal(entries[-1][1])
+
+    async def request_cancel(self, message_id: str) -> None:
+        await self._client().set(f"parley:cancel:{message_id}", 1, ex=settings.STREAM_LOG_TTL_SECONDS)
+
+    async def is_cancel_requested(self, message_id: str) -> bool:
+        return bool(await self._client().exists(f"parley:cancel:{message_id}"))
+
+
+_streams: MemoryStreams | RedisStreams | None = None
+
+
+def streams() -> MemoryStreams | RedisStreams:
+    global _streams
+    if _streams is None or (isinstance(_streams, RedisStreams) and _streams.url != settings.REDIS_URL):
+        _streams = RedisStreams(settings.REDIS_URL) if settings.REDIS_URL else MemoryStreams()
+    return _streams

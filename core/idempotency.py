@@ -1,0 +1,106 @@
+"""Idempotency-Key handling for POSTs that run an agent (Stripe's semantics).
+
+The first request with a key claims it and stores its response; a retry with the same key and body gets
+that response replayed without running anything; with a different body it is refused (422). A retry that
+arrives while the first is still running waits up to IDEMPOTENCY_WAIT_SECONDS for its result, then gets
+409. Requests refused before any work started (validation, conflicts) release the key, so they can be
+retried. Keys are scoped per tenant and kept IDEMPOTENCY_TTL_HOURS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.errors import Conflict, IdempotencyKeyReused, Invalid
+from core.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def request_fingerprint(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _expiry_cutoff():
+    return timezone.now() - timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS)
+
+
+def idempotency_claim(*, tenant_id: str, key: str, fingerprint: str) -> IdempotencyKey | None:
+    """Claim the key: None if this request owns it now, else the existing row."""
+    IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key, created_at__lt=_expiry_cutoff()).delete()
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
+        return None
+    except IntegrityError:
+        existing = IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key).first()
+        if existing is None:  # released between our insert and read: try once more
+            return idempotency_claim(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
+        return existing
+
+
+def idempotency_store(*, tenant_id: str, key: str, status: int, body: dict) -> None:
+    IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key).update(
+        response_status=status, response_body=json.dumps(body)
+    )
+
+
+def idempotency_release(*, tenant_id: str, key: str) -> None:
+    IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key, response_status__isnull=True).delete()
+
+
+def idempotency_purge_expired() -> int:
+    return IdempotencyKey.objects.filter(created_at__lt=_expiry_cutoff()).delete()[0]
+
+
+async def run_idempotent(
+    *, tenant_id: str, key: str | None, fingerprint: str, run: Callable[[], Awaitable[tuple[int, dict]]]
+) -> tuple[int, dict]:
+    """Run `run()` once per key; it returns (status, body) and raises ApplicationError when refused."""
+    if not key:
+        return await run()
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Invalid(f"{HEADER}: must be at most {MAX_KEY_LENGTH} printable characters.")
+    deadline = time.monotonic() + settings.IDEMPOTENCY_WAIT_SECONDS
+    while True:
+        existing = await sync_to_async(idempotency_claim)(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
+        if existing is None:
+            break
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyKeyReused(details={"idempotency_key": key})
+        if existing.response_status is not None:
+            return existing.response_status, json.loads(existing.response_body)
+        if time.monotonic() >= deadline:
+            raise Conflict("A request with this Idempotency-Key is still running.", details={"idempotency_key": key})
+        await asyncio.sleep(0.05)
+    # The work outlives a disconnected client, and so must the recording of its result for the retry.
+    task = asyncio.ensure_future(_run_and_record(tenant_id=tenant_id, key=key, run=run))
+    _recording.add(task)
+    task.add_done_callback(_recording.discard)
+    return await asyncio.shield(task)
+
+
+_recording: set[asyncio.Future] = set()
+
+
+async def _run_and_record(*, tenant_id: str, key: str, run: Callable[[], Awaitable[tuple[int, dict]]]):
+    try:
+        status, body = await run()
+    except BaseException:
+        await sync_to_async(idempotency_release)(tenant_id=tenant_id, key=key)
+        raise
+    await sync_to_async(idempotency_store)(tenant_id=tenant_id, key=key, status=status, body=body)
+    return status, body

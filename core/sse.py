@@ -1,0 +1,37 @@
+"""Server-Sent Events: one JSON object per `data:` line, optional `id:` lines, keep-alive comments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from rest_framework.renderers import BaseRenderer
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def sse_event(data: dict[str, Any], event_id: str | None = None) -> bytes:
+    # json.dumps escapes newlines, so an event is always a single data line.
+    line = f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return (f"id: {event_id}\n{line}" if event_id else line).encode()
+
+
+def sse_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A streaming response from an async iterator (a sync one would be buffered whole under ASGI)."""
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event through at once
+    return response
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets `Accept: text/event-stream` through DRF's content negotiation; streams bypass rendering."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return json.dumps(data).encode()

@@ -1,0 +1,131 @@
+"""A local server speaking the OpenAI Chat Completions streaming protocol, scripted by model name.
+
+Models: `echo` (content deltas quoting the last user message, then a usage chunk), `reasoner`
+(`reasoning_content` deltas first), `tool-caller` (first a streamed `tool_calls` request, then an answer
+that quotes the tool result), `rate-limited` (429), `broken` (500), `stall` (one delta, then silence),
+`malformed` (a chunk that is not JSON), `slow` (deltas 50 ms apart), `title` (a short title).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _chunk(delta: dict | None = None, *, usage: dict | None = None, finish: str | None = None) -> bytes:
+    body = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "test",
+        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: OpenAIServer
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, chunks, delay: float = 0.0) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                if delay:
+                    time.sleep(delay)
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away mid-stream
+            self.server.aborted += 1
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", 0))
+        request = json.loads(self.rfile.read(length))
+        self.server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": request})
+        model = request["model"]
+        messages = request["messages"]
+        last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        done = b"data: [DONE]\n\n"
+        if model == "rate-limited":
+            return self._json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit"}})
+        if model == "broken":
+            return self._json(500, {"error": {"message": "boom", "type": "server_error"}})
+        if model == "echo":
+            return self._stream(
+                [_chunk({"role": "assistant", "content": ""})]
+                + [_chunk({"content": piece}) for piece in ("You said: ", last_user, ".")]
+                + [_chunk({}, finish="stop"), _chunk(usage=USAGE), done]
+            )
+        if model == "slow":
+            return self._stream([_chunk({"content": f"part{i} "}) for i in range(40)] + [done], delay=0.05)
+        if model == "reasoner":
+            return self._stream(
+                [_chunk({"reasoning_content": "Thinking about "}), _chunk({"reasoning_content": "it."})]
+                + [_chunk({"content": "Answer."}), _chunk(usage=USAGE), done]
+            )
+        if model == "tool-caller":
+            if messages[-1]["role"] != "tool":
+                call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}
+                return self._stream(
+                    [
+                        _chunk({"tool_calls": [call]}),
+                        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": '}}]}),
+                        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}, finish="tool_calls"),
+                        _chunk(usage=USAGE),
+                        done,
+                    ]
+                )
+            return self._stream(
+                [_chunk({"content": f"Tool said: {messages[-1]['content']}"}), _chunk(usage=USAGE), done]
+            )
+        if model == "stall":
+            self._stream([_chunk({"content": "Partial"})])
+            time.sleep(self.server.stall_seconds)
+            return None
+        if model == "malformed":
+            return self._stream([_chunk({"content": "Half"}), b"data: {not json\n\n", done])
+        if model == "title":
+            return self._stream([_chunk({"content": "Quarterly invoice totals"}), done])
+        return self._json(404, {"error": {"message": f"unknown model {model}"}})
+
+
+class OpenAIServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict] = []
+        self.aborted = 0  # streams whose client disconnected before the end
+        self.stall_seconds = 3.0
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()

@@ -1,0 +1,127 @@
+"""The openai engine against a local server speaking the Chat Completions streaming protocol."""
+
+import pytest
+from django.test import override_settings
+
+from conversations.models import Message
+from tests.openai_server import OpenAIServer
+
+# Generations write from worker threads with their own connections: rows must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def llm():
+    with (
+        OpenAIServer() as server,
+        override_settings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test", OPENAI_TIMEOUT_SECONDS=1.0),
+    ):
+        yield server
+
+
+def use_model(ctx, model: str, **options):
+    ctx.agent.engine, ctx.agent.model, ctx.agent.options = "openai", model, options
+    ctx.agent.save()
+
+
+def post(ctx, conversation, body):
+    return ctx.client.post(f"{ctx.conversation_url(conversation)}/messages", body, format="json")
+
+
+def test_it_streams_content_and_records_usage(owner, llm):
+    use_model(owner, "echo", temperature=0.3, max_tokens=50)
+    conversation = owner.conversation()
+    response = post(owner, conversation, {"content": "Hello!"})
+    assert response.status_code == 200, response.json()
+    reply = response.json()["messages"][1]
+    assert reply["content"] == "You said: Hello!."
+    assert (reply["input_tokens"], reply["output_tokens"]) == (11, 7)
+    request = llm.requests[-1]
+    assert request["auth"] == "Bearer sk-test"
+    body = request["body"]
+    assert body["model"] == "echo" and body["stream"] is True
+    assert body["temperature"] == 0.3 and body["max_tokens"] == 50
+    assert body["messages"] == [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "Hello!"},
+    ]
+
+
+def test_it_sends_the_active_branch_as_history(owner, llm):
+    use_model(owner, "echo")
+    conversation = owner.conversation()
+    post(owner, conversation, {"content": "first"})
+    post(owner, conversation, {"content": "second"})
+    roles = [(m["role"], m["content"]) for m in llm.requests[-1]["body"]["messages"]]
+    assert roles == [
+        ("system", "You are helpful."),
+        ("user", "first"),
+        ("assistant", "You said: first."),
+        ("user", "second"),
+    ]
+
+
+def test_history_is_trimmed_oldest_first_keeping_the_system_prompt(owner, llm):
+    use_model(owner, "echo", history_tokens=130)
+    conversation = owner.conversation()
+    for word in ("alpha", "bravo", "charlie"):
+        post(owner, conversation, {"content": word * 40})  # about 50-70 tokens each
+    sent = llm.requests[-1]["body"]["messages"]
+    assert sent[0] == {"role": "system", "content": "You are helpful."}
+    assert sent[-1]["content"] == "charlie" * 40
+    assert all("alpha" not in m["content"] for m in sent)
+
+
+def test_reasoning_content_becomes_thinking_when_asked(owner, llm):
+    use_model(owner, "reasoner")
+    conversation = owner.conversation()
+    with_reasoning = post(owner, conversation, {"content": "why?", "reasoning": True}).json()["messages"][1]
+    assert with_reasoning["thinking"] == "Thinking about it."
+    assert with_reasoning["content"] == "Answer."
+    without = post(owner, conversation, {"content": "why?"}).json()["messages"][1]
+    assert without["thinking"] == ""
+
+
+def test_the_tool_loop_sends_results_back_to_the_model(owner, llm):
+    use_model(owner, "tool-caller")
+    conversation = owner.conversation()
+    reply = post(owner, conversation, {"content": "look it up"}).json()["messages"][1]
+    assert reply["status"] == "completed"
+    # no tool named "lookup" exists: the model is told so, and answers from that
+    assert reply["content"] == "Tool said: Unknown tool 'lookup'."
+    second = llm.requests[-1]["body"]["messages"]
+    assert second[-2]["tool_calls"][0]["function"] == {"name": "lookup", "arguments": '{"q": "x"}'}
+    assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "Unknown tool 'lookup'."}
+    assert reply["input_tokens"] == 22  # usage of both rounds
+
+
+@pytest.mark.parametrize(
+    ("model", "partial", "phrase"),
+    [
+        ("rate-limited", "", "429"),
+        ("broken", "", "500"),
+        ("stall", "Partial", "timed out"),
+        ("malformed", "Half", "stream broke"),
+    ],
+)
+def test_provider_failures_store_a_failed_message_and_answer_502(owner, llm, model, partial, phrase):
+    use_model(owner, model)
+    conversation = owner.conversation()
+    response = post(owner, conversation, {"content": "hi"})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "engine_error"
+    assert phrase in error["message"]
+    failed = Message.objects.get(id=error["details"]["message_id"])
+    assert failed.status == "failed" and failed.content == partial and phrase in failed.error
+
+    use_model(owner, "echo")  # the conversation is usable again
+    assert post(owner, conversation, {"content": "again"}).status_code == 200
+
+
+def test_an_unconfigured_engine_fails_clearly(owner):
+    use_model(owner, "echo")
+    with override_settings(OPENAI_BASE_URL="", OPENAI_API_KEY=""):
+        response = post(owner, owner.conversation(), {"content": "hi"})
+    assert response.status_code == 502
+    assert "OPENAI_BASE_URL" in response.json()["error"]["message"]

@@ -1,0 +1,157 @@
+"""Concurrency, idempotency and crash recovery of turns, through real concurrent ASGI requests."""
+
+import asyncio
+import io
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from conversations.models import Message, MessageStatus
+from tests.conftest import async_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def apost(client, url, body, **headers):
+    return await client.post(url, body, content_type="application/json", headers=headers)
+
+
+@pytest.fixture
+def slow_agent(owner):
+    owner.agent.options = {"chunk_delay_ms": 15}
+    owner.agent.save()
+    return owner
+
+
+async def test_two_concurrent_posts_one_runs_the_other_gets_409(slow_agent):
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    client = async_client(owner)
+    first, second = await asyncio.gather(apost(client, url, {"content": "one"}), apost(client, url, {"content": "two"}))
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [200, 409]
+    winner, loser = (first, second) if first.status_code == 200 else (second, first)
+    error = loser.json()["error"]
+    assert error["code"] == "conflict"
+    assert error["details"]["message_id"] == winner.json()["current_message_id"]
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+
+    after = await apost(client, url, {"content": "three"})
+    assert after.status_code == 200
+    assert await Message.objects.filter(conversation=conversation).acount() == 4
+
+
+async def test_fifty_concurrent_posts_with_one_idempotency_key_run_one_turn(owner):
+    conversation = await sync_to_async(owner.conversation)()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    client = async_client(owner)
+    responses = await asyncio.gather(
+        *[apost(client, url, {"content": "pay once"}, **{"Idempotency-Key": "abc-123"}) for _ in range(50)]
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.content for r in responses}) == 1
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+
+
+async def test_an_idempotency_key_with_another_body_is_422(owner):
+    conversation = await sync_to_async(owner.conversation)()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    client = async_client(owner)
+    first = await apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k1"})
+    replay = await apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k1"})
+    assert first.status_code == replay.status_code == 200
+    assert first.content == replay.content
+    other = await apost(client, url, {"content": "two"}, **{"Idempotency-Key": "k1"})
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+
+
+async def test_idempotency_keys_are_scoped_per_tenant(owner, outsider):
+    mine = await sync_to_async(owner.conversation)()
+    theirs = await sync_to_async(outsider.conversation)()
+    body = {"content": "same"}
+    a = await apost(async_client(owner), f"{owner.conversation_url(mine)}/messages", body, **{"Idempotency-Key": "k"})
+    b = await apost(
+        async_client(outsider), f"{outsider.conversation_url(theirs)}/messages", body, **{"Idempotency-Key": "k"}
+    )
+    assert a.status_code == b.status_code == 200
+    assert a.json()["current_message_id"] != b.json()["current_message_id"]
+
+
+@override_settings(IDEMPOTENCY_WAIT_SECONDS=0)
+async def test_a_retry_while_the_first_runs_is_409(slow_agent):
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    client = async_client(owner)
+    first = asyncio.create_task(apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k"}))
+    while not await Message.objects.filter(conversation=conversation).aexists():
+        await asyncio.sleep(0.01)
+    retry = await apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k"})
+    assert retry.status_code == 409
+    assert (await first).status_code == 200
+    assert (await apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k"})).content == (await first).content
+
+
+def _stale_message(owner, content: str) -> Message:
+    conversation = owner.conversation()
+    user = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
+    long_ago = timezone.now() - timedelta(minutes=10)
+    reply = Message.objects.create(
+        tenant=owner.tenant,
+        conversation=conversation,
+        parent=user,
+        role="assistant",
+        content=content,
+        status=MessageStatus.IN_PROGRESS,
+        heartbeat_at=long_ago,
+    )
+    conversation.current_message = reply
+    conversation.save()
+    return reply
+
+
+def test_the_sweep_fails_stale_generations_and_keeps_partial_content(owner):
+    stale = _stale_message(owner, "half an ans")
+    fresh_conversation = owner.conversation("fresh")
+    fresh_user = Message.objects.create(tenant=owner.tenant, conversation=fresh_conversation, role="user", content="q")
+    fresh = Message.objects.create(
+        tenant=owner.tenant,
+        conversation=fresh_conversation,
+        parent=fresh_user,
+        role="assistant",
+        status=MessageStatus.IN_PROGRESS,
+        heartbeat_at=timezone.now(),
+    )
+    out = io.StringIO()
+    call_command("sweep_stale_messages", stdout=out)
+    assert "Marked 1 stale" in out.getvalue()
+    stale.refresh_from_db()
+    assert stale.status == "failed" and stale.content == "half an ans" and "interrupted" in stale.error
+    fresh.refresh_from_db()
+    assert fresh.status == "in_progress"
+
+
+def test_a_post_behind_a_stale_generation_heals_the_conversation(owner):
+    stale = _stale_message(owner, "partial")
+    url = f"{owner.conversation_url(stale.conversation)}/messages"
+    response = owner.client.post(url, {"content": "next"}, format="json")
+    assert response.status_code == 200
+    stale.refresh_from_db()
+    assert stale.status == "failed" and stale.content == "partial"
+
+
+def test_a_post_behind_a_live_generation_is_409(owner):
+    live = _stale_message(owner, "")
+    Message.objects.filter(pk=live.pk).update(heartbeat_at=timezone.now())
+    response = owner.client.post(
+        f"{owner.conversation_url(live.conversation)}/messages", {"content": "x"}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["details"]["message_id"] == live.id

@@ -1,0 +1,195 @@
+"""POST /v1/conversation: the seed's request and response shapes; nothing stored but usage."""
+
+import time
+
+import httpx
+import pytest
+from django.test import override_settings
+
+from agents.models import Agent
+from conversations.models import Conversation, Message
+from tenants.models import DailyUsage
+from tests.conftest import async_client
+from tests.openai_server import OpenAIServer
+from tests.servers import daphne_server, parse_sse
+
+# Replies are produced in worker threads: rows (keys, agents, usage) must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/v1/conversation"
+SEED = {
+    "messages": [
+        {"role": "user", "content": "Hello!"},
+        {"role": "assistant", "content": "Hi there!"},
+        {"role": "user", "content": "How are you?"},
+    ],
+    "system_prompt": "You are a helpful assistant.",
+    "stream": False,
+}
+
+
+@pytest.fixture(autouse=True)
+def _nothing_is_stored():
+    yield
+    assert not Conversation.objects.exists()
+    assert not Message.objects.exists()
+
+
+@pytest.fixture
+def llm():
+    with OpenAIServer() as server, override_settings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test"):
+        yield server
+
+
+def test_the_seed_example_answers(owner):
+    response = owner.client.post(URL, SEED, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    assert body["response"].strip()
+    assert set(body) == {"success", "response"}
+    usage = DailyUsage.objects.get(tenant=owner.tenant)
+    assert usage.requests == 1 and usage.output_tokens > 0
+
+
+async def test_the_seed_example_streams_the_seed_events(owner):
+    response = await async_client(owner).post(URL, {**SEED, "stream": True}, content_type="application/json")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    events = parse_sse(b"".join([chunk async for chunk in response.streaming_content]))
+    assert all(set(event) == {"data"} for event in events)  # no ids on the stateless stream
+    data = [event["data"] for event in events]
+    assert data[-1] == {"done": True}
+    assert set(data[-2]) == {"tokens"} and data[-2]["tokens"] > 0
+    assert all(set(d) == {"content"} for d in data[:-2]) and len(data) > 3
+    assert "How are you?" in "".join(d["content"] for d in data[:-2])
+
+
+def test_an_agent_engine_gets_the_whole_history(owner, llm):
+    agent = Agent.objects.create(tenant=owner.tenant, name="llm", engine="openai", model="echo")
+    response = owner.client.post(URL, {**SEED, "agent_id": agent.id}, format="json")
+    assert response.json() == {"success": True, "response": "You said: How are you?."}
+    assert llm.requests[-1]["body"]["messages"] == [{"role": "system", "content": "You are a helpful assistant."}] + [
+        {"role": m["role"], "content": m["content"]} for m in SEED["messages"]
+    ]
+
+
+def test_the_default_model_serves_requests_without_an_agent(owner, llm):
+    with override_settings(DEFAULT_MODEL="echo"):
+        response = owner.client.post(URL, {"messages": [{"role": "user", "content": "Hi"}]}, format="json")
+    assert response.json() == {"success": True, "response": "You said: Hi."}
+    assert llm.requests[-1]["body"]["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+
+
+async def stream_data(ctx, body) -> list[dict]:
+    response = await async_client(ctx).post(URL, body, content_type="application/json")
+    assert response.status_code == 200
+    return [event["data"] for event in parse_sse(b"".join([chunk async for chunk in response.streaming_content]))]
+
+
+async def test_reasoning_streams_thinking_first(owner, llm):
+    agent = await Agent.objects.acreate(tenant=owner.tenant, name="llm", engine="openai", model="reasoner")
+    data = await stream_data(owner, {**SEED, "stream": True, "reasoning": True, "agent_id": agent.id})
+    assert data == [
+        {"thinking": "Thinking about "},
+        {"thinking": "it."},
+        {"content": "Answer."},
+        {"tokens": 18},
+        {"done": True},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        ({}, "messages is required"),
+        ({"messages": []}, "non-empty list"),
+        ({"messages": "hello"}, "non-empty list"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": ""}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": ["hi"]}, "messages[0] must be an object"),
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "last message"),
+        ({"messages": [{"role": "user", "content": "a"}], "stream": "yes"}, "stream must be"),
+        ({"messages": [{"role": "user", "content": "a"}], "system_prompt": 3}, "system_prompt"),
+        ({"messages": [{"role": "user", "content": "a", "files": "f"}]}, "files"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_bad_requests_are_400_with_a_clear_error(owner, body, phrase):
+    response = owner.client.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert response.json()["success"] is False
+    assert phrase in response.json()["error"]
+
+
+def test_a_body_that_is_not_json_is_400(owner):
+    response = owner.client.post(URL, data="{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["success"] is False and "JSON" in response.json()["error"]
+
+
+def test_keys_are_required(owner):
+    from rest_framework.test import APIClient
+
+    for client in (APIClient(), APIClient(HTTP_AUTHORIZATION="Bearer prl_00000000_nope")):
+        response = client.post(URL, SEED, format="json")
+        assert response.status_code == 401
+        assert response.json()["success"] is False and response.json()["error"]
+
+
+def test_an_unknown_or_foreign_agent_is_404(owner, outsider):
+    for agent_id in ("agt_nope", outsider.agent.id):
+        response = owner.client.post(URL, {**SEED, "agent_id": agent_id}, format="json")
+        assert response.status_code == 404 and response.json()["success"] is False
+
+
+def test_a_history_over_the_limit_is_413(owner):
+    big = {"messages": [{"role": "user", "content": "x" * 1_100_000}]}
+    response = owner.client.post(URL, big, format="json")
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+    huge = {"messages": [{"role": "user", "content": "x" * 3_000_000}]}
+    assert owner.client.post(URL, huge, format="json").status_code == 413
+
+
+@override_settings(THROTTLE_RATE="2/min")
+def test_throttling_is_429_in_the_v1_shape(owner):
+    codes = [owner.client.post(URL, SEED, format="json") for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert codes[-1].json()["success"] is False and codes[-1]["Retry-After"]
+
+
+def test_an_engine_failure_is_502(owner, llm):
+    agent = Agent.objects.create(tenant=owner.tenant, name="llm", engine="openai", model="broken")
+    response = owner.client.post(URL, {**SEED, "agent_id": agent.id}, format="json")
+    assert response.status_code == 502
+    assert response.json() == {"success": False, "error": "The model server answered 500."}
+
+
+async def test_an_engine_failure_mid_stream_is_an_error_event(owner, llm):
+    agent = await Agent.objects.acreate(tenant=owner.tenant, name="llm", engine="openai", model="malformed")
+    data = await stream_data(owner, {**SEED, "agent_id": agent.id, "stream": True})
+    assert data[0] == {"content": "Half"}
+    assert set(data[-1]) == {"error"} and "stream broke" in data[-1]["error"]
+
+
+def test_a_disconnect_stops_the_generation(owner, django_db_blocker):
+    agent = Agent.objects.create(tenant=owner.tenant, name="llm", engine="openai", model="slow")
+    with (
+        OpenAIServer() as llm,
+        django_db_blocker.unblock(),
+        daphne_server(OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-test") as base,
+    ):
+        with httpx.stream(
+            "POST",
+            f"{base}{URL}",
+            json={**SEED, "stream": True, "agent_id": agent.id},
+            headers={"Authorization": f"Bearer {owner.secret}"},
+            timeout=10,
+        ) as response:
+            assert b"content" in next(response.iter_bytes())
+        deadline = time.monotonic() + 5
+        while llm.aborted == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert llm.aborted == 1  # the model's stream was closed long before its 2 s end

@@ -1,0 +1,397 @@
+"""SSE streams over real daphne processes: protocol, resume, join, cancel, disconnects, failures."""
+
+import os
+import random
+import threading
+import time
+
+import httpx
+import pytest
+from django.conf import settings
+
+from conversations.models import Message
+from tests.openai_server import OpenAIServer
+from tests.servers import daphne_server, parse_sse
+
+# The servers read what the test writes, so rows must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="cross-process streams need REDIS_URL (set by .ci/run)")
+LONG_QUESTION = " ".join("abcdefghij"[i % 10] for i in range(95))  # ~100 one-word chunks in the reply
+
+
+@pytest.fixture(scope="module")
+def server(django_db_blocker):
+    with django_db_blocker.unblock(), daphne_server(REDIS_URL="", STREAM_KEEPALIVE_SECONDS="0.3") as url:
+        yield url
+
+
+def headers(ctx, **extra) -> dict:
+    return {"Authorization": f"Bearer {ctx.secret}", **extra}
+
+
+def slow(ctx, delay_ms: int = 20) -> None:
+    ctx.agent.options = {"chunk_delay_ms": delay_ms}
+    ctx.agent.save()
+
+
+def stream_url(base: str, ctx, conversation) -> str:
+    return f"{base}{ctx.conversation_url(conversation)}/stream"
+
+
+def join_url(base: str, ctx, conversation, message_id: str) -> str:
+    return f"{base}{ctx.conversation_url(conversation)}/messages/{message_id}/stream"
+
+
+def read_all(method: str, url: str, **kwargs) -> tuple[httpx.Response, list[dict]]:
+    with httpx.stream(method, url, timeout=30, **kwargs) as response:
+        raw = b"".join(response.iter_bytes())
+    return response, parse_sse(raw) if response.status_code == 200 else []
+
+
+def events_only(entries: list[dict]) -> list[dict]:
+    return [entry for entry in entries if "data" in entry]
+
+
+def content_of(events: list[dict]) -> str:
+    return "".join(event["data"].get("content", "") for event in events)
+
+
+def test_the_stream_follows_the_protocol(server, owner):
+    conversation = owner.conversation()
+    response, entries = read_all(
+        "POST",
+        stream_url(server, owner, conversation),
+        json={"content": "Check the protocol", "reasoning": True},
+        headers=headers(owner, Accept="text/event-stream"),
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    events = events_only(entries)
+    message_id = events[0]["data"]["message"]["id"]
+    assert [event["id"] for event in events] == [f"{message_id}:{seq}" for seq in range(len(events))]
+    kinds = [next(iter(event["data"])) for event in events]
+    assert kinds[0] == "message" and kinds[-2:] == ["tokens", "done"]
+    assert kinds[1] == "thinking" and set(kinds[2:-2]) == {"content"}
+    assert events[-1]["data"] == {"done": True, "status": "completed"}
+
+    stored = Message.objects.get(id=message_id)
+    assert events[0]["data"]["message"] == {
+        "id": message_id,
+        "user_message_id": stored.parent_id,
+        "conversation_id": conversation.id,
+    }
+    assert content_of(events) == stored.content and stored.status == "completed"
+    assert events[-2]["data"]["tokens"] == stored.input_tokens + stored.output_tokens
+
+
+def test_resuming_at_random_cut_points_loses_and_repeats_nothing(server, owner):
+    slow(owner, 25)
+    conversation = owner.conversation()
+    seen: list[dict] = []
+    started = threading.Event()
+    joiners: list[tuple[int, list[dict]]] = []
+
+    def join_after(cut: int, message_id: str) -> None:
+        _, entries = read_all(
+            "GET",
+            join_url(server, owner, conversation, message_id),
+            headers=headers(owner, **{"Last-Event-ID": f"{message_id}:{cut}"}),
+        )
+        joiners.append((cut, events_only(entries)))
+
+    threads = []
+    live_cuts = sorted(random.sample(range(0, 60), 10))
+    with httpx.stream(
+        "POST",
+        stream_url(server, owner, conversation),
+        json={"content": LONG_QUESTION},
+        headers=headers(owner),
+        timeout=30,
+    ) as response:
+        buffer = b""
+        for chunk in response.iter_bytes():
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n\n")
+            for block in complete:
+                entry = parse_sse(block + b"\n\n")[0]
+                if "data" not in entry:
+                    continue
+                seen.append(entry)
+                started.set()
+                seq = len(seen) - 1
+                if live_cuts and seq == live_cuts[0]:  # join while the generation is still running
+                    live_cuts.pop(0)
+                    message_id = seen[0]["data"]["message"]["id"]
+                    threads.append(threading.Thread(target=join_after, args=(seq, message_id)))
+                    threads[-1].start()
+    for thread in threads:
+        thread.join(30)
+    assert seen[-1]["data"]["done"] is True
+    message_id = seen[0]["data"]["message"]["id"]
+    for cut in random.sample(range(-1, len(seen)), 10):  # and after the end
+        join_after(cut, message_id)
+
+    assert len(joiners) == 20
+    for cut, events in joiners:
+        assert events == seen[cut + 1 :], f"resume after {cut}"
+    assert content_of(seen) == Message.objects.get(id=message_id).content
+
+
+def test_resuming_after_the_live_log_expired_rebuilds_it_exactly(owner, django_db_blocker):
+    with django_db_blocker.unblock(), daphne_server(REDIS_URL="", STREAM_LOG_TTL_SECONDS="0") as base:
+        conversation = owner.conversation()
+        _, entries = read_all(
+            "POST",
+            stream_url(base, owner, conversation),
+            json={"content": LONG_QUESTION, "reasoning": True},
+            headers=headers(owner),
+        )
+        seen = events_only(entries)
+        message_id = seen[0]["data"]["message"]["id"]
+        for cut in [-1, 0, 1, 2, 7, len(seen) // 2, len(seen) - 3, len(seen) - 2, len(seen) - 1]:
+            _, again = read_all(
+                "GET", join_url(base, owner, conversation, message_id), params={"after": cut}, headers=headers(owner)
+            )
+            assert events_only(again) == seen[cut + 1 :], f"resume after {cut}"
+
+
+def test_keep_alive_comments_flow_while_the_engine_is_silent(server, owner):
+    slow(owner, 700)
+    conversation = owner.conversation()
+    with httpx.stream(
+        "POST", stream_url(server, owner, conversation), json={"content": "x"}, headers=headers(owner), timeout=30
+    ) as response:
+        raw = b""
+        for chunk in response.iter_bytes():
+            raw += chunk
+            if b": keep-alive" in raw:
+                break
+    assert b": keep-alive\n\n" in raw
+
+
+def test_after_a_disconnect_the_reply_completes_and_is_stored(server, owner):
+    slow(owner, 20)
+    conversation = owner.conversation()
+    with httpx.stream(
+        "POST",
+        stream_url(server, owner, conversation),
+        json={"content": "keep going"},
+        headers=headers(owner),
+        timeout=30,
+    ) as response:
+        first = next(response.iter_bytes())
+    message_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+    deadline = time.monotonic() + 15
+    while Message.objects.get(id=message_id).status == "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    message = Message.objects.get(id=message_id)
+    assert message.status == "completed"
+    assert 'You wrote: "keep going"' in message.content
+
+
+def test_on_disconnect_cancel_stops_the_engine_within_two_seconds(server, owner):
+    slow(owner, 100)  # about 6 s of reply
+    conversation = owner.conversation()
+    with httpx.stream(
+        "POST",
+        stream_url(server, owner, conversation),
+        json={"content": "stop when I leave", "on_disconnect": "cancel"},
+        headers=headers(owner),
+        timeout=30,
+    ) as response:
+        first = next(response.iter_bytes())
+    left_at = time.monotonic()
+    message_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+    while Message.objects.get(id=message_id).status == "in_progress" and time.monotonic() - left_at < 5:
+        time.sleep(0.05)
+    stopped_after = time.monotonic() - left_at
+    message = Message.objects.get(id=message_id)
+    assert message.status == "cancelled"
+    assert stopped_after < 2
+    assert len(message.content) < len('You wrote: "stop when I leave"') + 100
+
+
+def test_partial_content_is_flushed_while_running(server, owner):
+    slow(owner, 60)
+    conversation = owner.conversation()
+    with httpx.stream(
+        "POST",
+        stream_url(server, owner, conversation),
+        json={"content": LONG_QUESTION},
+        headers=headers(owner),
+        timeout=30,
+    ) as response:
+        iterator = response.iter_bytes()
+        first = next(iterator)
+        message_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+        time.sleep(2.2)
+        listed = httpx.get(
+            f"{server}{owner.conversation_url(conversation)}/messages", headers=headers(owner), timeout=10
+        ).json()["items"]
+        running = next(m for m in listed if m["id"] == message_id)
+        assert running["status"] == "in_progress"
+        assert running["content"].startswith("You wrote:")
+        for _ in iterator:
+            pass
+    assert Message.objects.get(id=message_id).status == "completed"
+
+
+def test_cancel_stops_a_running_stream_and_keeps_the_partial_reply(server, owner):
+    slow(owner, 60)
+    conversation = owner.conversation()
+    with httpx.stream(
+        "POST",
+        stream_url(server, owner, conversation),
+        json={"content": LONG_QUESTION},
+        headers=headers(owner),
+        timeout=30,
+    ) as response:
+        iterator = response.iter_bytes()
+        chunks = [next(iterator)]
+        message_id = parse_sse(chunks[0].split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+        time.sleep(0.5)
+        cancelled = httpx.post(
+            f"{server}{owner.conversation_url(conversation)}/messages/{message_id}/cancel",
+            headers=headers(owner),
+            timeout=10,
+        )
+        chunks += list(iterator)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    events = events_only(parse_sse(b"".join(chunks)))
+    assert events[-1]["data"] == {"done": True, "status": "cancelled"}
+    message = Message.objects.get(id=message_id)
+    assert message.status == "cancelled"
+    assert message.content == content_of(events)
+    assert 0 < len(message.content) < 200
+
+
+def test_a_stream_while_another_runs_is_409_before_any_event(server, owner):
+    slow(owner, 30)
+    conversation = owner.conversation()
+    url = stream_url(server, owner, conversation)
+    with httpx.stream("POST", url, json={"content": "first"}, headers=headers(owner), timeout=30) as response:
+        iterator = response.iter_bytes()
+        first = next(iterator)
+        running_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+        second = httpx.post(
+            url, json={"content": "second"}, headers=headers(owner, Accept="text/event-stream"), timeout=10
+        )
+        assert second.status_code == 409
+        assert second.headers["content-type"] == "application/json"
+        assert second.json()["error"]["details"]["message_id"] == running_id
+        for _ in iterator:
+            pass
+
+
+def test_a_stream_honours_the_idempotency_key(server, owner):
+    conversation = owner.conversation()
+    url = stream_url(server, owner, conversation)
+    request_headers = headers(owner, **{"Idempotency-Key": "stream-1"})
+    _, first = read_all("POST", url, json={"content": "once"}, headers=request_headers)
+    _, again = read_all("POST", url, json={"content": "once"}, headers=request_headers)
+    assert events_only(again) == events_only(first)
+    assert Message.objects.filter(conversation=conversation).count() == 2
+    other = httpx.post(url, json={"content": "twice"}, headers=request_headers, timeout=10)
+    assert other.status_code == 422
+
+
+def test_joining_validates_its_input(server, owner, outsider):
+    conversation = owner.conversation()
+    _, entries = read_all(
+        "POST", stream_url(server, owner, conversation), json={"content": "x"}, headers=headers(owner)
+    )
+    message_id = events_only(entries)[0]["data"]["message"]["id"]
+    url = join_url(server, owner, conversation, message_id)
+    assert httpx.get(url, headers=headers(owner, **{"Last-Event-ID": "garbage"})).status_code == 400
+    assert httpx.get(url, params={"after": "x"}, headers=headers(owner)).status_code == 400
+    user_id = Message.objects.get(id=message_id).parent_id
+    assert httpx.get(join_url(server, owner, conversation, user_id), headers=headers(owner)).status_code == 404
+    assert httpx.get(url, headers=headers(outsider)).status_code == 404
+    assert httpx.get(url).status_code == 401
+
+
+def test_an_engine_failure_mid_stream_ends_with_an_error_event(owner, django_db_blocker):
+    owner.agent.engine, owner.agent.model = "openai", "malformed"
+    owner.agent.save()
+    conversation = owner.conversation()
+    with (
+        OpenAIServer() as llm,
+        django_db_blocker.unblock(),
+        daphne_server(REDIS_URL="", OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-test") as base,
+    ):
+        response, entries = read_all(
+            "POST", stream_url(base, owner, conversation), json={"content": "hi"}, headers=headers(owner)
+        )
+        events = events_only(entries)
+        assert response.status_code == 200
+        assert [next(iter(e["data"])) for e in events] == ["message", "content", "error"]
+        assert "stream broke" in events[-1]["data"]["error"]
+        message = Message.objects.get(id=events[0]["data"]["message"]["id"])
+        assert message.status == "failed" and message.content == "Half"
+
+        owner.agent.model = "echo"
+        owner.agent.save()
+        _, after = read_all(
+            "POST", stream_url(base, owner, conversation), json={"content": "again"}, headers=headers(owner)
+        )
+        assert events_only(after)[-1]["data"] == {"done": True, "status": "completed"}
+
+
+@needs_redis
+def test_join_and_cancel_from_another_process_through_redis(owner, django_db_blocker):
+    slow(owner, 50)
+    conversation = owner.conversation()
+    with django_db_blocker.unblock(), daphne_server(REDIS_URL=REDIS_URL) as a, daphne_server(REDIS_URL=REDIS_URL) as b:
+        seen: list[dict] = []
+        with httpx.stream(
+            "POST",
+            stream_url(a, owner, conversation),
+            json={"content": LONG_QUESTION},
+            headers=headers(owner),
+            timeout=30,
+        ) as response:
+            buffer = b""
+            for chunk in response.iter_bytes():
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n\n")
+                seen += events_only(parse_sse(b"".join(block + b"\n\n" for block in complete)))
+                if len(seen) >= 12:
+                    break  # disconnect midway from process A
+        message_id = seen[0]["data"]["message"]["id"]
+        last = seen[-1]["id"]
+
+        joined: list[dict] = []
+        with httpx.stream(
+            "GET",
+            join_url(b, owner, conversation, message_id),
+            headers=headers(owner, **{"Last-Event-ID": last}),
+            timeout=30,
+        ) as response:
+            buffer = b""
+            cancelled = None
+            for chunk in response.iter_bytes():
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n\n")
+                joined += events_only(parse_sse(b"".join(block + b"\n\n" for block in complete)))
+                if cancelled is None and len(joined) >= 5:
+                    cancelled = httpx.post(
+                        f"{b}{owner.conversation_url(conversation)}/messages/{message_id}/cancel",
+                        headers=headers(owner),
+                        timeout=10,
+                    )
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert joined[0]["id"] == f"{message_id}:{len(seen)}"
+        assert joined[-1]["data"] == {"done": True, "status": "cancelled"}
+        message = Message.objects.get(id=message_id)
+        assert message.status == "cancelled"
+        assert message.content == content_of(seen + joined)
+        assert len(message.content) < len(LONG_QUESTION)
+
+
+def test_settings_default_keepalive_is_fifteen_seconds():
+    assert settings.STREAM_KEEPALIVE_SECONDS == 15.0
