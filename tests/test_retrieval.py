@@ -377,3 +377,51 @@ def test_an_s3_upload_over_the_limit_stores_nothing(owner, s3, settings):
     response = upload(owner, owner.conversation(), [("a.txt", b"fine"), ("b.bin", b"x" * 101)])
     assert response.status_code == 413
     assert _keys(s3) == [] and File.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_end_to_end_upload_ask_cite_and_relate(owner, anon):
+    """Upload through the API, ask through the messages API (post-and-wait, builtin engine), then read the
+    stored citations and the related documents."""
+    conversation = owner.conversation()
+    conv_url = owner.conversation_url(conversation)
+    uploaded = upload(
+        owner,
+        conversation,
+        [("invoices.txt", INVOICES), ("policy.md", POLICY), ("report.pdf", pdf_bytes(REPORT_PAGES))],
+    )
+    refs = {item["name"]: item["file_ref"] for item in uploaded.json()["items"]}
+    response = owner.client.post(
+        f"{conv_url}/messages",
+        {"content": "How many pallets does the Rotterdam warehouse store?", "reasoning": True},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    assistant = response.json()["messages"][1]
+    assert assistant["status"] == "completed"
+    assert "4,500 pallets" in assistant["content"] and "[1]" in assistant["content"]
+    assert "report.pdf, page 2" in assistant["thinking"]
+    (cited,) = assistant["citations"]
+    assert cited["number"] == 1 and cited["source_id"] == refs["report.pdf"] and cited["page"] == 2
+
+    stored = list(Citation.objects.filter(message_id=assistant["id"]).values("number", "source_id", "page"))
+    assert stored == [{"number": 1, "source_id": refs["report.pdf"], "page": 2}]
+
+    related = owner.client.get(f"{conv_url}/related-documents").json()["items"]
+    assert [(doc["source_id"], doc["citation_number"], doc["page"]) for doc in related] == [
+        (refs["report.pdf"], 1, 2)
+    ]
+    preview = owner.client.get(f"{conv_url}/related-documents/{refs['report.pdf']}/preview").json()
+    assert b"".join(anon.get(preview["url"]).streaming_content) == pdf_bytes(REPORT_PAGES)
+
+    # attachments: only the attached file is searched; a foreign ref is 400 naming attachments
+    narrowed = owner.client.post(
+        f"{conv_url}/messages",
+        {"content": "What is the invoice total?", "attachments": [refs["invoices.txt"]]},
+        format="json",
+    ).json()["messages"][1]
+    assert {c["source_id"] for c in narrowed["citations"]} == {refs["invoices.txt"]}
+    bad = owner.client.post(
+        f"{conv_url}/messages", {"content": "x", "attachments": ["file_nope"]}, format="json"
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("attachments")
