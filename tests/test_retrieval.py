@@ -408,9 +408,7 @@ def test_end_to_end_upload_ask_cite_and_relate(owner, anon):
     assert stored == [{"number": 1, "source_id": refs["report.pdf"], "page": 2}]
 
     related = owner.client.get(f"{conv_url}/related-documents").json()["items"]
-    assert [(doc["source_id"], doc["citation_number"], doc["page"]) for doc in related] == [
-        (refs["report.pdf"], 1, 2)
-    ]
+    assert [(doc["source_id"], doc["citation_number"], doc["page"]) for doc in related] == [(refs["report.pdf"], 1, 2)]
     preview = owner.client.get(f"{conv_url}/related-documents/{refs['report.pdf']}/preview").json()
     assert b"".join(anon.get(preview["url"]).streaming_content) == pdf_bytes(REPORT_PAGES)
 
@@ -421,7 +419,5 @@ def test_end_to_end_upload_ask_cite_and_relate(owner, anon):
         format="json",
     ).json()["messages"][1]
     assert {c["source_id"] for c in narrowed["citations"]} == {refs["invoices.txt"]}
-    bad = owner.client.post(
-        f"{conv_url}/messages", {"content": "x", "attachments": ["file_nope"]}, format="json"
-    )
+    bad = owner.client.post(f"{conv_url}/messages", {"content": "x", "attachments": ["file_nope"]}, format="json")
     assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("attachments")
