@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("agents.urls")),
     path("", include("conversations.urls")),
     path("", include("dataframes.urls")),
+    path("", include("files.urls")),
 ]

@@ -141,6 +141,40 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# --- Files (uploads, storage, extraction) -----------------------------------------------------
+
+# Filesystem storage under MEDIA_ROOT by default; any S3-compatible store when S3_BUCKET is set.
+S3_BUCKET = env_str("S3_BUCKET")
+if S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": env_str("S3_ENDPOINT_URL") or None,
+            "access_key": env_str("S3_ACCESS_KEY_ID") or None,
+            "secret_key": env_str("S3_SECRET_ACCESS_KEY") or None,
+            "region_name": env_str("S3_REGION") or None,
+            "addressing_style": env_str("S3_ADDRESSING_STYLE") or None,
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+            "querystring_expire": 900,
+        },
+    }
+# Uploads go to a temporary file past this size (and request bodies spool to disk), never whole into memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
+FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
+FILE_MAX_BYTES = env_int("FILE_MAX_BYTES", 50 * 1024 * 1024)
+FILE_MAX_PER_REQUEST = env_int("FILE_MAX_PER_REQUEST", 20)
+# Total stored bytes per tenant; a tenant's own `max_upload_bytes` overrides it.
+TENANT_MAX_UPLOAD_BYTES = env_int("TENANT_MAX_UPLOAD_BYTES", 10 * 1024 * 1024 * 1024)
+# Text extraction is bounded: documents are untrusted input.
+FILE_EXTRACT_MAX_PAGES = env_int("FILE_EXTRACT_MAX_PAGES", 500)
+FILE_EXTRACT_MAX_CHARS = env_int("FILE_EXTRACT_MAX_CHARS", 2_000_000)
+FILE_EXTRACT_SECONDS = env_float("FILE_EXTRACT_SECONDS", 20.0)
+FILE_PREVIEW_URL_SECONDS = 15 * 60
+# --- End of Files ------------------------------------------------------------------------------
+
 # --- Security (production values come from the environment; see README "Deployment") ------------
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -15,6 +15,7 @@ from conversations.models import Conversation, Feedback, Message, MessageStatus,
 from conversations.streams import streams
 from core.errors import Invalid
 from dataframes.services import dataframes_delete_stored
+from files.services import file_bytes_delete_for_conversations
 
 INTERRUPTED = "The generation was interrupted: its server process stopped."
 
@@ -61,6 +62,8 @@ def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversa
         # Wherever the generation runs, it sees the request within a quarter second and stops; its
         # final write then finds no message and does nothing.
         async_to_sync(streams().request_cancel)(message_id)
+    # Stored bytes go after the commit; the rows go with the conversations (cascade).
+    file_bytes_delete_for_conversations(tenant_id=tenant_id, conversation_ids=ids)
     dataframes_delete_stored(tenant_id=tenant_id, conversation_ids=ids)
     Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).delete()
     return len(ids)

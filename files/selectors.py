@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from conversations.models import Citation, Conversation
+from core.errors import Invalid, NotFound
+from core.pagination import decode_cursor, encode_cursor
+from files.models import File, Passage
+from tenants.models import Tenant
+
+PASSAGES_PER_DOCUMENT = 100
+
+
+def file_list(*, tenant: Tenant, conversation: Conversation) -> QuerySet[File]:
+    return File.objects.for_tenant(tenant).filter(conversation=conversation)
+
+
+def file_get(*, tenant: Tenant, conversation: Conversation, file_ref: str) -> File:
+    """A file of that conversation; a foreign or unknown ref is simply not found."""
+    file = File.objects.for_tenant(tenant).filter(conversation=conversation, id=file_ref).first()
+    if file is None:
+        raise NotFound("File not found.", details={"file_ref": file_ref})
+    return file
+
+
+def file_refs_validate(*, tenant_id: str, conversation_id: str | None, refs: list[str]) -> list[File]:
+    """The files `refs` name, in that order: files of the conversation, or tenant-level files when
+    conversation_id is None. Any other ref is 400 naming `attachments`."""
+    unique = list(dict.fromkeys(refs))
+    if any(not isinstance(ref, str) for ref in unique):
+        raise Invalid("attachments: every item must be a file_ref string.", details={"attachments": refs})
+    found = {
+        file.id: file
+        for file in File.objects.filter(tenant_id=tenant_id, conversation_id=conversation_id, id__in=unique)
+    }
+    unknown = [ref for ref in unique if ref not in found]
+    if unknown:
+        where = "this conversation" if conversation_id else "this tenant's files"
+        raise Invalid(
+            f"attachments: {unknown[0]!r} is not a file of {where}.",
+            details={"attachments": [f"Unknown file_ref: {ref}" for ref in unknown]},
+        )
+    return [found[ref] for ref in unique]
+
+
+@dataclass
+class RelatedDocument:
+    citation: Citation
+    file: File | None  # None for a cited URL
+
+
+def _related_citations(tenant: Tenant, conversation: Conversation) -> QuerySet[Citation]:
+    # DISTINCT ON keeps each source's first citation: the earliest message, then the lowest number.
+    return (
+        Citation.objects.for_tenant(tenant)
+        .filter(message__conversation=conversation)
+        .order_by("source_id", "message__created_at", "number")
+        .distinct("source_id")
+    )
+
+
+def _with_files(tenant: Tenant, citations: list[Citation]) -> list[RelatedDocument]:
+    files = File.objects.for_tenant(tenant).in_bulk([c.source_id for c in citations])
+    return [RelatedDocument(citation=c, file=files.get(c.source_id)) for c in citations]
+
+
+def related_document_list(
+    *, tenant: Tenant, conversation: Conversation, limit: int, cursor: str | None
+) -> tuple[list[RelatedDocument], str | None]:
+    """Each source cited in the conversation once, by source id (file refs sort by upload time)."""
+    citations = _related_citations(tenant, conversation)
+    if cursor:
+        (after,) = decode_cursor(cursor, [Citation._meta.get_field("source_id")])
+        citations = citations.filter(source_id__gt=after)
+    rows = list(citations[: limit + 1])
+    next_cursor = encode_cursor([rows[limit - 1].source_id]) if len(rows) > limit else None
+    return _with_files(tenant, rows[:limit]), next_cursor
+
+
+def related_document_get(*, tenant: Tenant, conversation: Conversation, source_id: str) -> RelatedDocument:
+    citation = _related_citations(tenant, conversation).filter(source_id=source_id).first()
+    if citation is None:
+        raise NotFound("Related document not found.", details={"source_id": source_id})
+    return _with_files(tenant, [citation])[0]
+
+
+def related_document_details(
+    *, tenant: Tenant, conversation: Conversation, document: RelatedDocument
+) -> dict[str, Any]:
+    """Every citation of the source in the conversation and the file's first passages."""
+    citations = list(
+        Citation.objects.for_tenant(tenant)
+        .filter(message__conversation=conversation, source_id=document.citation.source_id)
+        .order_by("message__created_at", "number")
+        .values("message_id", "number", "page", "snippet", "relevance_score", "quality_score")
+    )
+    passages: list[Passage] = []
+    if document.file is not None:
+        passages = list(
+            Passage.objects.for_tenant(tenant)
+            .filter(file=document.file)
+            .order_by("ordinal")
+            .only("ordinal", "page", "text")[:PASSAGES_PER_DOCUMENT]
+        )
+    return {"citations": citations, "passages": passages}
+
+
+def preview_file_get(*, tenant: Tenant, conversation: Conversation, source_id: str) -> File:
+    """A file of the conversation, or a file cited in it; anything else is not found."""
+    cited = Citation.objects.for_tenant(tenant).filter(message__conversation=conversation, source_id=source_id)
+    file = (
+        File.objects.for_tenant(tenant)
+        .filter(id=source_id)
+        .filter(Q(conversation=conversation) | Q(id__in=cited.values("source_id")))
+        .first()
+    )
+    if file is None:
+        raise NotFound("Related document not found.", details={"source_id": source_id})
+    return file
+
+
+def file_get_for_signed_url(*, tenant_id: str, file_ref: str) -> File:
+    file = File.objects.filter(tenant_id=tenant_id, id=file_ref).first()
+    if file is None:
+        raise NotFound("File not found.")
+    return file

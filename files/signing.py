@@ -1,0 +1,54 @@
+"""Short-lived download URLs for previews: S3 presigned URLs with S3, Django-signed URLs with the filesystem."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from django.utils.http import content_disposition_header
+
+from core.errors import ApplicationError
+from files.models import File
+
+SALT = "files.signed-download"
+
+
+class SignatureRejected(ApplicationError):
+    code, status, default_message = "forbidden", 403, "This link is invalid or has expired."
+
+
+def _is_s3() -> bool:
+    return hasattr(default_storage, "bucket_name")
+
+
+def signed_url(*, file: File, request=None) -> str:
+    """A URL that downloads the file without an API key for FILE_PREVIEW_URL_SECONDS."""
+    seconds = settings.FILE_PREVIEW_URL_SECONDS
+    if _is_s3():
+        return default_storage.url(
+            file.storage_key,
+            parameters={
+                "ResponseContentType": file.content_type,
+                "ResponseContentDisposition": content_disposition_header(False, file.name),
+            },
+            expire=seconds,
+        )
+    token = signing.dumps({"t": file.tenant_id, "f": file.id, "e": int(time.time()) + seconds}, salt=SALT)
+    path = reverse("file-signed-download", kwargs={"tenant_id": file.tenant_id, "token": token})
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+def signed_url_verify(*, tenant_id: str, token: str) -> str:
+    """The file_ref a token grants; SignatureRejected when it is tampered, expired or for another tenant."""
+    try:
+        payload = signing.loads(token, salt=SALT)
+    except signing.BadSignature:
+        raise SignatureRejected("This link's signature is invalid.") from None
+    if not isinstance(payload, dict) or payload.get("t") != tenant_id or not isinstance(payload.get("f"), str):
+        raise SignatureRejected("This link's signature is invalid.")
+    if not isinstance(payload.get("e"), int) or payload["e"] < time.time():
+        raise SignatureRejected("This link has expired.", details={"expired_at": payload.get("e")})
+    return payload["f"]
