@@ -1,8 +1,7 @@
 """Tools an engine can call: the same code serves the builtin engine's modes and the openai tool loop.
 
-A tool is an async function `(context: ToolContext, arguments: dict) -> ToolResult`. Apps contribute
-theirs (files: search_files, read_file; dataframes: run_sql, list_data_frames) and they are listed in
-`registry()`.
+A tool is an async function `(context: ToolContext, arguments: dict) -> ToolResult`. The files app
+contributes search_files and read_file, the dataframes app run_sql and list_data_frames.
 """
 
 from __future__ import annotations
@@ -43,12 +42,9 @@ class Tool:
 
 
 def registry() -> dict[str, Tool]:
-    """Every tool by name; apps that are not built yet contribute none."""
-    tools: dict[str, Tool] = {}
-    for module_name in ("files.tools", "dataframes.tools"):
-        try:
-            module = __import__(module_name, fromlist=["TOOLS"])
-        except ModuleNotFoundError:
-            continue
-        tools.update({tool.name: tool for tool in module.TOOLS})
-    return tools
+    """Every tool by name."""
+    # Imported here: the tools' modules import this one.
+    from dataframes.tools import TOOLS as DATAFRAME_TOOLS
+    from files.tools import TOOLS as FILE_TOOLS
+
+    return {tool.name: tool for tool in [*FILE_TOOLS, *DATAFRAME_TOOLS]}

@@ -15,6 +15,7 @@ from conversations.models import Conversation, Feedback, Message, MessageStatus,
 from conversations.streams import streams
 from core.errors import Invalid
 from dataframes.services import dataframes_delete_stored
+from files.selectors import file_refs_validate
 from files.services import file_bytes_delete_for_conversations
 
 INTERRUPTED = "The generation was interrupted: its server process stopped."
@@ -99,10 +100,6 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 def attachments_validate(*, conversation: Conversation, refs: list[str]) -> None:
     """Attachments must be files of this conversation (400 naming `attachments` otherwise)."""
-    try:
-        from files.selectors import file_refs_validate
-    except ImportError:  # the files app has no models yet: no ref can be valid
-        raise Invalid("attachments: unknown file refs.", details={"attachments": refs}) from None
     file_refs_validate(tenant_id=conversation.tenant_id, conversation_id=conversation.id, refs=refs)
 
 

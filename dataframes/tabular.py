@@ -14,6 +14,7 @@ from django.conf import settings
 from core.errors import Invalid
 from dataframes.parquet import parquet_check_footer, stored_file_path
 from dataframes.sql import Sandbox
+from files.models import File
 
 KINDS_BY_SUFFIX = {
     ".csv": "csv",
@@ -53,12 +54,7 @@ def table_name_for(file_name: str) -> str:
 
 
 def conversation_tabular_files(*, tenant_id: str, conversation_id: str) -> list[TabularFile]:
-    """The conversation's files that read as tables, oldest first; none while the files app has no model."""
-    try:
-        # The files app is built separately; until its File model exists there are no files to register.
-        from files.models import File
-    except ImportError:
-        return []
+    """The conversation's files that read as tables, oldest first."""
     found = []
     files = File.objects.filter(tenant_id=tenant_id, conversation_id=conversation_id).order_by("created_at", "id")
     for file in files.only("name", "content_type", "storage_key"):
@@ -104,8 +100,15 @@ def xlsx_table(path: str) -> pa.Table:
     """The first sheet of a workbook, its first row as the header; at most DATAFRAMES_MAX_CELLS cells."""
     import openpyxl
 
+    # A file object, not the path: stored files have generated names without an extension, and
+    # openpyxl refuses paths that do not end in .xlsx.
+    with open(path, "rb") as handle:
+        return _xlsx_table(openpyxl, handle)
+
+
+def _xlsx_table(openpyxl, handle) -> pa.Table:
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types (zip, XML, KeyError) for a damaged workbook
         raise Invalid(f"Not a readable XLSX workbook: {exc}") from None
     try:

@@ -18,18 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 
-import dataframes.tabular
 from agents.engines.base import ChatMessage, DataFrameProduced, TurnContext
 from agents.tools import ToolContext, registry
 from conversations.models import Conversation, Message
 from dataframes.builtin import answer_with_sql
 from dataframes.models import DataFrame
 from dataframes.services import dataframe_create
-from dataframes.tabular import TabularFile, table_name_for
 
 pytestmark = pytest.mark.django_db
 
@@ -237,7 +235,7 @@ def test_unstorable_result_types_are_kept_as_text_and_duplicate_names_renamed(ow
     assert [c["dtype"] for c in frame.schema] == ["string", "int32", "int32"]
 
 
-# --- tabular files (through the files interface; see conversation_tabular_files) ---------------
+# --- tabular files, uploaded through the files API ---------------------------------------------
 
 
 def build_parquet_bomb() -> bytes:
@@ -255,16 +253,17 @@ def build_parquet_bomb() -> bytes:
 
 
 @pytest.fixture
-def files(monkeypatch, owner):
-    """Store bytes as a conversation's files and expose them as the files app will."""
-    stored: list[TabularFile] = []
+def files(owner):
+    """Upload bytes as one of the conversation's files, as a client does."""
 
     def add(conversation, name: str, content: bytes) -> None:
-        key = default_storage.save(f"files/{owner.tenant.id}/{conversation.id}/{name}", ContentFile(content))
-        kind = dataframes.tabular.KINDS_BY_SUFFIX[os.path.splitext(name)[1]]
-        stored.append(TabularFile(table_name_for(name), kind, name, key))
+        response = owner.client.post(
+            f"{owner.conversation_url(conversation)}/files",
+            {"files": SimpleUploadedFile(name, content)},
+            format="multipart",
+        )
+        assert response.status_code == 201, response.json()
 
-    monkeypatch.setattr(dataframes.tabular, "conversation_tabular_files", lambda **kwargs: list(stored))
     return add
 
 
@@ -742,3 +741,31 @@ def test_bulk_delete_removes_the_frames_bytes(owner, django_capture_on_commit_ca
     assert response.status_code == 200 and response.json()["deleted"] == 2
     assert not DataFrame.objects.exists()
     assert not any(default_storage.exists(frame.storage_key) for frame in frames)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_upload_a_csv_ask_sql_and_read_the_frame_as_csv(owner, files):
+    conversation = owner.conversation()
+    data = sales()
+    files(conversation, "sales.csv", data.to_csv(index=False).encode())
+    reply = post_message(
+        owner,
+        conversation,
+        "```sql\n-- name: by_region\nSELECT region, sum(amount) AS total, count(*) AS orders\n"
+        "FROM sales GROUP BY region ORDER BY region\n```",
+    )
+    assert reply["status"] == "completed" and "`by_region`" in reply["content"]
+
+    listing = owner.client.get(f"{frames_url(owner, conversation)}?num_samples=2").json()["items"]
+    assert [(f["name"], f["row_count"], len(f["samples"])) for f in listing] == [("by_region", 3, 2)]
+
+    response = owner.client.get(f"{frames_url(owner, conversation)}/by_region", {"output_format": "csv"})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    served = pd.read_csv(io.BytesIO(response.content))
+    expected = (
+        data.groupby("region")
+        .agg(total=("amount", "sum"), orders=("amount", "size"))
+        .reset_index()
+        .sort_values("region")
+    )
+    pd.testing.assert_frame_equal(served.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)

@@ -24,19 +24,16 @@ CONFIGURE_HINT = (
 )
 
 
-def _modes() -> list[tuple[str, Callable[[TurnContext], BuiltinAnswer | None]]]:
-    """The data modes, most specific first; an app that is not installed contributes none."""
-    modes = []
-    for label, module_name, function_name in (
-        ("SQL", "dataframes.builtin", "answer_with_sql"),
-        ("retrieval", "files.builtin", "answer_from_files"),
-    ):
-        try:
-            module = __import__(module_name, fromlist=[function_name])
-        except ModuleNotFoundError:
-            continue
-        modes.append((label, getattr(module, function_name)))
-    return modes
+def _modes() -> list[tuple[str, Callable[[TurnContext], BuiltinAnswer | None], str]]:
+    """The data modes, most specific first, with what it means when one does not apply."""
+    # Imported here: these apps' tools import the engine interface.
+    from dataframes.builtin import answer_with_sql
+    from files.builtin import answer_from_files
+
+    return [
+        ("SQL", answer_with_sql, "no SQL query in the message"),
+        ("retrieval", answer_from_files, "no indexed files"),
+    ]
 
 
 def plain_answer(context: TurnContext) -> BuiltinAnswer:
@@ -70,13 +67,11 @@ class BuiltinEngine:
         steps: list[str] = []
         answer = None
         if not context.continue_from:
-            for label, mode in _modes():
+            for label, mode, not_applicable in _modes():
                 answer = await in_worker(mode)(context)
                 if answer is not None:
                     break
-                steps.append(
-                    f"No {label} mode: {'no SQL query in the message' if label == 'SQL' else 'no indexed files'}."
-                )
+                steps.append(f"No {label} mode: {not_applicable}.")
         answer = answer or plain_answer(context)
         if context.reasoning:
             for step in [*steps, *answer.steps]:
