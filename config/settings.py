@@ -240,6 +240,8 @@ CONVERSATION_MESSAGES_LIMIT_MAX = 1000
 HISTORY_TOKENS_DEFAULT = env_int("HISTORY_TOKENS_DEFAULT", 8000)
 # The stateless /v1/conversation API: the largest history (messages and system prompt, as JSON) accepted.
 STATELESS_MAX_BYTES = env_int("STATELESS_MAX_BYTES", 1024 * 1024)
+# How much of attached files' extracted text an LLM engine gets in its prompt on /v1/conversation.
+STATELESS_FILE_CONTEXT_CHARS = env_int("STATELESS_FILE_CONTEXT_CHARS", 20_000)
 
 # Generations: partial content is flushed at least this often; a running message whose heartbeat is
 # older than GENERATION_STALE_SECONDS belongs to a dead process and is swept to `failed`.

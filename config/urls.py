@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from conversations.stateless_apis import ConversationV1View
 from core.views import healthz
+from files.v1_apis import FilesV1View, FileV1View
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -12,6 +13,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("tenants/<str:tenant_id>/api/v2/", include("config.api_urls")),
     path("v1/conversation", ConversationV1View.as_view(), name="v1-conversation"),
+    path("v1/files", FilesV1View.as_view(), name="v1-files"),
+    path("v1/files/<str:file_ref>", FileV1View.as_view(), name="v1-file"),
 ]
 
 handler400 = "core.errors.bad_request_view"

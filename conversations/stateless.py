@@ -15,6 +15,7 @@ from django.conf import settings
 from agents.engines import ChatMessage, Content, Event, Thinking, TurnContext, Usage, engine_for
 from agents.models import Agent, Engine
 from core.errors import Invalid, NotFound, PayloadTooLarge
+from files.selectors import file_refs_validate, files_as_context
 from tenants.models import Tenant
 from tenants.services import usage_record
 
@@ -98,15 +99,16 @@ def stateless_context(*, tenant: Tenant, request: StatelessRequest) -> tuple[str
         engine, model, options = agent.engine, agent.model, dict(agent.options)
     elif settings.DEFAULT_MODEL and (settings.OPENAI_BASE_URL or settings.OPENAI_API_KEY):
         engine, model = Engine.OPENAI, settings.DEFAULT_MODEL
+    system_prompt = request.system_prompt
     if request.file_refs:
-        from files.selectors import file_refs_validate
-
-        file_refs_validate(tenant_id=tenant.id, conversation_id=None, refs=request.file_refs)
+        files = file_refs_validate(tenant_id=tenant.id, conversation_id=None, refs=request.file_refs, field="files")
+        if engine == Engine.OPENAI:  # the builtin engine retrieves from them itself, with citations
+            system_prompt += files_as_context(files, max_chars=settings.STATELESS_FILE_CONTEXT_CHARS)
     context = TurnContext(
         tenant_id=tenant.id,
         conversation_id=None,
         message_id=None,
-        system_prompt=request.system_prompt,
+        system_prompt=system_prompt,
         history=request.messages,
         model=model,
         options=options,

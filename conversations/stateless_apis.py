@@ -37,8 +37,16 @@ def v1_exception_handler(exc, context):
     return response
 
 
+V1_ERROR = inline_serializer(
+    "V1Error", {"success": serializers.BooleanField(default=False), "error": serializers.CharField()}
+)
+
+
 class V1APIView(APIView):
+    """Base of the /v1 views: the tenant comes from the key; errors are `{"success": false, "error"}`."""
+
     permission_classes = [HasActiveTenant]
+    error_serializer = V1_ERROR  # for the OpenAPI schema
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     def get_exception_handler(self):
@@ -51,9 +59,6 @@ class V1APIView(APIView):
         return response
 
 
-V1_ERROR = inline_serializer(
-    "V1Error", {"success": serializers.BooleanField(default=False), "error": serializers.CharField()}
-)
 V1_MESSAGE = inline_serializer(
     "V1Message",
     {

@@ -36,9 +36,10 @@ class AutoSchema(SpectacularAutoSchema):
         codes = ["400", "401", "404", "429"]
         if self.method in {"POST", "PUT", "PATCH"}:
             codes.append("415")
+        error_serializer = getattr(self.view, "error_serializer", ErrorSerializer)
         for code in codes:
             if code not in responses:
-                body = self._get_response_for_code(ErrorSerializer, code)
+                body = self._get_response_for_code(error_serializer, code)
                 body["description"] = _ERROR_DESCRIPTIONS[code]
                 responses[code] = body
         return responses

@@ -53,6 +53,17 @@ def _conversation(request, agent_id: str, conversation_id: str) -> Conversation:
     return conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
 
 
+def uploaded_files(request) -> list:
+    """The request's `files` parts, streamed to temporary files within the upload limits."""
+    request._request.upload_handlers = [LimitedUploadHandler(request._request)]
+    try:
+        return request.FILES.getlist("files")
+    except RequestDataTooBig:
+        raise PayloadTooLarge("The form fields besides the files are too large.") from None
+    except SuspiciousOperation as exc:
+        raise Invalid(f"files: {exc}") from None
+
+
 def file_download_response(file: File) -> FileResponse:
     """The exact stored bytes with the stored content type and an RFC 6266 Content-Disposition."""
     try:
@@ -90,14 +101,9 @@ class FileViewSet(viewsets.GenericViewSet):
 
     def create(self, request, tenant_id, agent_id, conversation_id):
         conversation = _conversation(request, agent_id, conversation_id)
-        request._request.upload_handlers = [LimitedUploadHandler(request._request)]
-        try:
-            uploads = request.FILES.getlist("files")
-        except RequestDataTooBig:
-            raise PayloadTooLarge("The form fields besides the files are too large.") from None
-        except SuspiciousOperation as exc:
-            raise Invalid(f"files: {exc}") from None
-        files = file_create_many(tenant=request.tenant, conversation_id=conversation.id, uploads=uploads)
+        files = file_create_many(
+            tenant=request.tenant, conversation_id=conversation.id, uploads=uploaded_files(request)
+        )
         return Response({"items": FileSerializer(files, many=True).data}, status=status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -26,12 +26,14 @@ def file_get(*, tenant: Tenant, conversation: Conversation, file_ref: str) -> Fi
     return file
 
 
-def file_refs_validate(*, tenant_id: str, conversation_id: str | None, refs: list[str]) -> list[File]:
+def file_refs_validate(
+    *, tenant_id: str, conversation_id: str | None, refs: list[str], field: str = "attachments"
+) -> list[File]:
     """The files `refs` name, in that order: files of the conversation, or tenant-level files when
-    conversation_id is None. Any other ref is 400 naming `attachments`."""
+    conversation_id is None. Any other ref is 400 naming `field`."""
     unique = list(dict.fromkeys(refs))
     if any(not isinstance(ref, str) for ref in unique):
-        raise Invalid("attachments: every item must be a file_ref string.", details={"attachments": refs})
+        raise Invalid(f"{field}: every item must be a file_ref string.", details={field: refs})
     found = {
         file.id: file
         for file in File.objects.filter(tenant_id=tenant_id, conversation_id=conversation_id, id__in=unique)
@@ -40,10 +42,27 @@ def file_refs_validate(*, tenant_id: str, conversation_id: str | None, refs: lis
     if unknown:
         where = "this conversation" if conversation_id else "this tenant's files"
         raise Invalid(
-            f"attachments: {unknown[0]!r} is not a file of {where}.",
-            details={"attachments": [f"Unknown file_ref: {ref}" for ref in unknown]},
+            f"{field}: {unknown[0]!r} is not a file of {where}.",
+            details={field: [f"Unknown file_ref: {ref}" for ref in unknown]},
         )
     return [found[ref] for ref in unique]
+
+
+def files_as_context(files: list[File], *, max_chars: int) -> str:
+    """The files' extracted text for a model's prompt, in order, cut at `max_chars` in all."""
+    parts, budget = [], max_chars
+    passages = Passage.objects.filter(file__in=files).order_by("file_id", "ordinal").values_list("file_id", "text")
+    texts: dict[str, list[str]] = {}
+    for file_id, text in passages:
+        texts.setdefault(file_id, []).append(text)
+    for file in files:
+        if budget <= 0:
+            break
+        body = "\n".join(texts.get(file.id, [])) or "(no text could be extracted)"
+        body = body[:budget]
+        budget -= len(body)
+        parts.append(f"\n\n--- File {file.name} ({file.id}) ---\n{body}")
+    return "\n\nThe user attached these files:" + "".join(parts) if parts else ""
 
 
 @dataclass

@@ -20,6 +20,10 @@ def test_the_openapi_schema_documents_every_route_with_errors(anon):
             assert "401" in operation["responses"], (method, path)
             assert "404" in operation["responses"], (method, path)
     assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    v1 = paths["/v1/conversation"]["post"]
+    assert v1["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/V1Error")
+    assert {"/v1/files", "/v1/files/{file_ref}"} <= set(paths)
+    assert "text/event-stream" in v1["responses"]["200"]["content"]
 
 
 def test_swagger_ui_is_served(anon):

@@ -4,10 +4,12 @@ import time
 
 import httpx
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from agents.models import Agent
 from conversations.models import Conversation, Message
+from files.models import File
 from tenants.models import DailyUsage
 from tests.conftest import async_client
 from tests.openai_server import OpenAIServer
@@ -193,3 +195,71 @@ def test_a_disconnect_stops_the_generation(owner, django_db_blocker):
         while llm.aborted == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert llm.aborted == 1  # the model's stream was closed long before its 2 s end
+
+
+POLICY = (
+    b"Refund policy. Customers may return any product within 30 days of delivery for a full refund. "
+    b"Shipping costs are not refunded. Gift cards cannot be returned."
+)
+
+
+def upload(ctx, name: str, content: bytes):
+    return ctx.client.post("/v1/files", {"files": SimpleUploadedFile(name, content)}, format="multipart")
+
+
+def test_tenant_files_are_uploaded_listed_and_deleted(owner, outsider):
+    response = upload(owner, "policy.txt", POLICY)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["success"] is True
+    (file,) = body["files"]
+    assert file["name"] == "policy.txt" and file["conversation_id"] is None and file["size"] == len(POLICY)
+    assert File.objects.get(id=file["file_ref"]).conversation_id is None
+
+    listing = owner.client.get("/v1/files").json()
+    assert listing["success"] is True and [f["file_ref"] for f in listing["items"]] == [file["file_ref"]]
+    assert outsider.client.get("/v1/files").json()["items"] == []
+    assert outsider.client.delete(f"/v1/files/{file['file_ref']}").status_code == 404
+
+    deleted = owner.client.delete(f"/v1/files/{file['file_ref']}")
+    assert deleted.status_code == 200 and deleted.json()["success"] is True
+    missing = owner.client.delete(f"/v1/files/{file['file_ref']}")
+    assert missing.status_code == 404 and missing.json()["success"] is False
+    assert not File.objects.exists()
+
+
+def test_uploads_are_validated_in_the_v1_shape(owner):
+    empty = upload(owner, "empty.txt", b"")
+    assert empty.status_code == 400 and empty.json()["success"] is False
+    with override_settings(FILE_MAX_BYTES=10):
+        big = upload(owner, "big.txt", b"x" * 11)
+    assert big.status_code == 413 and big.json()["success"] is False
+    assert not File.objects.exists()
+
+
+def test_the_builtin_engine_answers_from_attached_files_with_citations(owner):
+    ref = upload(owner, "policy.txt", POLICY).json()["files"][0]["file_ref"]
+    question = {"role": "user", "content": "How many days do customers have to return a product?", "files": [ref]}
+    response = owner.client.post(URL, {"messages": [question]}, format="json")
+    assert response.status_code == 200, response.json()
+    answer = response.json()["response"]
+    assert "30 days" in answer and "[1]" in answer
+
+
+def test_the_openai_engine_gets_the_files_text(owner, llm):
+    ref = upload(owner, "policy.txt", POLICY).json()["files"][0]["file_ref"]
+    agent = Agent.objects.create(tenant=owner.tenant, name="llm", engine="openai", model="echo")
+    question = {"role": "user", "content": "Summarize the policy.", "files": [ref]}
+    assert owner.client.post(URL, {"messages": [question], "agent_id": agent.id}, format="json").status_code == 200
+    system = llm.requests[-1]["body"]["messages"][0]["content"]
+    assert system.startswith("You are a helpful assistant.")
+    assert "policy.txt" in system and "within 30 days of delivery" in system
+
+
+def test_unknown_or_foreign_file_refs_are_400(owner, outsider):
+    foreign = upload(outsider, "policy.txt", POLICY).json()["files"][0]["file_ref"]
+    for ref in ("file_nope", foreign):
+        question = {"role": "user", "content": "Hi", "files": [ref]}
+        response = owner.client.post(URL, {"messages": [question]}, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"].startswith("files:")
