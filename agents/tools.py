@@ -19,6 +19,7 @@ class ToolContext:
     conversation_id: str | None
     message_id: str | None
     file_refs: tuple[str, ...] = ()  # for the stateless API: the files the request attached
+    first_citation: int = 1  # numbers already used by earlier tool calls of the same reply come before
 
 
 @dataclass

@@ -32,7 +32,7 @@ def _search(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
         return ToolResult(text=f"No passage of the files matches {query!r}.")
     sentences = best_sentences(hits)
     blocks, items = [], []
-    for number, (hit, picked) in enumerate(zip(hits, sentences, strict=True), start=1):
+    for number, (hit, picked) in enumerate(zip(hits, sentences, strict=True), start=context.first_citation):
         page = f", page {hit.passage.page}" if hit.passage.page else ""
         blocks.append(f"[{number}] {hit.file.name} (file_ref {hit.file.id}{page}):\n{hit.passage.text}")
         items.append(

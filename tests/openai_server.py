@@ -3,7 +3,8 @@
 Models: `echo` (content deltas quoting the last user message, then a usage chunk), `reasoner`
 (`reasoning_content` deltas first), `tool-caller` (first a streamed `tool_calls` request, then an answer
 that quotes the tool result), `rate-limited` (429), `broken` (500), `stall` (one delta, then silence),
-`malformed` (a chunk that is not JSON), `slow` (deltas 50 ms apart), `title` (a short title).
+`malformed` (a chunk that is not JSON), `slow` (deltas 50 ms apart), `title` (a short title),
+`search-twice` (two `search_files` calls in one round, then an answer).
 """
 
 from __future__ import annotations
@@ -97,6 +98,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(
                 [_chunk({"content": f"Tool said: {messages[-1]['content']}"}), _chunk(usage=USAGE), done]
             )
+        if model == "search-twice":
+            if messages[-1]["role"] != "tool":
+                calls = [
+                    {
+                        "index": i,
+                        "id": f"call_{i}",
+                        "type": "function",
+                        "function": {"name": "search_files", "arguments": args},
+                    }
+                    for i, args in enumerate(['{"query": "refund"}', '{"query": "shipping"}'])
+                ]
+                return self._stream([_chunk({"tool_calls": calls}, finish="tool_calls"), done])
+            return self._stream([_chunk({"content": "See the policy."}), done])
         if model == "stall":
             self._stream([_chunk({"content": "Partial"})])
             time.sleep(self.server.stall_seconds)

@@ -1,6 +1,7 @@
 """The openai engine against a local server speaking the Chat Completions streaming protocol."""
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from conversations.models import Message
@@ -125,3 +126,21 @@ def test_an_unconfigured_engine_fails_clearly(owner):
         response = post(owner, owner.conversation(), {"content": "hi"})
     assert response.status_code == 502
     assert "OPENAI_BASE_URL" in response.json()["error"]["message"]
+
+
+def test_citations_of_several_tool_calls_are_numbered_in_sequence(owner, llm):
+    use_model(owner, "search-twice")
+    conversation = owner.conversation()
+    policy = b"Refund policy: items may be returned within 30 days. Shipping costs are never refunded."
+    uploaded = owner.client.post(
+        f"{owner.conversation_url(conversation)}/files",
+        {"files": SimpleUploadedFile("policy.txt", policy)},
+        format="multipart",
+    )
+    assert uploaded.status_code == 201
+    reply = post(owner, conversation, {"content": "What about refunds and shipping?"}).json()["messages"][1]
+    assert reply["status"] == "completed"
+    numbers = [citation["number"] for citation in reply["citations"]]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) == 2
+    tool_messages = [m for m in llm.requests[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert tool_messages[0]["content"].count("[1]") == 1 and "[2]" in tool_messages[1]["content"]

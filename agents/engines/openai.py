@@ -4,6 +4,7 @@ tool-calling loop over the tools of agents.tools. Base URL and key come from ope
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from typing import Any
 import openai
 from django.conf import settings
 
-from agents.engines.base import Content, EngineFailure, Event, Thinking, TurnContext, Usage
+from agents.engines.base import Citations, Content, EngineFailure, Event, Thinking, TurnContext, Usage
 from agents.tools import ToolContext, registry
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ class OpenAIEngine:
                     if isinstance(result_text, tuple):
                         result_text, events = result_text
                         for event in events:
+                            if isinstance(event, Citations) and event.items:
+                                # The next call numbers its sources after these: markers stay unique.
+                                last = max(item["number"] for item in event.items)
+                                tool_context = dataclasses.replace(tool_context, first_citation=last + 1)
                             yield event
                     messages.append({"role": "tool", "tool_call_id": call["id"], "content": result_text})
         except EngineFailure:
