@@ -7,7 +7,7 @@ handlers, so a request waiting tens of seconds for an engine holds no thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from adrf.views import APIView
 from asgiref.sync import sync_to_async
@@ -97,6 +97,21 @@ async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) 
     return await sync_to_async(_turn_body)(conversation.id, turn.message_id)
 
 
+async def _turn_once(
+    request, agent_id: str, conversation_id: str, *, start: Callable[[Conversation, TurnRequest], Awaitable]
+) -> tuple[int, dict, TurnRequest]:
+    """Validate a turn's body and start it, at most once per Idempotency-Key."""
+    conversation = await conversation_for(request, agent_id, conversation_id)
+    turn_request = await turn_prepare(request, conversation)
+    status, body = await run_idempotent(
+        tenant_id=request.tenant.id,
+        key=request.headers.get(IDEMPOTENCY_HEADER),
+        fingerprint=request_fingerprint("POST", request.path, request.data),
+        run=lambda: start(conversation, turn_request),
+    )
+    return status, body, turn_request
+
+
 _ID_PARAMS = [
     OpenApiParameter("agent_id", OpenApiTypes.STR, OpenApiParameter.PATH),
     OpenApiParameter("conversation_id", OpenApiTypes.STR, OpenApiParameter.PATH),
@@ -149,14 +164,7 @@ class MessagesView(APIView):
         },
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        conversation = await conversation_for(request, agent_id, conversation_id)
-        turn_request = await turn_prepare(request, conversation)
-        status, body = await run_idempotent(
-            tenant_id=request.tenant.id,
-            key=request.headers.get(IDEMPOTENCY_HEADER),
-            fingerprint=request_fingerprint("POST", request.path, request.data),
-            run=lambda: _post_and_wait(conversation, turn_request),
-        )
+        status, body, _ = await _turn_once(request, agent_id, conversation_id, start=_post_and_wait)
         return Response(body, status=status)
 
 
@@ -265,14 +273,7 @@ class StreamView(EventStreamView):
         responses={(200, "text/event-stream"): _SSE_RESPONSE, 409: ErrorSerializer, 422: ErrorSerializer},
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        conversation = await conversation_for(request, agent_id, conversation_id)
-        turn_request = await turn_prepare(request, conversation)
-        status, body = await run_idempotent(
-            tenant_id=request.tenant.id,
-            key=request.headers.get(IDEMPOTENCY_HEADER),
-            fingerprint=request_fingerprint("POST", request.path, request.data),
-            run=lambda: _stream_start(conversation, turn_request),
-        )
+        status, body, turn_request = await _turn_once(request, agent_id, conversation_id, start=_stream_start)
         if status != 200:
             return Response(body, status=status)
         await release_connection()
