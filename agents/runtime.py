@@ -65,6 +65,7 @@ class Turn:
     base_input_tokens: int = 0
     base_output_tokens: int = 0
     cancel_requested: bool = False
+    finishing: bool = False  # storing the final message: a cancel now would lose the stream's end
     title_from: str = ""  # the first question, when the conversation still waits for a proposed title
     agent: Agent | None = None
 
@@ -101,7 +102,7 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     """Validate the request against the tree and create the turn's messages; 409 while another runs."""
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
-    conversation = Conversation.objects.select_for_update().select_related("agent").get(pk=conversation.pk)
+    conversation = Conversation.objects.select_for_update(of=("self",)).select_related("agent").get(pk=conversation.pk)
     agent = conversation.agent
     running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
     if running is not None and not message_sweep_if_stale(running):
@@ -244,15 +245,21 @@ async def generation_start(turn: Turn) -> asyncio.Task:
         _generate(turn), name=f"generation {turn.message_id}", context=contextvars.Context()
     )
     _running[turn.message_id] = (task, turn)
-    task.add_done_callback(lambda _: _running.pop(turn.message_id, None))
+    task.add_done_callback(lambda done: _forget(turn.message_id, done))
     return task
+
+
+def _forget(message_id: str, task: asyncio.Task) -> None:
+    # `continue` reuses the message id: only forget the entry if it is still this run's.
+    if _running.get(message_id, (None,))[0] is task:
+        del _running[message_id]
 
 
 async def generation_cancel(message_id: str) -> None:
     """Ask the generation to stop, wherever it runs (this process directly, others via the stream log)."""
     await streams().request_cancel(message_id)
     task, turn = _running.get(message_id, (None, None))
-    if task is not None and not task.done():
+    if task is not None and not task.done() and not turn.finishing:
         turn.cancel_requested = True
         task.cancel()
 
@@ -273,7 +280,8 @@ def _snapshot(record: StreamRecord) -> tuple[str, str, list, list]:
 def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations: list[dict[str, Any]]) -> None:
     record = turn.record
     now = timezone.now()
-    stored = Message.objects.filter(pk=turn.message_id).update(
+    # Only a running message: the sweep may have failed it meanwhile (this process looked dead).
+    stored = Message.objects.filter(pk=turn.message_id, status=MessageStatus.IN_PROGRESS).update(
         content=record.content,
         thinking=record.thinking,
         stream_index=record.index,
@@ -285,7 +293,7 @@ def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations:
         completed_at=now,
         heartbeat_at=None,
     )
-    if not stored:  # the conversation was deleted meanwhile
+    if not stored:  # deleted with its conversation, or swept
         return
     if citations:
         Citation.objects.bulk_create(
@@ -317,7 +325,7 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
     flushed_seq, last_write = turn.record.next_seq, time.monotonic()
     while True:
         await asyncio.sleep(CANCEL_POLL_SECONDS)
-        if await log.is_cancel_requested(turn.message_id):
+        if await log.is_cancel_requested(turn.message_id) and not turn.finishing:
             turn.cancel_requested = True
             task.cancel()
             return
@@ -362,6 +370,7 @@ async def _generate(turn: Turn) -> str:
         logger.exception("Generation %s failed", turn.message_id)
         status, error = MessageStatus.FAILED, "The engine failed unexpectedly."
     finally:
+        turn.finishing = True
         tender.cancel()
 
     # Store first, then publish the end, so that a client that sees `done` finds the message stored.

@@ -10,7 +10,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # created before anything imports models.
 django_application = get_asgi_application()
 
-application = ProtocolTypeRouter({"http": django_application})
+from conversations.maintenance import MaintainedApplication  # noqa: E402 - needs the app registry
+
+application = MaintainedApplication(ProtocolTypeRouter({"http": django_application}))
 
 # Under daphne, Twisted parses every multipart POST body with the email package before the request
 # reaches Django: the whole upload in memory, about 13 times over (a 200 MiB upload took 2.6 GiB).

@@ -267,6 +267,7 @@ DATAFRAMES_SQL_TIMEOUT_SECONDS = env_float("DATAFRAMES_SQL_TIMEOUT_SECONDS", 10.
 DATAFRAMES_SQL_MEMORY_LIMIT = env_str("DATAFRAMES_SQL_MEMORY_LIMIT", "512MB")
 DATAFRAMES_SQL_THREADS = env_int("DATAFRAMES_SQL_THREADS", 2)
 DATAFRAMES_SQL_MAX_ROWS = env_int("DATAFRAMES_SQL_MAX_ROWS", 1_000_000)
+DATAFRAMES_SQL_MAX_BYTES = env_int("DATAFRAMES_SQL_MAX_BYTES", 256 * 1024 * 1024)  # a result's Arrow size
 # Parquet "bombs": a footer declaring more cells (rows x columns) than this is refused before decoding;
 # the same cap bounds the cells read from an XLSX sheet.
 DATAFRAMES_MAX_CELLS = env_int("DATAFRAMES_MAX_CELLS", 100_000_000)

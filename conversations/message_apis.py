@@ -7,6 +7,7 @@ handlers, so a request waiting tens of seconds for an engine holds no thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from adrf.views import APIView
@@ -27,7 +28,7 @@ from conversations.serializers import (
     TitleSerializer,
     TurnResponseSerializer,
 )
-from conversations.services import attachments_validate
+from conversations.services import attachments_validate, message_sweep_if_stale
 from conversations.streaming import message_events
 from conversations.streams import is_terminal
 from core.db import release_connection
@@ -84,16 +85,12 @@ def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
     return 200, body
 
 
-async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
+async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
     turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    started.append(turn.message_id)
     generation = await generation_start(turn)
     await release_connection()
-    try:
-        await asyncio.shield(generation)
-    except asyncio.CancelledError:  # the client went away; the reply goes on unless asked otherwise
-        if turn_request.on_disconnect == "cancel":
-            await generation_cancel(turn.message_id)
-        raise
+    await asyncio.shield(generation)
     return await sync_to_async(_turn_body)(conversation.id, turn.message_id)
 
 
@@ -164,7 +161,16 @@ class MessagesView(APIView):
         },
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        status, body, _ = await _turn_once(request, agent_id, conversation_id, start=_post_and_wait)
+        started: list[str] = []
+        try:
+            status, body, _ = await _turn_once(
+                request, agent_id, conversation_id, start=functools.partial(_post_and_wait, started=started)
+            )
+        except asyncio.CancelledError:
+            # The client went away; the reply goes on unless the body asked otherwise.
+            if started and request.data.get("on_disconnect") == "cancel":
+                await generation_cancel(started[0])
+            raise
         return Response(body, status=status)
 
 
@@ -193,7 +199,10 @@ async def _wait_until_settled(message: Message) -> Message:
         await asyncio.sleep(0.05)
         message = await Message.objects.for_display().aget(pk=message.pk)
         if message.status != MessageStatus.IN_PROGRESS:
-            break
+            return message
+    # Still running: unless its process died (no heartbeat), in which case it is failed now.
+    if await sync_to_async(message_sweep_if_stale)(message):
+        message = await Message.objects.for_display().aget(pk=message.pk)
     return message
 
 

@@ -21,6 +21,7 @@ from tenants.services import usage_record
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 ROLES = ("user", "assistant")
+MAX_FILE_REFS = 20  # as for a message's attachments in the v2 API
 
 
 @dataclass
@@ -52,7 +53,7 @@ def stateless_request_parse(data: Any) -> StatelessRequest:
             f"The conversation is {size} bytes; the limit is {settings.STATELESS_MAX_BYTES} bytes.",
             details={"limit": settings.STATELESS_MAX_BYTES, "setting": "STATELESS_MAX_BYTES"},
         )
-    history, refs = [], []
+    history, refs = [], {}
     for position, message in enumerate(messages):
         where = f"messages[{position}]"
         if not isinstance(message, dict):
@@ -65,7 +66,9 @@ def stateless_request_parse(data: Any) -> StatelessRequest:
         files = message.get("files", [])
         if not isinstance(files, list) or not all(isinstance(ref, str) for ref in files):
             _fail(f"{where}.files must be a list of file refs.")
-        refs += [ref for ref in files if ref not in refs]
+        refs.update(dict.fromkeys(files))
+        if len(refs) > MAX_FILE_REFS:
+            _fail(f"At most {MAX_FILE_REFS} different files can be attached to a conversation.")
         history.append(ChatMessage(role=role, content=content))
     if history[-1].role != "user":
         _fail("The last message must be from the user.")
@@ -80,7 +83,7 @@ def stateless_request_parse(data: Any) -> StatelessRequest:
         _fail("agent_id must be a string.")
     return StatelessRequest(
         messages=history,
-        file_refs=refs,
+        file_refs=list(refs),
         system_prompt=system_prompt,
         stream=data.get("stream", False),
         reasoning=data.get("reasoning", False),

@@ -34,23 +34,40 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[I
                     return
             if ended:
                 return
-            if not entries:
-                yield None
+            if entries:
+                continue
+            # Nothing new for a while. A log can stop short of its end (its process died, or the sweep
+            # failed the reply): the stored message is the authority once it no longer runs.
+            if not await _running(message_id):
+                async for item in _stored_events(message_id, after=last):
+                    yield item
+                return
+            yield None
             continue
-        message = await Message.objects.only("content", "thinking", "stream_index", "extra_events", "status").aget(
-            pk=message_id
-        )
-        for seq, event in rebuild_events(
-            content=message.content,
-            thinking=message.thinking,
-            index=message.stream_index,
-            extra=message.extra_events,
-            after=last,
-        ):
-            last = seq
-            yield seq, event
-        await release_connection()
-        if message.status != MessageStatus.IN_PROGRESS:
+        async for item in _stored_events(message_id, after=last):
+            last = item[0]
+            yield item
+        if not await _running(message_id):
             return
         # Running in a process whose log we cannot see (no REDIS_URL): follow what it flushes.
         await asyncio.sleep(STORED_POLL_SECONDS)
+
+
+async def _running(message_id: str) -> bool:
+    running = await Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).aexists()
+    await release_connection()
+    return running
+
+
+async def _stored_events(message_id: str, *, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """The stored message's events after `after` (rebuilt from its stream index)."""
+    message = await Message.objects.only("content", "thinking", "stream_index", "extra_events").aget(pk=message_id)
+    await release_connection()
+    for item in rebuild_events(
+        content=message.content,
+        thinking=message.thinking,
+        index=message.stream_index,
+        extra=message.extra_events,
+        after=after,
+    ):
+        yield item

@@ -60,7 +60,9 @@ class MemoryStreams:
                 waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
     async def reset(self, message_id: str) -> None:
+        """Start the message's log afresh (a new run: `continue` reuses the message id)."""
         self._logs.pop(message_id, None)
+        self._cancelled.pop(message_id, None)
 
     async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
         """Entries with seq > after (waiting up to `timeout` for one) and whether the log has ended;
@@ -126,7 +128,7 @@ class RedisStreams:
         await client.expire(key, ttl)
 
     async def reset(self, message_id: str) -> None:
-        await self._client().delete(self._key(message_id))
+        await self._client().delete(self._key(message_id), f"parley:cancel:{message_id}")
 
     async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
         client = self._client()

@@ -60,6 +60,9 @@ class QueryResult:
     truncated: bool  # more rows than the cap; `table` holds the first `cap`
 
 
+RESULT_BATCH_ROWS = 8192
+
+
 class Sandbox:
     """One DuckDB connection for one query: register tables, `lock()`, then `run()`; use as a context."""
 
@@ -121,11 +124,19 @@ class Sandbox:
         timer.daemon = True
         timer.start()
         try:
-            reader = self.connection.sql(statement).to_arrow_reader(min(max_rows + 1, 64 * 1024) or 1)
-            batches, rows = [], 0
+            # Small batches, so that the byte cap is checked before much more than it is held: DuckDB's
+            # memory limit covers its own work, not the Arrow data handed to Python.
+            reader = self.connection.sql(statement).to_arrow_reader(min(max_rows + 1, RESULT_BATCH_ROWS) or 1)
+            batches, rows, size = [], 0, 0
             for batch in reader:
                 batches.append(batch)
                 rows += batch.num_rows
+                size += batch.nbytes
+                if size > settings.DATAFRAMES_SQL_MAX_BYTES:
+                    raise QueryFailed(
+                        f"The result is larger than {settings.DATAFRAMES_SQL_MAX_BYTES // (1024 * 1024)} MiB; "
+                        "select fewer or shorter columns, or aggregate first."
+                    )
                 if rows > max_rows:
                     break
             table = pa.Table.from_batches(batches, schema=reader.schema)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from agents.tools import Tool, ToolContext, ToolResult
+from core.db import in_worker
 from dataframes.builtin import run_sql
 from dataframes.selectors import conversation_sql_tables
 
@@ -44,11 +43,11 @@ def _list_data_frames(context: ToolContext, arguments: dict[str, Any]) -> ToolRe
 
 
 async def run_sql_tool(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
-    return await sync_to_async(_run_sql)(context, arguments)
+    return await in_worker(_run_sql)(context, arguments)
 
 
 async def list_data_frames_tool(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
-    return await sync_to_async(_list_data_frames)(context, arguments)
+    return await in_worker(_list_data_frames)(context, arguments)
 
 
 TOOLS = [

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from agents.engines.base import Citations
 from agents.tools import Tool, ToolContext, ToolResult
+from core.db import in_worker
 from files.builtin import SNIPPET_CHARS, clip
 from files.models import ExtractionStatus, File
 from files.retrieval import best_sentences, passage_scope, passage_search
@@ -89,11 +88,11 @@ def _read(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
 
 
 async def search_files(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
-    return await sync_to_async(_search)(context, arguments)
+    return await in_worker(_search)(context, arguments)
 
 
 async def read_file(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
-    return await sync_to_async(_read)(context, arguments)
+    return await in_worker(_read)(context, arguments)
 
 
 TOOLS = [

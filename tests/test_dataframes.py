@@ -769,3 +769,10 @@ def test_upload_a_csv_ask_sql_and_read_the_frame_as_csv(owner, files):
         .sort_values("region")
     )
     pd.testing.assert_frame_equal(served.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_result_over_the_byte_cap_is_refused(owner, settings):
+    settings.DATAFRAMES_SQL_MAX_BYTES = 1024 * 1024
+    answer, _ = ask(owner, owner.conversation(), "SELECT repeat('x', 1000) AS wide FROM range(5000)")
+    assert "larger than 1 MiB" in answer.text
+    assert answer.events == [] and not DataFrame.objects.exists()

@@ -183,6 +183,7 @@ def test_file_refs_validate_names_attachments(owner, outsider, library):
         assert "attachments" in raised.value.details
 
 
+@pytest.mark.django_db(transaction=True)  # tools run on worker threads, with their own connections
 def test_the_file_tools_use_the_same_retrieval(owner, library):
     conversation, refs = library
     tools = registry()

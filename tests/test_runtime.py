@@ -155,3 +155,45 @@ def test_a_post_behind_a_live_generation_is_409(owner):
     )
     assert response.status_code == 409
     assert response.json()["error"]["details"]["message_id"] == live.id
+
+
+async def test_continue_after_a_cancel_runs_to_completion(slow_agent):
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    client = async_client(owner)
+    first = asyncio.create_task(apost(client, url, {"content": "a long answer please"}))
+    while not await Message.objects.filter(conversation=conversation, role="assistant").aexists():
+        await asyncio.sleep(0.01)
+    reply = await Message.objects.aget(conversation=conversation, role="assistant")
+    await client.post(f"{url}/{reply.id}/cancel")
+    assert (await first).json()["messages"][1]["status"] == "cancelled"
+
+    continued = await apost(client, url, {"continue": True})
+    assert continued.status_code == 200
+    assert continued.json()["messages"][1]["status"] == "completed"  # the old cancel does not stop it
+
+
+async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_short(owner, settings):
+    from conversations.events import StreamRecord
+    from conversations.streaming import message_events
+    from conversations.streams import streams
+
+    settings.STREAM_KEEPALIVE_SECONDS = 0.1
+    conversation = await sync_to_async(owner.conversation)()
+    reply = await Message.objects.acreate(
+        tenant=owner.tenant, conversation=conversation, role="assistant", status=MessageStatus.IN_PROGRESS
+    )
+    record = StreamRecord()
+    for event in ({"message": {"id": reply.id}}, {"content": "Half"}):
+        await streams().append(reply.id, record.add(event), event)  # the live log, then its process died
+    record.add({"error": "interrupted"})
+    await Message.objects.filter(pk=reply.pk).aupdate(
+        status=MessageStatus.FAILED, content="Half", stream_index=record.index, extra_events=record.extra
+    )
+    events = [item async for item in message_events(reply.id) if item is not None]
+    assert [event for _, event in events] == [
+        {"message": {"id": reply.id}},
+        {"content": "Half"},
+        {"error": "interrupted"},
+    ]

@@ -263,3 +263,9 @@ def test_unknown_or_foreign_file_refs_are_400(owner, outsider):
         response = owner.client.post(URL, {"messages": [question]}, format="json")
         assert response.status_code == 400
         assert response.json()["error"].startswith("files:")
+
+
+def test_at_most_twenty_files_per_conversation(owner):
+    question = {"role": "user", "content": "Hi", "files": [f"file_{i}" for i in range(21)]}
+    response = owner.client.post(URL, {"messages": [question]}, format="json")
+    assert response.status_code == 400 and "At most 20" in response.json()["error"]

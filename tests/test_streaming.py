@@ -4,10 +4,12 @@ import os
 import random
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from conversations.models import Message
 from tests.openai_server import OpenAIServer
@@ -398,3 +400,44 @@ def test_join_and_cancel_from_another_process_through_redis(owner, django_db_blo
 
 def test_settings_default_keepalive_is_fifteen_seconds():
     assert settings.STREAM_KEEPALIVE_SECONDS == 15.0
+
+
+def test_the_server_sweeps_stale_replies_by_itself(owner, django_db_blocker):
+    conversation = owner.conversation()
+    user = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
+    stale = Message.objects.create(
+        tenant=owner.tenant,
+        conversation=conversation,
+        parent=user,
+        role="assistant",
+        content="partial",
+        status="in_progress",
+        heartbeat_at=timezone.now() - timedelta(minutes=5),
+    )
+    with django_db_blocker.unblock(), daphne_server(REDIS_URL="", GENERATION_STALE_SECONDS="2") as base:
+        httpx.get(f"{base}/healthz")  # the first request starts the process's maintenance
+        deadline = time.monotonic() + 10
+        while Message.objects.get(id=stale.id).status == "in_progress" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    stale.refresh_from_db()
+    assert stale.status == "failed" and stale.content == "partial"
+
+
+def test_on_disconnect_cancel_also_works_with_an_idempotency_key(server, owner):
+    slow(owner, 100)
+    conversation = owner.conversation()
+    url = f"{server}{owner.conversation_url(conversation)}/messages"
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            url,
+            json={"content": "stop when I leave", "on_disconnect": "cancel"},
+            headers=headers(owner, **{"Idempotency-Key": "leave-1"}),
+            timeout=httpx.Timeout(10, read=0.8),
+        )
+    deadline = time.monotonic() + 5
+    while (
+        Message.objects.filter(conversation=conversation, status="in_progress").exists() and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    reply = Message.objects.get(conversation=conversation, role="assistant")
+    assert reply.status == "cancelled"

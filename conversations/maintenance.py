@@ -1,0 +1,42 @@
+"""Periodic upkeep run inside every server process: no cron needed for correctness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from django.conf import settings
+
+from conversations.services import message_sweep_stale
+from core.db import in_worker
+from core.idempotency import idempotency_purge_expired
+
+logger = logging.getLogger(__name__)
+
+
+async def maintenance_forever() -> None:
+    """At start-up and then every half GENERATION_STALE_SECONDS: fail replies whose process died, drop
+    expired idempotency keys. Several processes may do it at once; both are idempotent updates."""
+    while True:
+        try:
+            swept = await in_worker(message_sweep_stale)()
+            await in_worker(idempotency_purge_expired)()
+            if swept:
+                logger.warning("Marked %d stale generation(s) failed", swept)
+        except Exception:  # the database may be briefly unreachable: try again next time
+            logger.exception("Maintenance failed")
+        await asyncio.sleep(max(1.0, settings.GENERATION_STALE_SECONDS / 2))
+
+
+class MaintainedApplication:
+    """An ASGI wrapper that starts `maintenance_forever` with the first request of the process
+    (daphne has no lifespan events to start it earlier)."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+        self.task: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        if self.task is None and scope["type"] == "http":
+            self.task = asyncio.get_running_loop().create_task(maintenance_forever(), name="maintenance")
+        return await self.application(scope, receive, send)
