@@ -118,9 +118,21 @@ if DATABASE_URL:
 else:
     DATABASES = {"default": embedded_database(VAR_DIR / "pgdata")}
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A psycopg connection pool per process bounds PostgreSQL connections under load (streams and waiting
+# posts give their connection back while they wait); 0 disables it.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 0)
+if DB_POOL_MAX_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Each stream reader blocks on one Redis connection while it waits for events.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000)
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
@@ -248,7 +260,7 @@ STATELESS_FILE_CONTEXT_CHARS = env_int("STATELESS_FILE_CONTEXT_CHARS", 20_000)
 GENERATION_FLUSH_SECONDS = env_float("GENERATION_FLUSH_SECONDS", 1.0)
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 60)
 STREAM_KEEPALIVE_SECONDS = env_float("STREAM_KEEPALIVE_SECONDS", 15.0)
-STREAM_LOG_TTL_SECONDS = env_int("STREAM_LOG_TTL_SECONDS", 3600)
+STREAM_LOG_TTL_SECONDS = env_int("STREAM_LOG_TTL_SECONDS", 300)
 IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)
 # A retry that arrives while the first request still runs waits this long for its result, then gets 409.
 IDEMPOTENCY_WAIT_SECONDS = env_float("IDEMPOTENCY_WAIT_SECONDS", 30.0)

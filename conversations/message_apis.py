@@ -31,7 +31,7 @@ from conversations.serializers import (
 from conversations.services import attachments_validate, message_sweep_if_stale
 from conversations.streaming import message_events
 from conversations.streams import is_terminal
-from core.db import release_connection
+from core.db import release_request_thread
 from core.errors import EngineError, Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
@@ -89,7 +89,7 @@ async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, 
     turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
     started.append(turn.message_id)
     generation = await generation_start(turn)
-    await release_connection()
+    await release_request_thread()
     await asyncio.shield(generation)
     return await sync_to_async(_turn_body)(conversation.id, turn.message_id)
 
@@ -221,13 +221,13 @@ def _cancel_soon(message_id: str) -> None:
 async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
     finished = False
     try:
-        async for item in message_events(message_id, after=after):
-            if item is None:
+        async for batch in message_events(message_id, after=after):
+            if not batch:
                 yield KEEPALIVE
                 continue
-            seq, event = item
-            yield sse_event(event, f"{message_id}:{seq}")
-            finished = finished or is_terminal(event)
+            # One write per batch: under load a reader finds several events at once.
+            yield b"".join(sse_event(event, f"{message_id}:{seq}") for seq, event in batch)
+            finished = finished or is_terminal(batch[-1][1])
     finally:
         if not finished and cancel_on_disconnect:
             _cancel_soon(message_id)
@@ -285,7 +285,7 @@ class StreamView(EventStreamView):
         status, body, turn_request = await _turn_once(request, agent_id, conversation_id, start=_stream_start)
         if status != 200:
             return Response(body, status=status)
-        await release_connection()
+        await release_request_thread()
         return sse_response(
             _event_stream(body["message_id"], after=-1, cancel_on_disconnect=turn_request.on_disconnect == "cancel")
         )
@@ -310,7 +310,7 @@ class MessageStreamView(EventStreamView):
         if message.role != Role.ASSISTANT:
             raise NotFound("Message not found.")
         after = _resume_point(request, message.id)
-        await release_connection()
+        await release_request_thread()
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
 
 
@@ -330,7 +330,7 @@ class TitleView(APIView):
         )
         if first is None:
             raise Invalid("The conversation has no message to propose a title from.")
-        await release_connection()
+        await release_request_thread()
         try:
             title = await title_propose(agent=conversation.agent, first_message=first.content)
         except EngineFailure as exc:

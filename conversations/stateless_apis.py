@@ -23,7 +23,7 @@ from conversations.stateless import (
     stateless_request_parse,
     stateless_wire,
 )
-from core.db import release_connection
+from core.db import release_request_thread
 from core.errors import EngineError, exception_handler
 from core.sse import EventStreamRenderer, sse_event, sse_response
 from tenants.models import Tenant
@@ -103,7 +103,7 @@ class ConversationV1View(V1APIView):
     async def post(self, request):
         stateless = stateless_request_parse(request.data)
         engine, context = await sync_to_async(stateless_context)(tenant=request.tenant, request=stateless)
-        await release_connection()
+        await release_request_thread()
         if stateless.stream:
             return sse_response(_event_stream(request.tenant, engine, context))
         try:

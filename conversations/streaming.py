@@ -12,62 +12,70 @@ from django.conf import settings
 from conversations.events import rebuild_events
 from conversations.models import Message, MessageStatus
 from conversations.streams import is_terminal, streams
-from core.db import release_connection
+from core.db import release_request_thread
 
 STORED_POLL_SECONDS = 0.5
 
-# None in the stream means "nothing for a while": the writer sends a keep-alive comment.
-Item = tuple[int, dict[str, Any]] | None
+Entry = tuple[int, dict[str, Any]]
 
 
-async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[Item]:
+async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[list[Entry]]:
+    """The events after `after`, in batches (one per read of the log), ending with the terminal event.
+    An empty batch means "nothing for a while": the writer sends a keep-alive comment."""
     log = streams()
     last = after
     while True:
         found = await log.read(message_id, last, timeout=settings.STREAM_KEEPALIVE_SECONDS)
         if found is not None:
             entries, ended = found
-            for seq, event in entries:
-                last = seq
-                yield seq, event
-                if is_terminal(event):
+            batch = _through_terminal(entries)
+            if batch:
+                last = batch[-1][0]
+                yield batch
+                if is_terminal(batch[-1][1]):
                     return
             if ended:
                 return
-            if entries:
+            if batch:
                 continue
             # Nothing new for a while. A log can stop short of its end (its process died, or the sweep
             # failed the reply): the stored message is the authority once it no longer runs.
             if not await _running(message_id):
-                async for item in _stored_events(message_id, after=last):
-                    yield item
+                yield await _stored_events(message_id, after=last)
                 return
-            yield None
+            yield []
             continue
-        async for item in _stored_events(message_id, after=last):
-            last = item[0]
-            yield item
+        batch = await _stored_events(message_id, after=last)
+        if batch:
+            last = batch[-1][0]
+            yield batch
         if not await _running(message_id):
             return
         # Running in a process whose log we cannot see (no REDIS_URL): follow what it flushes.
         await asyncio.sleep(STORED_POLL_SECONDS)
 
 
+def _through_terminal(entries: list[Entry]) -> list[Entry]:
+    for position, (_, event) in enumerate(entries):
+        if is_terminal(event):
+            return entries[: position + 1]
+    return entries
+
+
 async def _running(message_id: str) -> bool:
     running = await Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).aexists()
-    await release_connection()
+    await release_request_thread()
     return running
 
 
-async def _stored_events(message_id: str, *, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+async def _stored_events(message_id: str, *, after: int) -> list[Entry]:
     """The stored message's events after `after` (rebuilt from its stream index)."""
     message = await Message.objects.only("content", "thinking", "stream_index", "extra_events").aget(pk=message_id)
-    await release_connection()
-    for item in rebuild_events(
+    await release_request_thread()
+    return rebuild_events(
         content=message.content,
         thinking=message.thinking,
         index=message.stream_index,
         extra=message.extra_events,
         after=after,
-    ):
-        yield item
+    )

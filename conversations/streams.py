@@ -112,7 +112,7 @@ class RedisStreams:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = redis.Redis.from_url(self.url)
+            client = redis.Redis.from_url(self.url, max_connections=settings.REDIS_MAX_CONNECTIONS)
             self._clients[loop] = client
         return client
 

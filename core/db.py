@@ -1,6 +1,6 @@
-"""Database connections in async code that waits a long time."""
+"""Database connections and threads in async code that waits a long time."""
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.db import connection
 
 
@@ -19,13 +19,21 @@ def in_worker(function):
     return sync_to_async(call, thread_sensitive=False)
 
 
-async def release_connection() -> None:
-    """Before a long wait in a request (a stream, post-and-wait): close the request's connection.
+async def release_request_thread() -> None:
+    """Before a long wait in a request (a stream, post-and-wait): give back its connection and thread.
 
-    Django closes it only when the response ends, so each open stream would otherwise hold one, and a
-    few hundred streams would exhaust PostgreSQL's max_connections. It is reopened if needed.
+    Under ASGI each request runs its sync code (auth, ORM) on a thread of its own, with its own
+    connection, and Django ends both only when the response ends: every open stream would hold a
+    thread and a PostgreSQL connection, and a few hundred would exhaust max_connections. The
+    connection is closed (back to the pool, if any) and the thread's executor shut down; the next
+    sync call of the request, if any, gets a new one.
     """
     await sync_to_async(_close_this_threads_connection)()
+    # asgiref keeps one single-thread executor per request context, in this class attribute.
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context is not None else None
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 def _close_this_threads_connection() -> None:

@@ -191,7 +191,7 @@ async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_shor
     await Message.objects.filter(pk=reply.pk).aupdate(
         status=MessageStatus.FAILED, content="Half", stream_index=record.index, extra_events=record.extra
     )
-    events = [item async for item in message_events(reply.id) if item is not None]
+    events = [entry async for batch in message_events(reply.id) for entry in batch]
     assert [event for _, event in events] == [
         {"message": {"id": reply.id}},
         {"content": "Half"},
