@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from adrf.views import APIView
 from asgiref.sync import sync_to_async
+from django.db import connection
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import JSONRenderer
@@ -80,9 +81,25 @@ def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
     return 200, body
 
 
+def _connection_release() -> None:
+    if not connection.in_atomic_block:  # never under an open transaction (a test's, for instance)
+        connection.close()
+
+
+async def connection_release() -> None:
+    """Give back this request's database connection before it waits on a generation.
+
+    Django closes it only when the response ends; held through a post-and-wait or a stream, every
+    waiting client would keep a PostgreSQL connection, and max_connections would cap them. Later
+    queries of the request open a new one.
+    """
+    await sync_to_async(_connection_release)()  # thread-sensitive: the request's own connection
+
+
 async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
     turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
     generation = await generation_start(turn)
+    await connection_release()
     try:
         await asyncio.shield(generation)
     except asyncio.CancelledError:  # the client went away; the reply goes on unless asked otherwise
@@ -270,6 +287,7 @@ class StreamView(EventStreamView):
         )
         if status != 200:
             return Response(body, status=status)
+        await connection_release()
         return sse_response(
             _event_stream(body["message_id"], after=-1, cancel_on_disconnect=turn_request.on_disconnect == "cancel")
         )
@@ -294,4 +312,5 @@ class MessageStreamView(EventStreamView):
         if message.role != Role.ASSISTANT:
             raise NotFound("Message not found.")
         after = _resume_point(request, message.id)
+        await connection_release()
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
