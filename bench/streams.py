@@ -92,16 +92,27 @@ async def _open(target: Target, raw: bytes) -> tuple[asyncio.StreamReader, async
     return reader, writer, start, time.perf_counter() - start, int(head.split(b" ", 2)[1])
 
 
-async def stream(target: Target, conversation_id: str, *, first_event_only: bool = False) -> StreamResult:
+async def stream(
+    target: Target, conversation_id: str, *, first_event_only: bool = False, timeout: float = 120
+) -> StreamResult:
     """POST a message to the stream endpoint and read the SSE reply (or just its first event)."""
     result = StreamResult()
+    try:
+        async with asyncio.timeout(timeout):
+            await _stream(target, conversation_id, result, first_event_only)
+    except TimeoutError:
+        result.outcome = f"no end after {timeout:g} s"
+    return result
+
+
+async def _stream(target: Target, conversation_id: str, result: StreamResult, first_event_only: bool) -> None:
     raw = target.request("POST", f"{target.prefix}/{conversation_id}/stream", {"content": target.question})
     writer = None
     try:
         reader, writer, start, result.ttfb, status = await _open(target, raw)
         if status != 200:
             result.outcome = f"HTTP {status}"
-            return result
+            return
         buffer, last, ended = b"", None, False
         while not ended:
             data = await reader.read(65536)
@@ -133,7 +144,6 @@ async def stream(target: Target, conversation_id: str, *, first_event_only: bool
     finally:
         if writer is not None:
             writer.close()
-    return result
 
 
 async def plain_get(target: Target, conversation_id: str) -> float:
