@@ -132,10 +132,14 @@ class RedisStreams:
             last = await client.xrevrange(key, count=1)
             if not last:
                 return None
-            if is_terminal(json.loads(last[0][1][b"e"])):
+            if int(last[0][0].split(b"-")[1]) - 1 > after:
+                # Appended between the two reads (the end comes as two events in a row): read them.
+                found = await client.xrange(key, min=f"0-{after + 2}", count=500)
+            elif is_terminal(json.loads(last[0][1][b"e"])):
                 return [], True
-            response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
-            found = response[0][1] if response else []
+            else:
+                response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
+                found = response[0][1] if response else []
         entries = [(int(entry_id.split(b"-")[1]) - 1, json.loads(fields[b"e"])) for entry_id, fields in found]
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
