@@ -1,0 +1,148 @@
+"""Shared by the generation benchmarks: a tenant with a slow builtin agent, a question of a chosen length,
+and a sampler of the server process (threads, RSS) and of PostgreSQL's connection count."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psutil
+import psycopg
+from django.db import connection
+
+from agents.engines.base import ChatMessage, TurnContext
+from agents.engines.builtin import chunks, plain_answer
+from agents.models import Agent
+from conversations.models import Conversation
+from tenants.models import Tenant
+from tenants.services import api_key_create, tenant_create
+
+
+def question_for_chunks(count: int) -> str:
+    """A question that makes the builtin engine's plain answer exactly `count` content chunks."""
+    for words in range(1, 60):
+        question = " ".join(f"w{i:02d}" for i in range(words))
+        context = TurnContext(
+            tenant_id="-", conversation_id=None, message_id=None, system_prompt="",
+            history=[ChatMessage(role="user", content=question)],
+        )  # fmt: skip
+        if len(chunks(plain_answer(context).text)) == count:
+            return question
+    raise ValueError(f"no question gives {count} chunks")
+
+
+def seed(*, label: str, conversations: int, chunk_delay_ms: int) -> tuple[Tenant, Agent, str, list[str]]:
+    tenant = tenant_create(tenant_id=f"bench-{secrets.token_hex(4)}", name=f"{label} benchmark")
+    _, secret = api_key_create(tenant=tenant, name="bench")
+    agent = Agent.objects.create(tenant=tenant, name="Bench agent", options={"chunk_delay_ms": chunk_delay_ms})
+    rows = Conversation.objects.bulk_create(
+        Conversation(tenant=tenant, agent=agent, name=f"Bench conversation {i:04d}") for i in range(conversations)
+    )
+    return tenant, agent, secret, [row.id for row in rows]
+
+
+def delete_tenant(tenant: Tenant) -> None:
+    Conversation.objects.filter(tenant=tenant).delete()
+    tenant.delete()
+
+
+@dataclass
+class Peaks:
+    threads: int = 0
+    rss: int = 0
+    db_connections: int = 0  # to the benchmark's database, this sampler's own excluded
+    db_connections_all: int = 0  # to the whole PostgreSQL server (other databases share max_connections)
+    samples: int = 0
+
+
+class ServerSampler:
+    """Samples the daphne process every `interval` seconds in a thread of its own, and PostgreSQL's
+    connection count every `db_interval`, keeping the peaks since the last `reset()`."""
+
+    def __init__(self, pid: int, *, interval: float = 0.05, db_interval: float = 0.2) -> None:
+        self.process = psutil.Process(pid)
+        self.interval, self.db_interval = interval, db_interval
+        self.peaks = Peaks()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="server sampler", daemon=True)
+        params = connection.get_connection_params()
+        self._db = psycopg.connect(
+            **{k: v for k, v in params.items() if k in ("dbname", "user", "password", "host", "port")},
+            autocommit=True,
+        )
+        self.max_connections = int(self._db.execute("SHOW max_connections").fetchone()[0])
+
+    def now(self) -> tuple[int, int]:
+        """(threads, RSS bytes) of the server process now."""
+        with self.process.oneshot():
+            return self.process.num_threads(), self.process.memory_info().rss
+
+    def db_connections(self) -> tuple[int, int]:
+        row = self._db.execute(
+            "SELECT count(*) FILTER (WHERE datname = current_database() AND pid <> pg_backend_pid()),"
+            " count(*) FILTER (WHERE backend_type = 'client backend') FROM pg_stat_activity"
+        ).fetchone()
+        return row[0], row[1]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.peaks = Peaks()
+
+    def snapshot(self) -> Peaks:
+        with self._lock:
+            return replace(self.peaks)
+
+    def __enter__(self) -> ServerSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._db.close()
+
+    def _run(self) -> None:
+        next_db = 0.0
+        while not self._stop.is_set():
+            threads, rss = self.now()
+            db = None
+            if time.monotonic() >= next_db:
+                db = self.db_connections()
+                next_db = time.monotonic() + self.db_interval
+            with self._lock:
+                peaks = self.peaks
+                peaks.threads = max(peaks.threads, threads)
+                peaks.rss = max(peaks.rss, rss)
+                peaks.samples += 1
+                if db:
+                    peaks.db_connections = max(peaks.db_connections, db[0])
+                    peaks.db_connections_all = max(peaks.db_connections_all, db[1])
+            self._stop.wait(self.interval)
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def py_spy_start(pid: int, output: str) -> subprocess.Popen:
+    """Profile the server with py-spy (pip install py-spy) until stopped: collapsed stacks, idle included,
+    only the thread holding the GIL (the on-CPU Python work), sampled without pausing the process."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", output, "--rate", "100",
+         "--nonblocking", "--gil"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def py_spy_stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    process.wait(timeout=30)
