@@ -10,9 +10,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # created before anything imports models.
 django_application = get_asgi_application()
 
-from conversations.maintenance import MaintainedApplication  # noqa: E402 - needs the app registry
+from django.conf import settings  # noqa: E402
 
-application = MaintainedApplication(ProtocolTypeRouter({"http": django_application}))
+from conversations.maintenance import MaintainedApplication  # noqa: E402 - needs the app registry
+from core.asgi import SharedSyncThreads  # noqa: E402
+
+application = MaintainedApplication(
+    SharedSyncThreads(ProtocolTypeRouter({"http": django_application}), size=settings.REQUEST_SYNC_THREADS)
+)
 
 # Under daphne, Twisted parses every multipart POST body with the email package before the request
 # reaches Django: the whole upload in memory, about 13 times over (a 200 MiB upload took 2.6 GiB).

@@ -131,6 +131,9 @@ if DB_POOL_MAX_SIZE:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Threads per server process for requests' sync code (auth, views, ORM); generations use the event
+# loop's own worker pool. Also the most PostgreSQL connections requests hold at once.
+REQUEST_SYNC_THREADS = env_int("REQUEST_SYNC_THREADS", 16)
 # Each stream reader blocks on one Redis connection while it waits for events.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000)
 if REDIS_URL:

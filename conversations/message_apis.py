@@ -31,7 +31,7 @@ from conversations.serializers import (
 from conversations.services import attachments_validate, message_sweep_if_stale
 from conversations.streaming import message_events
 from conversations.streams import is_terminal
-from core.db import release_request_thread
+from core.db import in_worker, release_request_thread
 from core.errors import EngineError, Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
@@ -86,12 +86,13 @@ def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
 
 
 async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
-    turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    # Runs as its own task when an Idempotency-Key is given (it may outlive the request): worker threads.
+    turn = await in_worker(turn_start_or_conflict)(conversation=conversation, request=turn_request)
     started.append(turn.message_id)
     generation = await generation_start(turn)
     await release_request_thread()
     await asyncio.shield(generation)
-    return await sync_to_async(_turn_body)(conversation.id, turn.message_id)
+    return await in_worker(_turn_body)(conversation.id, turn.message_id)
 
 
 async def _turn_once(
@@ -269,7 +270,7 @@ _SSE_RESPONSE = OpenApiResponse(
 
 
 async def _stream_start(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
-    turn = await sync_to_async(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    turn = await in_worker(turn_start_or_conflict)(conversation=conversation, request=turn_request)
     await generation_start(turn)
     return 200, {"message_id": turn.message_id}
 

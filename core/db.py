@@ -29,11 +29,13 @@ async def release_request_thread() -> None:
     sync call of the request, if any, gets a new one.
     """
     await sync_to_async(_close_this_threads_connection)()
-    # asgiref keeps one single-thread executor per request context, in this class attribute.
+    # Without core.asgi.SharedSyncThreads (e.g. the test client) asgiref makes one single-thread
+    # executor per request context, kept in this class attribute; a shared one must stay.
     context = SyncToAsync.thread_sensitive_context.get(None)
-    executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context is not None else None
-    if executor is not None:
-        executor.shutdown(wait=False)
+    if context is not None and getattr(context, "_executor", None) is None:
+        executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+        if executor is not None:
+            executor.shutdown(wait=False)
 
 
 def _close_this_threads_connection() -> None:

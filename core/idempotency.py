@@ -10,6 +10,7 @@ retried. Keys are scoped per tenant and kept IDEMPOTENCY_TTL_HOURS.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import time
@@ -17,11 +18,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.db import in_worker
 from core.errors import Conflict, IdempotencyKeyReused, Invalid
 from core.models import IdempotencyKey
 
@@ -76,7 +77,7 @@ async def run_idempotent(
         raise Invalid(f"{HEADER}: must be at most {MAX_KEY_LENGTH} printable characters.")
     deadline = time.monotonic() + settings.IDEMPOTENCY_WAIT_SECONDS
     while True:
-        existing = await sync_to_async(idempotency_claim)(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
+        existing = await in_worker(idempotency_claim)(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
         if existing is None:
             break
         if existing.fingerprint != fingerprint:
@@ -86,8 +87,11 @@ async def run_idempotent(
         if time.monotonic() >= deadline:
             raise Conflict("A request with this Idempotency-Key is still running.", details={"idempotency_key": key})
         await asyncio.sleep(0.05)
-    # The work outlives a disconnected client, and so must the recording of its result for the retry.
-    task = asyncio.ensure_future(_run_and_record(tenant_id=tenant_id, key=key, run=run))
+    # The work outlives a disconnected client, and so must the recording of its result for the retry:
+    # it runs in a context of its own, so none of its calls depends on the request's thread.
+    task = asyncio.get_running_loop().create_task(
+        _run_and_record(tenant_id=tenant_id, key=key, run=run), context=contextvars.Context()
+    )
     _recording.add(task)
     task.add_done_callback(_recording.discard)
     return await asyncio.shield(task)
@@ -100,7 +104,7 @@ async def _run_and_record(*, tenant_id: str, key: str, run: Callable[[], Awaitab
     try:
         status, body = await run()
     except BaseException:
-        await sync_to_async(idempotency_release)(tenant_id=tenant_id, key=key)
+        await in_worker(idempotency_release)(tenant_id=tenant_id, key=key)
         raise
-    await sync_to_async(idempotency_store)(tenant_id=tenant_id, key=key, status=status, body=body)
+    await in_worker(idempotency_store)(tenant_id=tenant_id, key=key, status=status, body=body)
     return status, body
