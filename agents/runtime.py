@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = "root"  # `parent_id: "root"` starts a new branch at the top of the conversation
 HEARTBEAT_SECONDS = 10
-CANCEL_POLL_SECONDS = 0.25
+CANCEL_POLL_SECONDS = 0.5  # a cancel stops a generation well within the 2 s it may take
 
 
 @dataclass

@@ -3,8 +3,8 @@
 With REDIS_URL each generation's events go to a Redis Stream (`parley:stream:<message id>`, entry ids
 `0-<seq+1>`) and cancel requests are Redis keys, so any daphne process can join, resume or cancel a
 generation running in another. Without it an in-process log serves a single process. Either way the log
-expires STREAM_LOG_TTL_SECONDS after the generation ends; from then on the stream is rebuilt from the
-stored message (see conversations.events).
+expires STREAM_LOG_TTL_SECONDS after the generation ends (in-process: at once); from then on the
+stream is rebuilt from the stored message (see conversations.events).
 """
 
 from __future__ import annotations
@@ -27,36 +27,33 @@ def is_terminal(event: dict[str, Any]) -> bool:
 
 @dataclass
 class _MemoryLog:
-    entries: list[Entry] = field(default_factory=list)
-    ended_at: float | None = None
+    entries: list[Entry] = field(default_factory=list)  # entries[n] has seq n
     waiters: list[asyncio.Future] = field(default_factory=list)
 
 
 class MemoryStreams:
-    """A single process's logs. Waiters may live on different event loops (the test client makes one
-    per request), so they are woken with call_soon_threadsafe on their own loop."""
+    """A single process's logs, of running generations only: a finished one is dropped at once, since
+    its stored message rebuilds it exactly. Waiters may live on other event loops (the test client
+    makes one per request); those are woken with call_soon_threadsafe."""
 
     def __init__(self) -> None:
         self._logs: dict[str, _MemoryLog] = {}
         self._cancelled: dict[str, float] = {}
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        ttl = settings.STREAM_LOG_TTL_SECONDS
-        for message_id in [m for m, log in self._logs.items() if log.ended_at and now - log.ended_at > ttl]:
-            del self._logs[message_id]
-        for message_id in [m for m, at in self._cancelled.items() if now - at > ttl]:
-            del self._cancelled[message_id]
-
     async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
         log = self._logs.setdefault(message_id, _MemoryLog())
         log.entries.append((seq, event))
         if is_terminal(event):
-            log.ended_at = time.monotonic()
-            self._expire()
+            del self._logs[message_id]
+            self._cancelled.pop(message_id, None)
         waiters, log.waiters = log.waiters, []
+        loop = asyncio.get_running_loop()
         for waiter in waiters:
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if waiter.get_loop() is loop:
+                waiter.set_result(None)
+            else:
                 waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
     async def reset(self, message_id: str) -> None:
@@ -66,13 +63,12 @@ class MemoryStreams:
 
     async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
         """Entries with seq > after (waiting up to `timeout` for one) and whether the log has ended;
-        None when there is no live log."""
+        None when there is no live log (never was, or finished)."""
         log = self._logs.get(message_id)
         if log is None:
             return None
-        entries = [entry for entry in log.entries if entry[0] > after]
-        if entries or log.ended_at is not None:
-            return entries, log.ended_at is not None
+        if len(log.entries) > after + 1:
+            return log.entries[after + 1 :], False
         waiter = asyncio.get_running_loop().create_future()
         log.waiters.append(waiter)
         try:
@@ -82,22 +78,24 @@ class MemoryStreams:
         finally:
             if waiter in log.waiters:
                 log.waiters.remove(waiter)
-        return [entry for entry in log.entries if entry[0] > after], log.ended_at is not None
+        entries = log.entries[after + 1 :]
+        return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:
-        self._cancelled[message_id] = time.monotonic()
+        if message_id in self._logs:
+            self._cancelled[message_id] = time.monotonic()
 
     async def is_cancel_requested(self, message_id: str) -> bool:
         return message_id in self._cancelled
 
 
-def _seq(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-")[1]) - 1
-
-
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[1]) - 1
 
 
 class RedisStreams:
