@@ -1,5 +1,7 @@
+from django.conf import settings
 from rest_framework import serializers
 
+from agents.engines.openai import model_allowed
 from agents.models import Agent, Engine
 from core.fields import StrictCharField
 
@@ -60,4 +62,7 @@ class AgentInputSerializer(serializers.Serializer):
         model = attrs.get("model", instance.model if instance else "")
         if engine == Engine.OPENAI and not model:
             raise serializers.ValidationError({"model": ["Required for the openai engine."]})
+        if engine == Engine.OPENAI and not model_allowed(model):
+            allowed = ", ".join(settings.OPENAI_MODELS)
+            raise serializers.ValidationError({"model": [f"Not offered here; choose one of: {allowed}."]})
         return attrs

@@ -271,6 +271,8 @@ IDEMPOTENCY_WAIT_SECONDS = env_float("IDEMPOTENCY_WAIT_SECONDS", 30.0)
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 DEFAULT_MODEL = env_str("DEFAULT_MODEL")
+# The models tenants' agents may use (comma-separated); empty allows any the server offers.
+OPENAI_MODELS = env_list("OPENAI_MODELS", "")
 OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 60.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 0)
 TOOL_ROUNDS_MAX = env_int("TOOL_ROUNDS_MAX", 5)

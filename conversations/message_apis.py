@@ -14,14 +14,13 @@ from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from agents.engines import EngineFailure
 from agents.runtime import TurnRequest, generation_cancel, generation_start, turn_start_or_conflict
 from agents.titles import title_propose
 from conversations.models import Conversation, Message, MessageStatus, Role
-from conversations.selectors import conversation_get, message_get, message_list
+from conversations.selectors import conversation_get, message_first_question, message_get, message_list
 from conversations.serializers import (
     MessagePostSerializer,
     MessageSerializer,
@@ -37,7 +36,7 @@ from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
-from core.sse import KEEPALIVE, EventStreamRenderer, sse_event, sse_response
+from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_response
 
 CANCEL_WAIT_SECONDS = 3.0
 
@@ -252,14 +251,8 @@ def _resume_point(request, message_id: str) -> int:
         ) from None
 
 
-class EventStreamView(APIView):
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if isinstance(response, Response):  # errors are JSON, whatever the client accepts
-            response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
-        return response
+class EventStreamView(EventStreamNegotiation, APIView):
+    pass
 
 
 _SSE_RESPONSE = OpenApiResponse(
@@ -324,11 +317,7 @@ class TitleView(APIView):
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
         conversation = await conversation_for(request, agent_id, conversation_id)
-        first = await (
-            Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation, role=Role.USER)
-            .order_by("created_at", "id")
-            .afirst()
-        )
+        first = await sync_to_async(message_first_question)(conversation=conversation)
         if first is None:
             raise Invalid("The conversation has no message to propose a title from.")
         await release_request_thread()

@@ -2,7 +2,7 @@ from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 
 from agents.models import Agent
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Role
 from core.errors import NotFound
 from tenants.models import Tenant
 
@@ -81,3 +81,12 @@ def conversation_state_messages(*, conversation: Conversation, limit: int) -> tu
     for message in messages:
         message.child_ids = children[message.id]
     return messages, truncated
+
+
+def message_first_question(*, conversation: Conversation) -> Message | None:
+    """The conversation's first user message (titles are proposed from it)."""
+    return (
+        Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation, role=Role.USER)
+        .order_by("created_at", "id")
+        .first()
+    )

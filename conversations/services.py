@@ -56,18 +56,24 @@ def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversa
     ids = list(conversations.filter(tenant_id=tenant_id).values_list("id", flat=True))
     if not ids:
         return 0
-    running = Message.objects.filter(
-        tenant_id=tenant_id, conversation_id__in=ids, status=MessageStatus.IN_PROGRESS
-    ).values_list("id", flat=True)
-    for message_id in running:
-        # Wherever the generation runs, it sees the request within a quarter second and stops; its
-        # final write then finds no message and does nothing.
-        async_to_sync(streams().request_cancel)(message_id)
+    running = list(
+        Message.objects.filter(
+            tenant_id=tenant_id, conversation_id__in=ids, status=MessageStatus.IN_PROGRESS
+        ).values_list("id", flat=True)
+    )
+    # Wherever a generation runs, it sees the request within half a second and stops; its final write
+    # then finds no message and does nothing. Only once the delete is committed.
+    transaction.on_commit(lambda: _cancel_all(running))
     # Stored bytes go after the commit; the rows go with the conversations (cascade).
     file_bytes_delete_for_conversations(tenant_id=tenant_id, conversation_ids=ids)
     dataframes_delete_stored(tenant_id=tenant_id, conversation_ids=ids)
     Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).delete()
     return len(ids)
+
+
+def _cancel_all(message_ids: list[str]) -> None:
+    for message_id in message_ids:
+        async_to_sync(streams().request_cancel)(message_id)
 
 
 def conversation_delete_by_ids(*, tenant_id: str, ids: list[str]) -> tuple[int, list[str]]:

@@ -11,7 +11,6 @@ from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from agents.engines import EngineFailure, TurnContext
@@ -25,7 +24,7 @@ from conversations.stateless import (
 )
 from core.db import release_request_thread
 from core.errors import EngineError, exception_handler
-from core.sse import EventStreamRenderer, sse_event, sse_response
+from core.sse import EventStreamNegotiation, sse_event, sse_response
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
 
@@ -42,21 +41,14 @@ V1_ERROR = inline_serializer(
 )
 
 
-class V1APIView(APIView):
+class V1APIView(EventStreamNegotiation, APIView):
     """Base of the /v1 views: the tenant comes from the key; errors are `{"success": false, "error"}`."""
 
     permission_classes = [HasActiveTenant]
     error_serializer = V1_ERROR  # for the OpenAPI schema
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     def get_exception_handler(self):
         return v1_exception_handler
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if isinstance(response, Response):  # answers and errors are JSON, whatever the client accepts
-            response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
-        return response
 
 
 V1_MESSAGE = inline_serializer(

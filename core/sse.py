@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -35,3 +36,16 @@ class EventStreamRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
         return json.dumps(data).encode()
+
+
+class EventStreamNegotiation:
+    """For DRF views that may answer with Server-Sent Events: clients send `Accept: text/event-stream`,
+    and whatever they accept, errors and other answers are rendered as JSON."""
+
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response):
+            response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
+        return response

@@ -15,6 +15,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db import connection, models
 from django.db.models import F, Func, QuerySet
 
+from conversations.search import QUERY_MAX_CHARS
 from files.extraction import sentences_split
 from files.models import File, Passage
 
@@ -92,6 +93,7 @@ def passage_search(
     *, tenant_id: str, conversation_id: str | None, query: str, file_refs: Sequence[str] = (), limit: int = 5
 ) -> list[Hit]:
     """The passages in scope that best match `query`, best first."""
+    query = query[:QUERY_MAX_CHARS]  # a 100,000-character message would make a huge tsquery, twice
     words = _WORD.findall(query)
     if not words:
         return []

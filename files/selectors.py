@@ -51,17 +51,18 @@ def file_refs_validate(
 def files_as_context(files: list[File], *, max_chars: int) -> str:
     """The files' extracted text for a model's prompt, in order, cut at `max_chars` in all."""
     parts, budget = [], max_chars
-    passages = Passage.objects.filter(file__in=files).order_by("file_id", "ordinal").values_list("file_id", "text")
-    texts: dict[str, list[str]] = {}
-    for file_id, text in passages:
-        texts.setdefault(file_id, []).append(text)
     for file in files:
         if budget <= 0:
             break
-        body = "\n".join(texts.get(file.id, [])) or "(no text could be extracted)"
-        body = body[:budget]
-        budget -= len(body)
-        parts.append(f"\n\n--- File {file.name} ({file.id}) ---\n{body}")
+        texts = []
+        for text in Passage.objects.filter(file=file).order_by("ordinal").values_list("text", flat=True).iterator():
+            texts.append(text[:budget])
+            budget -= len(texts[-1])
+            if budget <= 0:
+                break
+        parts.append(
+            f"\n\n--- File {file.name} ({file.id}) ---\n" + ("\n".join(texts) or "(no text could be extracted)")
+        )
     return "\n\nThe user attached these files:" + "".join(parts) if parts else ""
 
 

@@ -24,6 +24,14 @@ def _is_s3() -> bool:
     return hasattr(default_storage, "bucket_name")
 
 
+def _shown_inline(file: File) -> bool:
+    # Only PDFs and raster images: an uploaded HTML page (or SVG, which runs scripts) must not render
+    # from the bucket's origin.
+    return file.content_type == "application/pdf" or (
+        file.content_type.startswith("image/") and file.content_type != "image/svg+xml"
+    )
+
+
 def signed_url(*, file: File, request=None) -> str:
     """A URL that downloads the file without an API key for FILE_PREVIEW_URL_SECONDS."""
     seconds = settings.FILE_PREVIEW_URL_SECONDS
@@ -32,7 +40,12 @@ def signed_url(*, file: File, request=None) -> str:
             file.storage_key,
             parameters={
                 "ResponseContentType": file.content_type,
-                "ResponseContentDisposition": content_disposition_header(False, file.name),
+                # Inline only for PDFs and images: an uploaded HTML page must not render from the bucket.
+                "ResponseContentDisposition": content_disposition_header(
+                    not file.content_type.startswith(("application/pdf", "image/"))
+                    or file.content_type == "image/svg+xml",
+                    file.name,
+                ),
             },
             expire=seconds,
         )

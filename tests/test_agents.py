@@ -76,3 +76,16 @@ def test_put_is_not_allowed(owner):
     response = owner.client.put(owner.agent_url, {"name": "x"}, format="json")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_operators_choose_the_models_tenants_may_use(owner, settings):
+    settings.OPENAI_MODELS = ["gpt-4o-mini"]
+    settings.DEFAULT_MODEL = "house-model"
+    url = f"{owner.base}/agents"
+    refused = owner.client.post(url, {"name": "a", "engine": "openai", "model": "gpt-4-expensive"}, format="json")
+    assert refused.status_code == 400
+    assert "gpt-4o-mini" in refused.json()["error"]["message"]
+    for model in ("gpt-4o-mini", "house-model"):
+        assert (
+            owner.client.post(url, {"name": "a", "engine": "openai", "model": model}, format="json").status_code == 201
+        )

@@ -154,6 +154,7 @@ def test_deleting_a_conversation_cancels_its_running_generation(owner):
     running = Message.objects.create(
         tenant=owner.tenant, conversation=conversation, parent=user, role="assistant", status="in_progress"
     )
+    async_to_sync(streams().append)(running.id, 0, {"message": {"id": running.id}})  # its live log
     response = owner.client.post(f"{owner.base}/conversations/bulk-delete", {"ids": [conversation.id]}, format="json")
     assert response.json()["deleted"] == 1
     assert async_to_sync(streams().is_cancel_requested)(running.id)

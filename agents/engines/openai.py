@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped, without repeating it."
 
 
+def model_allowed(model: str) -> bool:
+    """Operators choose the models tenants may use (OPENAI_MODELS); the default model is always one."""
+    return not settings.OPENAI_MODELS or model in settings.OPENAI_MODELS or model == settings.DEFAULT_MODEL
+
+
 def openai_client() -> openai.AsyncOpenAI:
     if not settings.OPENAI_BASE_URL and not settings.OPENAI_API_KEY:
         raise EngineFailure("No OpenAI-compatible engine is configured (set OPENAI_BASE_URL and OPENAI_API_KEY).")
@@ -59,7 +64,14 @@ def build_messages(context: TurnContext) -> list[dict[str, Any]]:
 
 class OpenAIEngine:
     async def run(self, context: TurnContext) -> AsyncIterator[Event]:
-        client = openai_client()
+        model = context.model or settings.DEFAULT_MODEL
+        if not model_allowed(model):  # an agent made before the operator narrowed the list
+            raise EngineFailure(f"The model {model!r} is not offered on this server.")
+        async with openai_client() as client:
+            async for event in self._run(client, context):
+                yield event
+
+    async def _run(self, client: openai.AsyncOpenAI, context: TurnContext) -> AsyncIterator[Event]:
         tools = registry()
         enabled = [tools[name] for name in context.options.get("tools", list(tools)) if name in tools]
         tool_context = ToolContext(
