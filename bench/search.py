@@ -41,6 +41,7 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from agents.models import Agent  # noqa: E402
+from conversations import search  # noqa: E402
 from conversations.models import Conversation, Message  # noqa: E402
 from conversations.search import conversation_search  # noqa: E402
 from tenants.models import ApiKey, Tenant  # noqa: E402
@@ -422,8 +423,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--samples", type=int, default=40, help="requests per query class and side")
     parser.add_argument("--explain", action="store_true", help="print query plans of a common and a rare word")
+    parser.add_argument(
+        "--candidates", type=int, help="override conversations.search.CANDIDATE_MESSAGES, to try other caps"
+    )
     args = parser.parse_args()
 
+    if args.candidates is not None:
+        search.CANDIDATE_MESSAGES = args.candidates
     db = connection.settings_dict
     print(
         f"Database {db['NAME']} on {db['HOST'] or 'local socket'}:{db['PORT']}; "
@@ -454,6 +460,8 @@ def main() -> None:
     for name, queries in classes.items():
         shares = ", ".join(f"{q} {message_share(TENANTS[0], q):.2%}" for q in queries)
         print(f"  {name:<12} {shares}")
+    cap = getattr(search, "CANDIDATE_MESSAGES", None)
+    print(f"conversations.search.CANDIDATE_MESSAGES = {cap if cap is not None else '(none: every match is ranked)'}")
 
     clients = {}
     keys = []
