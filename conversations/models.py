@@ -89,6 +89,8 @@ class Message(TenantOwned):
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "conversation", "created_at", "id"], name="message_conversation_order"),
+            # Search ranks only a tenant's newest matches; for a common word they are found with this index.
+            models.Index(fields=["tenant", "-created_at", "-id"], name="message_tenant_recent"),
             GinIndex(fields=["search_vector"], name="message_search"),
         ]
         constraints = [

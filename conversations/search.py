@@ -2,9 +2,16 @@
 
 Conversations are ranked by their best match (a title match counts double), then by recency, and paged
 with a keyset cursor over (rank, updated_at, id). Highlights are computed only for the page returned.
-`ts_headline` parses HTML (it would drop tags from the text), so `<`, `>` and `&` go in as private-use
-characters, matches come out between two more of them, and Python turns those into escaped text and
-<mark> tags.
+
+Ranking reads every matching row, so a word found in a fifth of a tenant's messages would cost a second.
+So only the tenant's CANDIDATE_MESSAGES newest matching messages are ranked (titles are always all
+ranked): with fewer matches than that the results are exact; with more, conversations matched only by
+older messages are left out, a relevance/recency trade-off. Which index finds those newest matches
+cheaply depends on how common the query is, and the planner cannot tell for phrases and several words
+(it multiplies the words' frequencies, and "pull request" is as common as "pull"). So the query is first
+tried on the tenant's PROBE_MESSAGES newest messages: if it matches at least COMMON_SHARE of them, the
+newest messages are read in order until enough match (the (tenant, created_at) index); otherwise the
+GIN index finds every match. The tsquery reaches the planner as a constant, for its estimates.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from tenants.models import Tenant
 CONFIG = "english"
 QUERY_MAX_CHARS = 1000  # longer queries are cut: nobody types more, and tsquery size is bounded
 HIGHLIGHTED_MESSAGES = 2  # per conversation
+CANDIDATE_MESSAGES = 500  # newest matching messages ranked
+PROBE_MESSAGES = 2000
+COMMON_SHARE = 0.01  # where reading newest-first (~N/share rows) gets cheaper than reading every match
 START, STOP, LT, GT, AMP = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
 # translate(text, FROM, TO): <, > and & become LT, GT and AMP; sentinels already in the text are dropped.
 TRANSLATE_FROM, TRANSLATE_TO = f"<>&{START}{STOP}{LT}{GT}{AMP}", f"{LT}{GT}{AMP}"
@@ -47,6 +57,25 @@ def _marked(headline: str) -> str:
     return escaped
 
 
+def _parse_and_probe(*, tenant: Tenant, q: str) -> tuple[str, int]:
+    """The tsquery as text, and how many of the tenant's newest PROBE_MESSAGES messages it matches."""
+    sql = f"""
+        SELECT query::text, (
+            SELECT count(*) FROM (
+                SELECT m.search_vector FROM {Message._meta.db_table} m
+                WHERE m.tenant_id = %(tenant)s
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(probe)s
+            ) recent
+            WHERE recent.search_vector @@ query
+        )
+        FROM websearch_to_tsquery(%(config)s::regconfig, %(q)s) query
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"tenant": tenant.id, "probe": PROBE_MESSAGES, "config": CONFIG, "q": q})
+        return cursor.fetchone()
+
+
 def conversation_search(
     *,
     tenant: Tenant,
@@ -57,26 +86,57 @@ def conversation_search(
     highlights: bool = True,
 ) -> list[SearchHit]:
     """One page of hits (limit + 1 rows are read, so the caller can tell whether more exist)."""
+    tsquery, recent_matches = _parse_and_probe(tenant=tenant, q=q[:QUERY_MAX_CHARS])
+    if not tsquery:  # only stop words or punctuation
+        return []
     messages, conversations = Message._meta.db_table, Conversation._meta.db_table
-    params: dict = {"q": q[:QUERY_MAX_CHARS], "tenant": tenant.id, "limit": limit + 1, "config": CONFIG}
-    filters = ""
+    params: dict = {
+        "tsquery": tsquery,
+        "tenant": tenant.id,
+        "limit": limit + 1,
+        "candidates": CANDIDATE_MESSAGES,
+        # Newest-first reading stops there even if fewer match: the probe said about COMMON_SHARE would.
+        "read": int(CANDIDATE_MESSAGES / COMMON_SHARE),
+    }
+    candidate_filters, filters = "", ""
     if agent_id:
+        candidate_filters = (
+            f" AND m.conversation_id IN (SELECT id FROM {conversations} WHERE tenant_id = %(tenant)s"
+            " AND agent_id = %(agent)s)"
+        )
         filters += " AND c.agent_id = %(agent)s"
         params["agent"] = agent_id
     if after is not None:
         filters += " AND (r.rank, c.updated_at, c.id) < (%(after_rank)s, %(after_updated)s, %(after_id)s)"
         params.update(after_rank=after[0], after_updated=after[1], after_id=after[2])
+    if recent_matches >= COMMON_SHARE * PROBE_MESSAGES:
+        candidates = f"""
+            SELECT recent.conversation_id, recent.search_vector FROM (
+                SELECT m.conversation_id, m.search_vector FROM {messages} m
+                WHERE m.tenant_id = %(tenant)s {candidate_filters}
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(read)s
+            ) recent
+            WHERE recent.search_vector @@ %(tsquery)s::tsquery
+            LIMIT %(candidates)s
+        """
+    else:
+        candidates = f"""
+            SELECT m.conversation_id, m.search_vector FROM {messages} m
+            WHERE m.tenant_id = %(tenant)s AND m.search_vector @@ %(tsquery)s::tsquery {candidate_filters}
+            ORDER BY m.created_at DESC, m.id DESC
+            LIMIT %(candidates)s
+        """
     sql = f"""
-        WITH query AS (SELECT websearch_to_tsquery(%(config)s::regconfig, %(q)s) AS q),
+        WITH candidates AS ({candidates}),
         matches AS (
-            SELECT m.conversation_id AS id, max(ts_rank_cd(m.search_vector, query.q)) AS rank
-            FROM {messages} m, query
-            WHERE m.tenant_id = %(tenant)s AND m.search_vector @@ query.q
-            GROUP BY m.conversation_id
+            SELECT conversation_id AS id, max(ts_rank_cd(search_vector, %(tsquery)s::tsquery)) AS rank
+            FROM candidates
+            GROUP BY conversation_id
             UNION ALL
-            SELECT c.id, 2 * ts_rank_cd(c.title_vector, query.q)
-            FROM {conversations} c, query
-            WHERE c.tenant_id = %(tenant)s AND c.title_vector @@ query.q
+            SELECT c.id, 2 * ts_rank_cd(c.title_vector, %(tsquery)s::tsquery)
+            FROM {conversations} c
+            WHERE c.tenant_id = %(tenant)s AND c.title_vector @@ %(tsquery)s::tsquery
         ),
         ranked AS (SELECT id, max(rank)::float8 AS rank FROM matches GROUP BY id)
         SELECT c.id, c.name, c.updated_at, c.agent_id, r.rank
@@ -89,36 +149,39 @@ def conversation_search(
         cursor.execute(sql, params)
         hits = [SearchHit(*row) for row in cursor.fetchall()]
     if highlights and hits:
-        _attach_highlights(tenant=tenant, q=params["q"], hits=hits[:limit])
+        _attach_highlights(tenant=tenant, tsquery=tsquery, hits=hits[:limit])
     return hits
 
 
-def _attach_highlights(*, tenant: Tenant, q: str, hits: list[SearchHit]) -> None:
+def _attach_highlights(*, tenant: Tenant, tsquery: str, hits: list[SearchHit]) -> None:
     messages, conversations = Message._meta.db_table, Conversation._meta.db_table
     ids = [hit.id for hit in hits]
     sql = f"""
-        WITH query AS (SELECT websearch_to_tsquery(%(config)s::regconfig, %(q)s) AS q)
         SELECT c.id, 0 AS position,
-               ts_headline(%(config)s::regconfig, translate(c.name, %(from)s, %(to)s), query.q, %(options)s)
-        FROM {conversations} c, query
-        WHERE c.tenant_id = %(tenant)s AND c.id = ANY(%(ids)s) AND c.title_vector @@ query.q
+               ts_headline(%(config)s::regconfig, translate(c.name, %(from)s, %(to)s), %(tsquery)s::tsquery,
+                           %(options)s)
+        FROM {conversations} c
+        WHERE c.tenant_id = %(tenant)s AND c.id = ANY(%(ids)s) AND c.title_vector @@ %(tsquery)s::tsquery
         UNION ALL
         SELECT t.conversation_id, t.position,
-               ts_headline(%(config)s::regconfig, translate(t.content, %(from)s, %(to)s), query.q, %(options)s)
-        FROM query, (
+               ts_headline(%(config)s::regconfig, translate(t.content, %(from)s, %(to)s), %(tsquery)s::tsquery,
+                           %(options)s)
+        FROM (
             SELECT m.conversation_id, m.content,
                    row_number() OVER (
-                       PARTITION BY m.conversation_id ORDER BY ts_rank_cd(m.search_vector, query.q) DESC, m.id
+                       PARTITION BY m.conversation_id
+                       ORDER BY ts_rank_cd(m.search_vector, %(tsquery)s::tsquery) DESC, m.id
                    ) AS position
-            FROM {messages} m, query
-            WHERE m.tenant_id = %(tenant)s AND m.conversation_id = ANY(%(ids)s) AND m.search_vector @@ query.q
+            FROM {messages} m
+            WHERE m.tenant_id = %(tenant)s AND m.conversation_id = ANY(%(ids)s)
+              AND m.search_vector @@ %(tsquery)s::tsquery
         ) t
         WHERE t.position <= %(per_conversation)s
         ORDER BY 1, 2
     """
     params = {
         "config": CONFIG,
-        "q": q,
+        "tsquery": tsquery,
         "tenant": tenant.id,
         "ids": ids,
         "from": TRANSLATE_FROM,
