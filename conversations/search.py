@@ -12,6 +12,10 @@ cheaply depends on how common the query is, and the planner cannot tell for phra
 tried on the tenant's PROBE_MESSAGES newest messages: if it matches at least COMMON_SHARE of them, the
 newest messages are read in order until enough match (the (tenant, created_at) index); otherwise the
 GIN index finds every match. The tsquery reaches the planner as a constant, for its estimates.
+
+`ts_headline` parses HTML (it would drop tags from the text), so `<`, `>` and `&` go in as private-use
+characters, matches come out between two more of them, and Python turns those into escaped text and
+<mark> tags.
 """
 
 from __future__ import annotations
