@@ -16,7 +16,7 @@ from core.errors import ApplicationError, Conflict
 from dataframes.formats import schema_of
 from dataframes.models import DataFrame, is_frame_name
 from dataframes.parquet import parquet_store, stored_file_path, stored_files_delete
-from dataframes.sql import QueryFailed, Sandbox, read_only_statement, referenced_tables
+from dataframes.sql import QueryFailed, Sandbox, paths_scrubbed, read_only_statement, referenced_tables
 from dataframes.tabular import conversation_file_tables, register_tabular_file
 
 logger = logging.getLogger(__name__)
@@ -153,12 +153,12 @@ def dataframe_create_from_sql(
                     register_tabular_file(sandbox, stack, file, table_name)
                 except ApplicationError as exc:
                     raise QueryFailed(
-                        f"The file {file.file_name!r} (table {table_name}) was not read: {exc.message}"
+                        f"The file {file.file_name!r} (table {table_name}) was not read: {paths_scrubbed(exc.message)}"
                     ) from None
                 except duckdb.Error as exc:
                     raise QueryFailed(
                         f"The file {file.file_name!r} (table {table_name}) could not be read as {file.kind}: "
-                        f"{str(exc).splitlines()[0]}"
+                        f"{paths_scrubbed(str(exc).splitlines()[0])}"
                     ) from None
                 registered.append(f"{table_name} (file {file.file_name})")
         if registered:

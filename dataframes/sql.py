@@ -9,6 +9,8 @@ exactly one SELECT (WITH ... SELECT included); memory, threads, time and result 
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -47,6 +49,14 @@ def read_only_statement(query: str) -> str:
             "Writing, copying, attaching, installing or loading extensions and changing settings are refused."
         )
     return statement.query
+
+
+def paths_scrubbed(text: str) -> str:
+    """Error text for a client: paths under the storage root or the temp folder (S3 copies) become
+    `<stored file>`, so that replies do not reveal the server's layout."""
+    roots = [str(settings.MEDIA_ROOT), tempfile.gettempdir()]
+    pattern = "|".join(re.escape(root.rstrip("/")) + r"/[^\s'\"]*" for root in roots)
+    return re.sub(pattern, "<stored file>", text)
 
 
 def _first_lines(exc: BaseException, limit: int = 400) -> str:
@@ -99,6 +109,13 @@ class Sandbox:
         self.paths.append(path)
         self.tables.append(name)
 
+    def _scrubbed(self, exc: BaseException) -> str:
+        """The error's first lines, without the server's storage paths (each becomes its table's name)."""
+        text = _first_lines(exc)
+        for path, name in zip(self.paths, self.tables, strict=True):
+            text = text.replace(path, name)
+        return paths_scrubbed(text)
+
     def add_arrow(self, name: str, table: pa.Table) -> None:
         assert not self.locked
         self.connection.register(name, table)
@@ -150,10 +167,10 @@ class Sandbox:
         except duckdb.PermissionException as exc:
             raise QueryFailed(
                 "Refused: a query can read only this conversation's data frames and tabular files, not other "
-                f"files, URLs, extensions or settings ({_first_lines(exc)})."
+                f"files, URLs, extensions or settings ({self._scrubbed(exc)})."
             ) from None
         except duckdb.Error as exc:
-            raise QueryFailed(f"The query failed: {_first_lines(exc)}") from None
+            raise QueryFailed(f"The query failed: {self._scrubbed(exc)}") from None
         finally:
             timer.cancel()
         truncated = table.num_rows > max_rows

@@ -58,6 +58,8 @@ def file_create_many(
     text: all of them or, on any error, none (stored bytes are removed again)."""
     if not uploads:
         raise Invalid("files: at least one file is required.", details={"files": ["This field is required."]})
+    # Before any parsing: a tenant over its quota must not cost the server text extraction.
+    _check_tenant_limit(tenant, sum(upload.size or 0 for upload in uploads))
     prepared: list[tuple[DjangoFile, File, Extraction]] = []
     for upload in uploads:
         name = file_name_sanitize(upload.name or "")
@@ -83,7 +85,6 @@ def file_create_many(
         )
         prepared.append((upload, row, extraction))
     incoming = sum(row.size for _, row, _ in prepared)
-    _check_tenant_limit(tenant, incoming)  # early, before any byte is stored
 
     stored: list[str] = []
     try:

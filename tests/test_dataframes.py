@@ -776,3 +776,12 @@ def test_a_result_over_the_byte_cap_is_refused(owner, settings):
     answer, _ = ask(owner, owner.conversation(), "SELECT repeat('x', 1000) AS wide FROM range(5000)")
     assert "larger than 1 MiB" in answer.text
     assert answer.events == [] and not DataFrame.objects.exists()
+
+
+def test_errors_do_not_reveal_storage_paths(owner, files, settings):
+    conversation = owner.conversation()
+    files(conversation, "broken.csv", b'a,b\n1,"unterminated\n2,3\n' + bytes(range(256)) * 4)
+    answer, _ = ask(owner, conversation, "SELECT sum(a::INTEGER) FROM broken")
+    assert answer.events == [] and answer.text  # the query failed, with an explanation
+    assert str(settings.MEDIA_ROOT) not in answer.text
+    assert "/media/" not in answer.text
