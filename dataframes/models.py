@@ -2,6 +2,7 @@ import re
 
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models.functions import Lower
 
 from core.ids import PublicIdField
 from core.models import TenantOwned
@@ -35,7 +36,8 @@ class DataFrame(TenantOwned):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["conversation", "name"], name="dataframe_name_once_per_conversation"),
+            # Case-insensitive, as DuckDB resolves table names: `Sales` would shadow `sales`.
+            models.UniqueConstraint("conversation", Lower("name"), name="dataframe_name_once_per_conversation_ci"),
             models.CheckConstraint(condition=models.Q(name__regex=NAME_PATTERN), name="dataframe_name_is_identifier"),
         ]
         indexes = [

@@ -785,3 +785,15 @@ def test_errors_do_not_reveal_storage_paths(owner, files, settings):
     assert answer.events == [] and answer.text  # the query failed, with an explanation
     assert str(settings.MEDIA_ROOT) not in answer.text
     assert "/media/" not in answer.text
+
+
+def test_frame_names_are_unique_whatever_their_case(owner):
+    conversation = owner.conversation()
+    dataframe_create(
+        tenant_id=owner.tenant.id, conversation_id=conversation.id, name="sales", table=pa.table({"a": [1]})
+    )
+    with pytest.raises(Exception, match="already exists"):
+        dataframe_create(
+            tenant_id=owner.tenant.id, conversation_id=conversation.id, name="Sales", table=pa.table({"a": [2]})
+        )
+    assert DataFrame.objects.filter(conversation=conversation).count() == 1
