@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = "root"  # `parent_id: "root"` starts a new branch at the top of the conversation
 HEARTBEAT_SECONDS = 10
+FINISH_ATTEMPTS = 3
 CANCEL_POLL_SECONDS = 0.5  # a cancel stops a generation well within the 2 s it may take
 
 
@@ -378,12 +379,26 @@ async def _generate(turn: Turn) -> str:
     if status != MessageStatus.FAILED:
         final = [{"tokens": usage[0] + usage[1]}, {"done": True, "status": status}]
     final = [(record.add(event), event) for event in final]
-    await in_worker(_finish)(turn, status=status, error=error, usage=usage, citations=citations)
+    if not await _store_final(turn, status=status, error=error, usage=usage, citations=citations):
+        # Not stored (the database is unreachable): still end the stream, so no client waits forever;
+        # the sweep fails the message once its heartbeat is stale.
+        final = [(final[0][0], {"error": "The reply could not be stored."})]
     for seq, event in final:
         await log.append(turn.message_id, seq, event)
     if turn.title_from and status == MessageStatus.COMPLETED:
         await _title_conversation(turn)
     return status
+
+
+async def _store_final(turn: Turn, **outcome) -> bool:
+    for attempt in range(FINISH_ATTEMPTS):
+        try:
+            await in_worker(_finish)(turn, **outcome)
+            return True
+        except DatabaseError:
+            logger.exception("Storing the end of generation %s failed (attempt %d)", turn.message_id, attempt + 1)
+            await asyncio.sleep(0.5 * (attempt + 1))
+    return False
 
 
 async def _title_conversation(turn: Turn) -> None:

@@ -202,7 +202,7 @@ def main() -> None:
     try:
         server = start_daphne(port, workdir / "daphne.log", db_pool=args.db_pool)
         connections = (
-            "psycopg pool (4-16)" if args.db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
+            "psycopg pool (4-32)" if args.db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
         )
         print(
             f"daphne (one process, pid {server.pid}) on 127.0.0.1:{port}, {connections}, log {workdir / 'daphne.log'}"

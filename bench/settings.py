@@ -3,16 +3,16 @@
 import os
 
 from config.settings import *  # noqa: F403
-from config.settings import DATABASES
+from config.settings import DATABASES, REQUEST_SYNC_THREADS
 
 ROOT_URLCONF = "bench.urls"
 # The benchmark sends thousands of requests a minute with one key; the throttle still runs, it just never trips.
 THROTTLE_RATE = "100000000/min"
 
 if os.environ.get("BENCH_DB_POOL"):
-    # `rest_list.py --db-pool`: psycopg's connection pool (needs the psycopg-pool package) instead of a new
-    # connection per request, to see the per-request cost without connection set-up.
+    # `--db-pool`: psycopg's connection pool instead of a new connection per request, sized as README
+    # recommends (REQUEST_SYNC_THREADS + the generation workers).
     DATABASES["default"]["OPTIONS"] = {
         **DATABASES["default"].get("OPTIONS", {}),
-        "pool": {"min_size": 4, "max_size": 16},
+        "pool": {"min_size": 4, "max_size": REQUEST_SYNC_THREADS + 16},
     }

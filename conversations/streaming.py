@@ -4,6 +4,7 @@ message (exactly: see conversations.events), polling its flushes while it still 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,8 @@ from conversations.events import rebuild_events
 from conversations.models import Message, MessageStatus
 from conversations.streams import is_terminal, streams
 from core.db import release_request_thread
+
+logger = logging.getLogger(__name__)
 
 STORED_POLL_SECONDS = 0.5
 
@@ -24,8 +27,14 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
     An empty batch means "nothing for a while": the writer sends a keep-alive comment."""
     log = streams()
     last = after
+    waiting = False  # the first read never blocks: a log that has ended (or is missing) answers at once
     while True:
-        found = await log.read(message_id, last, timeout=settings.STREAM_KEEPALIVE_SECONDS)
+        waited, waiting = waiting, True
+        try:
+            found = await log.read(message_id, last, timeout=settings.STREAM_KEEPALIVE_SECONDS, wait=waited)
+        except Exception:  # the log's store failed (Redis timeout, restart): the stored message still serves
+            logger.warning("Reading the live log of %s failed; following the stored message", message_id, exc_info=True)
+            found = None
         if found is not None:
             entries, ended = found
             batch = _through_terminal(entries)
@@ -36,7 +45,7 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
                     return
             if ended:
                 return
-            if batch:
+            if batch or not waited:
                 continue
             # Nothing new for a while. A log can stop short of its end (its process died, or the sweep
             # failed the reply): the stored message is the authority once it no longer runs.

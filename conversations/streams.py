@@ -61,14 +61,18 @@ class MemoryStreams:
         self._logs.pop(message_id, None)
         self._cancelled.pop(message_id, None)
 
-    async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
-        """Entries with seq > after (waiting up to `timeout` for one) and whether the log has ended;
-        None when there is no live log (never was, or finished)."""
+    async def read(
+        self, message_id: str, after: int, timeout: float, *, wait: bool = True
+    ) -> tuple[list[Entry], bool] | None:
+        """Entries with seq > after (waiting up to `timeout` for one, if `wait`) and whether the log has
+        ended; None when there is no live log (never was, or finished)."""
         log = self._logs.get(message_id)
         if log is None:
             return None
         if len(log.entries) > after + 1:
             return log.entries[after + 1 :], False
+        if not wait:
+            return [], False
         waiter = asyncio.get_running_loop().create_future()
         log.waiters.append(waiter)
         try:
@@ -119,30 +123,39 @@ class RedisStreams:
         return f"parley:stream:{message_id}"
 
     async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
-        client = self._client()
         key = self._key(message_id)
-        await client.xadd(key, {"e": json.dumps(event)}, id=f"0-{seq + 1}")
         ttl = settings.STREAM_LOG_TTL_SECONDS if is_terminal(event) else settings.STREAM_LOG_TTL_SECONDS * 24
-        await client.expire(key, ttl)
+        async with self._client().pipeline(transaction=False) as pipe:  # one round trip
+            pipe.xadd(key, {"e": json.dumps(event)}, id=f"0-{seq + 1}")
+            pipe.expire(key, ttl)
+            await pipe.execute()
 
     async def reset(self, message_id: str) -> None:
         await self._client().delete(self._key(message_id), f"parley:cancel:{message_id}")
 
-    async def read(self, message_id: str, after: int, timeout: float) -> tuple[list[Entry], bool] | None:
+    async def read(
+        self, message_id: str, after: int, timeout: float, *, wait: bool = True
+    ) -> tuple[list[Entry], bool] | None:
         client = self._client()
         key = self._key(message_id)
+        if wait:
+            # Following a live log: one blocking XREAD per batch of events.
+            response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
+            if response:
+                return self._entries(response[0][1])
+        # First read, or nothing for `timeout`: is there a log at all, and has it ended?
         found = await client.xrange(key, min=f"0-{after + 2}", count=500)
-        if not found:
-            last = await client.xrevrange(key, count=1)
-            if not last:
-                return None
-            if _seq(last[0][0]) > after:  # appended between the two calls: read it, never skip it
-                found = await client.xrange(key, min=f"0-{after + 2}", count=500)
-            elif is_terminal(json.loads(last[0][1][b"e"])):
-                return [], True
-            else:
-                response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
-                found = response[0][1] if response else []
+        if found:
+            return self._entries(found)
+        last = await client.xrevrange(key, count=1)
+        if not last:
+            return None
+        if _seq(last[0][0]) > after:  # appended between the two calls: read it, never skip it
+            return self._entries(await client.xrange(key, min=f"0-{after + 2}", count=500))
+        return [], is_terminal(json.loads(last[0][1][b"e"]))
+
+    @staticmethod
+    def _entries(found) -> tuple[list[Entry], bool]:
         entries = [(_seq(entry_id), json.loads(fields[b"e"])) for entry_id, fields in found]
         return entries, bool(entries) and is_terminal(entries[-1][1])
 

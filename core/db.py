@@ -9,6 +9,7 @@ def in_worker(function):
 
     For work that outlives a request (a generation) or must not queue behind other requests: the
     request's own thread is gone, and Django's single shared sync thread would serialise everything.
+    The pool has min(32, CPUs + 4) threads; each keeps its connection (mind DB_POOL_MAX_SIZE).
     """
 
     def call(*args, **kwargs):

@@ -93,7 +93,18 @@ def test_the_stream_follows_the_protocol(server, owner):
     assert events[-2]["data"]["tokens"] == stored.input_tokens + stored.output_tokens
 
 
-def test_resuming_at_random_cut_points_loses_and_repeats_nothing(server, owner):
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=needs_redis)])
+def any_log_server(request, server, django_db_blocker):
+    """The module's in-process-log server, and a server on Redis Streams when Redis is available."""
+    if request.param == "in-process":
+        yield server
+        return
+    with django_db_blocker.unblock(), daphne_server(REDIS_URL=REDIS_URL, STREAM_KEEPALIVE_SECONDS="0.3") as url:
+        yield url
+
+
+def test_resuming_at_random_cut_points_loses_and_repeats_nothing(any_log_server, owner):
+    server = any_log_server
     slow(owner, 25)
     conversation = owner.conversation()
     seen: list[dict] = []
