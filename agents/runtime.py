@@ -331,13 +331,16 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
             task.cancel()
             return
         elapsed = time.monotonic() - last_write
-        if turn.record.next_seq != flushed_seq and elapsed >= settings.GENERATION_FLUSH_SECONDS:
-            flushed_seq = turn.record.next_seq
-            await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
-            last_write = time.monotonic()
-        elif elapsed >= HEARTBEAT_SECONDS:
-            await in_worker(Message.objects.filter(pk=turn.message_id).update)(heartbeat_at=timezone.now())
-            last_write = time.monotonic()
+        try:
+            if turn.record.next_seq != flushed_seq and elapsed >= settings.GENERATION_FLUSH_SECONDS:
+                seq = turn.record.next_seq
+                await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
+                flushed_seq, last_write = seq, time.monotonic()
+            elif elapsed >= HEARTBEAT_SECONDS:
+                await in_worker(Message.objects.filter(pk=turn.message_id).update)(heartbeat_at=timezone.now())
+                last_write = time.monotonic()
+        except DatabaseError:  # a blip: keep tending (cancels, later flushes); the end is stored with retries
+            logger.warning("Flushing generation %s failed", turn.message_id, exc_info=True)
 
 
 async def _generate(turn: Turn) -> str:
@@ -383,8 +386,11 @@ async def _generate(turn: Turn) -> str:
         # Not stored (the database is unreachable): still end the stream, so no client waits forever;
         # the sweep fails the message once its heartbeat is stale.
         final = [(final[0][0], {"error": "The reply could not be stored."})]
-    for seq, event in final:
-        await log.append(turn.message_id, seq, event)
+    try:
+        for seq, event in final:
+            await log.append(turn.message_id, seq, event)
+    except Exception:  # the log's store failed: followers finish from the stored message
+        logger.exception("Publishing the end of generation %s failed", turn.message_id)
     if turn.title_from and status == MessageStatus.COMPLETED:
         await _title_conversation(turn)
     return status
