@@ -56,6 +56,11 @@ def events_only(entries: list[dict]) -> list[dict]:
     return [entry for entry in entries if "data" in entry]
 
 
+def message_id_of(first_chunk: bytes) -> str:
+    """The message id the stream's first event (`message`) announces."""
+    return parse_sse(first_chunk.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+
+
 def content_of(events: list[dict]) -> str:
     return "".join(event["data"].get("content", "") for event in events)
 
@@ -200,7 +205,7 @@ def test_after_a_disconnect_the_reply_completes_and_is_stored(server, owner):
         timeout=30,
     ) as response:
         first = next(response.iter_bytes())
-    message_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+    message_id = message_id_of(first)
     deadline = time.monotonic() + 15
     while Message.objects.get(id=message_id).status == "in_progress" and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -221,7 +226,7 @@ def test_on_disconnect_cancel_stops_the_engine_within_two_seconds(server, owner)
     ) as response:
         first = next(response.iter_bytes())
     left_at = time.monotonic()
-    message_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+    message_id = message_id_of(first)
     while Message.objects.get(id=message_id).status == "in_progress" and time.monotonic() - left_at < 5:
         time.sleep(0.05)
     stopped_after = time.monotonic() - left_at
@@ -243,7 +248,7 @@ def test_partial_content_is_flushed_while_running(server, owner):
     ) as response:
         iterator = response.iter_bytes()
         first = next(iterator)
-        message_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+        message_id = message_id_of(first)
         time.sleep(2.2)
         listed = httpx.get(
             f"{server}{owner.conversation_url(conversation)}/messages", headers=headers(owner), timeout=10
@@ -268,7 +273,7 @@ def test_cancel_stops_a_running_stream_and_keeps_the_partial_reply(server, owner
     ) as response:
         iterator = response.iter_bytes()
         chunks = [next(iterator)]
-        message_id = parse_sse(chunks[0].split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+        message_id = message_id_of(chunks[0])
         time.sleep(0.5)
         cancelled = httpx.post(
             f"{server}{owner.conversation_url(conversation)}/messages/{message_id}/cancel",
@@ -293,7 +298,7 @@ def test_a_stream_while_another_runs_is_409_before_any_event(server, owner):
     with httpx.stream("POST", url, json={"content": "first"}, headers=headers(owner), timeout=30) as response:
         iterator = response.iter_bytes()
         first = next(iterator)
-        running_id = parse_sse(first.split(b"\n\n")[0] + b"\n\n")[0]["data"]["message"]["id"]
+        running_id = message_id_of(first)
         second = httpx.post(
             url, json={"content": "second"}, headers=headers(owner, Accept="text/event-stream"), timeout=10
         )
