@@ -13,8 +13,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from agents.engines import ChatMessage, Content, Event, Thinking, TurnContext, Usage, engine_for
-from agents.models import Agent, Engine
-from core.errors import Invalid, NotFound, PayloadTooLarge
+from agents.models import Engine
+from agents.selectors import agent_get
+from core.errors import Invalid, PayloadTooLarge
 from files.selectors import file_refs_validate, files_as_context
 from tenants.models import Tenant
 from tenants.services import usage_record
@@ -96,9 +97,7 @@ def stateless_context(*, tenant: Tenant, request: StatelessRequest) -> tuple[str
     model when an OpenAI-compatible server is configured, else the builtin engine."""
     engine, model, options = Engine.BUILTIN, "", {}
     if request.agent_id:
-        agent = Agent.objects.for_tenant(tenant).filter(id=request.agent_id).first()
-        if agent is None:
-            raise NotFound(f"No agent {request.agent_id!r}.")
+        agent = agent_get(tenant=tenant, agent_id=request.agent_id)
         engine, model, options = agent.engine, agent.model, dict(agent.options)
     elif settings.DEFAULT_MODEL and (settings.OPENAI_BASE_URL or settings.OPENAI_API_KEY):
         engine, model = Engine.OPENAI, settings.DEFAULT_MODEL
