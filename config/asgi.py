@@ -1,5 +1,4 @@
 import os
-import sys
 
 from channels.routing import ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
@@ -14,15 +13,11 @@ from django.conf import settings  # noqa: E402
 
 from conversations.maintenance import MaintainedApplication  # noqa: E402 - needs the app registry
 from core.asgi import SharedSyncThreads  # noqa: E402
+from core.daphne import install as daphne_install  # noqa: E402
 
 application = MaintainedApplication(
     SharedSyncThreads(ProtocolTypeRouter({"http": django_application}), size=settings.REQUEST_SYNC_THREADS)
 )
 
-# Under daphne, Twisted parses every multipart POST body with the email package before the request
-# reaches Django: the whole upload in memory, about 13 times over (a 200 MiB upload took 2.6 GiB).
-# Daphne never reads what that parse produces, and Twisted has a per-request switch for it that daphne
-# does not expose: pin it off. daphne.http_protocol is loaded only when daphne serves this module.
-_daphne_http = sys.modules.get("daphne.http_protocol")
-if _daphne_http is not None:
-    _daphne_http.WebRequest._parsePOSTFormSubmission = property(lambda request: False, lambda *_: None)
+# Under daphne, keep request bodies on disk until Django reads them (see core/daphne.py).
+daphne_install()
