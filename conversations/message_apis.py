@@ -68,9 +68,9 @@ async def turn_prepare(request, conversation: Conversation) -> TurnRequest:
     return turn_request
 
 
-def _turn_body(conversation_id: str, message_id: str) -> tuple[int, dict]:
-    assistant = Message.objects.for_display().select_related("conversation").get(pk=message_id)
-    user = Message.objects.for_display().get(pk=assistant.parent_id)
+def _turn_body(conversation_id: str, user_message_id: str, message_id: str) -> tuple[int, dict]:
+    pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
+    user, assistant = pair[user_message_id], pair[message_id]
     conversation = assistant.conversation
     if assistant.status == MessageStatus.FAILED:
         return 502, error_body(
@@ -91,7 +91,7 @@ async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, 
     generation = await generation_start(turn)
     await release_request_thread()
     await asyncio.shield(generation)
-    return await in_worker(_turn_body)(conversation.id, turn.message_id)
+    return await in_worker(_turn_body)(conversation.id, turn.user_message_id, turn.message_id)
 
 
 async def _turn_once(
