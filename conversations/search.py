@@ -9,9 +9,13 @@ ranked): with fewer matches than that the results are exact; with more, conversa
 older messages are left out, a relevance/recency trade-off. Which index finds those newest matches
 cheaply depends on how common the query is, and the planner cannot tell for phrases and several words
 (it multiplies the words' frequencies, and "pull request" is as common as "pull"). So the query is first
-tried on the tenant's PROBE_MESSAGES newest messages: if it matches at least COMMON_SHARE of them, the
-newest messages are read in order until enough match (the (tenant, created_at) index); otherwise the
-GIN index finds every match. The tsquery reaches the planner as a constant, for its estimates.
+tried on the tenant's PROBE_MESSAGES newest messages. If it matches at least COMMON_SHARE of them, the
+newest messages are read in order until enough match (the (tenant, created_at) index). If it matches
+fewer than WINDOW_SHARE, the GIN index finds every match. In between (around 1%), both would read tens of
+thousands of rows, so the GIN bitmap is ANDed with the range of that index holding the messages newest
+enough to give about WINDOW_FACTOR * CANDIDATE_MESSAGES matches at the probe's rate; if the window holds
+fewer, older matches are read too, so the result is the same as reading every match. Elsewhere the tsquery
+reaches the planner as a constant, for its estimates.
 
 `ts_headline` parses HTML (it would drop tags from the text), so `<`, `>` and `&` go in as private-use
 characters, matches come out between two more of them, and Python turns those into escaped text and
@@ -34,7 +38,9 @@ QUERY_MAX_CHARS = 1000  # longer queries are cut: nobody types more, and tsquery
 HIGHLIGHTED_MESSAGES = 2  # per conversation
 CANDIDATE_MESSAGES = 500  # newest matching messages ranked
 PROBE_MESSAGES = 2000
-COMMON_SHARE = 0.01  # where reading newest-first (~N/share rows) gets cheaper than reading every match
+COMMON_SHARE = 0.04  # from this share of the probe, newest messages are read in order
+WINDOW_SHARE = 0.0075  # from this share up to COMMON_SHARE, matches are found in a window of recent messages
+WINDOW_FACTOR = 1.25  # the window holds this many times the messages expected to give CANDIDATE_MESSAGES matches
 START, STOP, LT, GT, AMP = "\ue000", "\ue001", "\ue002", "\ue003", "\ue004"
 # translate(text, FROM, TO): <, > and & become LT, GT and AMP; sentinels already in the text are dropped.
 TRANSLATE_FROM, TRANSLATE_TO = f"<>&{START}{STOP}{LT}{GT}{AMP}", f"{LT}{GT}{AMP}"
@@ -61,23 +67,35 @@ def _marked(headline: str) -> str:
     return escaped
 
 
-def _parse_and_probe(*, tenant: Tenant, q: str) -> tuple[str, int]:
-    """The tsquery as text, and how many of the tenant's newest PROBE_MESSAGES messages it matches."""
+@dataclass
+class Probe:
+    """The tsquery as text, and how many of the tenant's newest messages (`probed`, at most PROBE_MESSAGES,
+    created from `since` to `until`) it matches."""
+
+    tsquery: str
+    matches: int
+    probed: int
+    since: datetime | None
+    until: datetime | None
+
+
+def _parse_and_probe(*, tenant: Tenant, q: str) -> Probe:
     sql = f"""
-        SELECT query::text, (
-            SELECT count(*) FROM (
-                SELECT m.search_vector FROM {Message._meta.db_table} m
+        SELECT query::text, recent.matches, recent.probed, recent.since, recent.until
+        FROM websearch_to_tsquery(%(config)s::regconfig, %(q)s) query, LATERAL (
+            SELECT count(*) FILTER (WHERE r.search_vector @@ query) AS matches, count(*) AS probed,
+                   min(r.created_at) AS since, max(r.created_at) AS until
+            FROM (
+                SELECT m.search_vector, m.created_at FROM {Message._meta.db_table} m
                 WHERE m.tenant_id = %(tenant)s
                 ORDER BY m.created_at DESC, m.id DESC
                 LIMIT %(probe)s
-            ) recent
-            WHERE recent.search_vector @@ query
-        )
-        FROM websearch_to_tsquery(%(config)s::regconfig, %(q)s) query
+            ) r
+        ) recent
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, {"tenant": tenant.id, "probe": PROBE_MESSAGES, "config": CONFIG, "q": q})
-        return cursor.fetchone()
+        return Probe(*cursor.fetchone())
 
 
 def conversation_search(
@@ -90,7 +108,8 @@ def conversation_search(
     highlights: bool = True,
 ) -> list[SearchHit]:
     """One page of hits (limit + 1 rows are read, so the caller can tell whether more exist)."""
-    tsquery, recent_matches = _parse_and_probe(tenant=tenant, q=q[:QUERY_MAX_CHARS])
+    probe = _parse_and_probe(tenant=tenant, q=q[:QUERY_MAX_CHARS])
+    tsquery = probe.tsquery
     if not tsquery:  # only stop words or punctuation
         return []
     messages, conversations = Message._meta.db_table, Conversation._meta.db_table
@@ -113,7 +132,8 @@ def conversation_search(
     if after is not None:
         filters += " AND (r.rank, c.updated_at, c.id) < (%(after_rank)s, %(after_updated)s, %(after_id)s)"
         params.update(after_rank=after[0], after_updated=after[1], after_id=after[2])
-    if recent_matches >= COMMON_SHARE * PROBE_MESSAGES:
+    share = probe.matches / probe.probed if probe.probed == PROBE_MESSAGES else 0.0
+    if share >= COMMON_SHARE:
         candidates = f"""
             SELECT recent.conversation_id, recent.search_vector FROM (
                 SELECT m.conversation_id, m.search_vector FROM {messages} m
@@ -123,6 +143,31 @@ def conversation_search(
             ) recent
             WHERE recent.search_vector @@ %(tsquery)s::tsquery
             LIMIT %(candidates)s
+        """
+    elif share >= WINDOW_SHARE:
+        # The messages of about the newest WINDOW_FACTOR * CANDIDATE_MESSAGES / share, at the probe's rate.
+        window = WINDOW_FACTOR * CANDIDATE_MESSAGES / probe.matches
+        params["window_start"] = probe.until - (probe.until - probe.since) * window
+        # The tsquery goes in as a subquery here: the planner then assumes a default share for it rather than
+        # its estimate (for a phrase, the product of its words' shares, a hundred times too low), and so ANDs
+        # the GIN bitmap with the window's range of the (tenant, created_at) index instead of reading every
+        # match. Older matches are read only if the window held fewer than CANDIDATE_MESSAGES.
+        candidates = f"""
+            WITH recent AS (
+                SELECT m.conversation_id, m.search_vector FROM {messages} m
+                WHERE m.tenant_id = %(tenant)s AND m.created_at >= %(window_start)s
+                  AND m.search_vector @@ (SELECT %(tsquery)s::tsquery) {candidate_filters}
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(candidates)s
+            )
+            SELECT conversation_id, search_vector FROM recent
+            UNION ALL (
+                SELECT m.conversation_id, m.search_vector FROM {messages} m
+                WHERE m.tenant_id = %(tenant)s AND m.created_at < %(window_start)s
+                  AND m.search_vector @@ %(tsquery)s::tsquery {candidate_filters}
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(candidates)s - (SELECT count(*) FROM recent)
+            )
         """
     else:
         candidates = f"""

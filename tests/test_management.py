@@ -1,10 +1,14 @@
 """Tenant-wide conversation management: list, search, bulk delete, delete all, titles, feedback."""
 
+from datetime import timedelta
+
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import override_settings
+from django.utils import timezone
 
 from agents.models import Agent
+from conversations import search as search_module
 from conversations.models import Conversation, Feedback, Message
 from conversations.streams import streams
 from tests.openai_server import OpenAIServer
@@ -93,6 +97,36 @@ def test_search_respects_the_agent_filter_and_pages(owner):
     assert sorted(found) == sorted(c.id for c in mine) and len(found) == 5
     assert second["next"] is None
     assert search(owner, q="report", highlights="false").json()["items"][0]["highlights"] == []
+
+
+@pytest.mark.parametrize(
+    "common_share, window_share",
+    [(0.1, 0.05), (0.5, 0.05), (0.5, 0.5)],
+    ids=["newest first", "recent window, then older matches", "every match"],
+)
+def test_search_ranks_the_newest_matching_messages_whichever_way_it_finds_them(
+    owner, monkeypatch, common_share, window_share
+):
+    # One match among the 10 newest messages is a share of 0.1: each parametrization sends it another way.
+    monkeypatch.setattr(search_module, "PROBE_MESSAGES", 10)
+    monkeypatch.setattr(search_module, "CANDIDATE_MESSAGES", 3)
+    monkeypatch.setattr(search_module, "COMMON_SHARE", common_share)
+    monkeypatch.setattr(search_module, "WINDOW_SHARE", window_share)
+    now = timezone.now()
+    matched = {}
+    for days in (300, 200, 100, 0):
+        conversation = owner.conversation("Chat")
+        message = add_message(owner, conversation, "we hit the rate limit again")
+        Message.objects.filter(id=message.id).update(created_at=now - timedelta(days=days, seconds=90))
+        matched[days] = conversation.id
+    noise = owner.conversation("Chat")
+    for minutes in range(12):
+        message = add_message(owner, noise, "nothing to see here")
+        Message.objects.filter(id=message.id).update(created_at=now - timedelta(minutes=minutes))
+
+    # The 3 newest matches are ranked; the 4th, older, is left out whatever found them.
+    found = {hit["id"] for hit in search(owner, q='"rate limit"').json()["items"]}
+    assert found == {matched[0], matched[100], matched[200]}
 
 
 @pytest.mark.parametrize(
