@@ -187,6 +187,7 @@ TENANT_MAX_UPLOAD_BYTES = env_int("TENANT_MAX_UPLOAD_BYTES", 10 * 1024 * 1024 * 
 FILE_EXTRACT_MAX_PAGES = env_int("FILE_EXTRACT_MAX_PAGES", 500)
 FILE_EXTRACT_MAX_CHARS = env_int("FILE_EXTRACT_MAX_CHARS", 2_000_000)
 FILE_EXTRACT_SECONDS = env_float("FILE_EXTRACT_SECONDS", 20.0)
+FILE_EXTRACT_MEMORY_MB = env_int("FILE_EXTRACT_MEMORY_MB", 1024)  # address space of the PDF/DOCX parser process
 FILE_PREVIEW_URL_SECONDS = 15 * 60
 # --- End of Files ------------------------------------------------------------------------------
 

@@ -6,27 +6,25 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
-import zipfile
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import IO
 
 from django.conf import settings
 
+from files import document_text
+from files.document_text import DOCX_TYPE, PDF_TYPE, Budget, ExtractionFailed
 from files.models import ExtractionStatus
 
 logger = logging.getLogger(__name__)
 
 PASSAGE_CHARS = 800
-DOCX_MAX_XML_BYTES = 64 * 1024 * 1024  # a zip bomb in word/document.xml is refused before parsing
-
 TEXT_TYPES = {"text/plain", "text/markdown", "text/csv", "text/tab-separated-values", "application/xml"}
-DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-
-
-class ExtractionFailed(Exception):
-    pass
+DOCUMENT_TEXT_SCRIPT = Path(document_text.__file__)
+CHILD_START_SECONDS = 5.0  # the child's interpreter and parser imports, on top of the extraction's own limit
 
 
 @dataclass
@@ -37,24 +35,7 @@ class Extraction:
     pages: list[tuple[int | None, str]] = field(default_factory=list)  # (1-based page or None, text)
 
 
-class _Budget:
-    def __init__(self):
-        self.chars = settings.FILE_EXTRACT_MAX_CHARS
-        self.deadline = time.monotonic() + settings.FILE_EXTRACT_SECONDS
-
-    def take(self, text: str) -> str:
-        if time.monotonic() > self.deadline:
-            raise ExtractionFailed(f"Extraction took longer than {settings.FILE_EXTRACT_SECONDS:g} s.")
-        text = text[: self.chars]
-        self.chars -= len(text)
-        return text
-
-    @property
-    def spent(self) -> bool:
-        return self.chars <= 0
-
-
-def _read_text(stream: IO[bytes], budget: _Budget) -> str:
+def _read_text(stream: IO[bytes], budget: Budget) -> str:
     # Four bytes a character at most in UTF-8: this is enough bytes for the character budget.
     raw = stream.read(budget.chars * 4)
     return raw.decode("utf-8", errors="replace")
@@ -107,54 +88,45 @@ def _json_text(raw: str) -> str:
     return "\n".join(lines)
 
 
-def _pdf_pages(stream: IO[bytes], budget: _Budget) -> Extraction:
-    from pypdf import PdfReader
-
-    reader = PdfReader(stream)
-    if reader.is_encrypted:
-        try:
-            unlocked = reader.decrypt("")
-        except Exception as exc:  # unsupported encryption algorithms raise various errors
-            raise ExtractionFailed(f"The PDF is encrypted ({exc}).") from exc
-        if not unlocked:
-            raise ExtractionFailed("The PDF is encrypted with a password.")
-    page_count = len(reader.pages)
-    pages: list[tuple[int | None, str]] = []
-    for number in range(min(page_count, settings.FILE_EXTRACT_MAX_PAGES)):
-        if budget.spent:
-            break
-        pages.append((number + 1, budget.take(reader.pages[number].extract_text() or "")))
-    return Extraction(status=ExtractionStatus.DONE, page_count=page_count, pages=pages)
-
-
-def _docx_text(stream: IO[bytes], budget: _Budget) -> str:
-    import docx
-
-    with zipfile.ZipFile(stream) as archive:
-        entry = archive.getinfo("word/document.xml")
-        if entry.file_size > DOCX_MAX_XML_BYTES:
-            raise ExtractionFailed("The document is too large to extract.")
-    stream.seek(0)
-    document = docx.Document(stream)
-    parts: list[str] = []
-    for paragraph in document.paragraphs:
-        parts.append(budget.take(paragraph.text))
-        if budget.spent:
-            break
-    for table in document.tables:
-        for row in table.rows:
-            if budget.spent:
-                break
-            parts.append(budget.take(" | ".join(cell.text for cell in row.cells)))
-    return "\n".join(parts)
+def _document_extract(stream: IO[bytes], content_type: str) -> Extraction:
+    """A PDF's or DOCX's text, from a child process killed at FILE_EXTRACT_SECONDS (files/document_text.py)."""
+    seconds = settings.FILE_EXTRACT_SECONDS
+    command = [
+        sys.executable, "-I", str(DOCUMENT_TEXT_SCRIPT), content_type, str(settings.FILE_EXTRACT_MAX_PAGES),
+        str(settings.FILE_EXTRACT_MAX_CHARS), str(seconds), str(settings.FILE_EXTRACT_MEMORY_MB * 1024 * 1024),
+    ]  # fmt: skip
+    try:  # an upload spooled to disk is read by the child from the same file, not copied through memory
+        feed = {"stdin": stream.fileno()}
+    except (AttributeError, OSError):
+        feed = {"input": stream.read()}
+    try:
+        done = subprocess.run(command, capture_output=True, env={}, timeout=seconds + CHILD_START_SECONDS, **feed)
+    except subprocess.TimeoutExpired:
+        return Extraction(status=ExtractionStatus.FAILED, error=f"Extraction took longer than {seconds:g} s.")
+    except OSError as exc:  # no process could be started (out of memory or process slots)
+        logger.error("Could not start the text extractor: %r", exc)
+        return Extraction(status=ExtractionStatus.FAILED, error="The document could not be read now.")
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        # Killed by its address space limit in the interpreter itself, or a crash: no JSON came out.
+        logger.warning("Extracting a %s: exit %s, %r", content_type, done.returncode, done.stderr[-500:])
+        return Extraction(status=ExtractionStatus.FAILED, error="Could not read the document.")
+    if result["status"] != ExtractionStatus.DONE:
+        return Extraction(status=ExtractionStatus.FAILED, error=result["error"])
+    return Extraction(
+        status=ExtractionStatus.DONE,
+        page_count=result["page_count"],
+        pages=[(page, text) for page, text in result["pages"]],
+    )
 
 
 def text_extract(stream: IO[bytes], content_type: str) -> Extraction:
     """Extract the text of a file; never raises: failures come back as a `failed` Extraction."""
-    budget = _Budget()
+    if content_type in (PDF_TYPE, DOCX_TYPE):
+        return _document_extract(stream, content_type)
+    budget = Budget(chars=settings.FILE_EXTRACT_MAX_CHARS, seconds=settings.FILE_EXTRACT_SECONDS)
     try:
-        if content_type == "application/pdf":
-            return _pdf_pages(stream, budget)
         if content_type in TEXT_TYPES:
             text = budget.take(_read_text(stream, budget))
         elif content_type == "application/json":
@@ -164,8 +136,6 @@ def text_extract(stream: IO[bytes], content_type: str) -> Extraction:
             parser.feed(_read_text(stream, budget))
             parser.close()
             text = budget.take("".join(parser.parts))
-        elif content_type == DOCX_TYPE:
-            text = _docx_text(stream, budget)
         else:
             return Extraction(status=ExtractionStatus.UNSUPPORTED)
     except ExtractionFailed as exc:

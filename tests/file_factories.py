@@ -5,25 +5,41 @@ from __future__ import annotations
 
 import io
 import secrets
+import zlib
 from pathlib import Path
 
 
 def pdf_bytes(pages: list[str]) -> bytes:
     """A small valid PDF with one line of Helvetica text per page."""
+    streams = []
+    for text in pages:
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        stream = f"BT /F1 11 Tf 50 750 Td ({escaped}) Tj ET".encode()
+        streams.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    return _pdf_of_page_streams(streams)
+
+
+def pdf_with_a_slow_page(strings: int) -> bytes:
+    """A PDF of a few kB whose one page shows `strings` one-letter strings: pypdf needs seconds for it."""
+    stream = zlib.compress(b"BT /F1 11 Tf " + b"1 0 Td (x) Tj " * strings + b"ET", 9)
+    return _pdf_of_page_streams(
+        [b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream"]
+    )
+
+
+def _pdf_of_page_streams(streams: list[bytes]) -> bytes:
     objects: list[bytes] = []
-    count = len(pages)
+    count = len(streams)
     font_id = 3 + 2 * count
     kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode())
-    for i, text in enumerate(pages):
-        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-        stream = f"BT /F1 11 Tf 50 750 Td ({escaped}) Tj ET".encode()
+    for i, stream in enumerate(streams):
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
             f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()
         )
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+        objects.append(stream)
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from urllib.parse import quote
 
 import pytest
 
 from conversations.models import Conversation
+from files import extraction
 from files.models import File, Passage
 from tests.file_factories import (
     docx_bytes,
     encrypted_pdf_bytes,
     multipart,
     pdf_bytes,
+    pdf_with_a_slow_page,
     stored_files,
     upload,
 )
@@ -313,6 +316,38 @@ def test_extraction_is_bounded_in_pages_and_characters(owner, settings):
     assert pdf["page_count"] == 3
     assert sorted(Passage.objects.filter(file_id=pdf["file_ref"]).values_list("page", flat=True)) == [1, 2]
     assert sum(len(p.text) for p in Passage.objects.filter(file_id=text["file_ref"])) == 50
+
+
+def test_a_page_that_takes_too_long_is_cut_off_at_the_time_limit(owner, settings, monkeypatch):
+    # pypdf needs tens of seconds for this one page; the budget checked between pages never sees it end.
+    settings.FILE_EXTRACT_SECONDS = 0.5
+    monkeypatch.setattr(extraction, "CHILD_START_SECONDS", 1.5)
+    conversation = owner.conversation()
+    content = pdf_with_a_slow_page(300_000)
+    started = time.monotonic()
+    response = upload(owner, conversation, [("slow.pdf", content)])
+    elapsed = time.monotonic() - started
+    assert response.status_code == 201, response.content
+    (item,) = response.json()["items"]
+    assert item["extraction_status"] == "failed"
+    assert item["extraction_error"] == "Extraction took longer than 0.5 s."
+    assert elapsed < 6
+    assert not Passage.objects.filter(file_id=item["file_ref"]).exists()
+    assert body_of(download(owner, conversation, item["file_ref"])) == content  # the file itself is kept
+
+
+def test_documents_are_parsed_within_the_memory_limit(owner, settings):
+    settings.FILE_EXTRACT_MEMORY_MB = 1  # less than the parser needs to start
+    conversation = owner.conversation()
+    pdf, memo = upload(owner, conversation, [("r.pdf", pdf_bytes(["one"])), ("m.docx", docx_bytes(["Memo"]))]).json()[
+        "items"
+    ]
+    assert pdf["extraction_status"] == memo["extraction_status"] == "failed"
+    assert pdf["extraction_error"] == "Extraction needed more memory than allowed."
+
+    settings.FILE_EXTRACT_MEMORY_MB = 1024
+    (pdf,) = upload(owner, conversation, [("r.pdf", pdf_bytes(["one"]))]).json()["items"]
+    assert pdf["extraction_status"] == "done"
 
 
 def test_the_admin_lists_files_with_a_download_link(owner, client, django_user_model):
