@@ -1,7 +1,9 @@
 """Two corrections to how daphne hands a request body to the application, so that an upload's bytes
 stay on disk until Django copies them to its own spool.
 
-`install()` is called by config/asgi.py; it changes nothing unless daphne is the server that loaded it.
+`install()` is called by config/asgi.py. It patches daphne's classes wherever daphne is imported, which is
+in every process of this project ("daphne" is an installed app, for its runserver); only a daphne server
+ever calls what it patches.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class SpooledBodyQueue(asyncio.Queue):
     queue as soon as the request ends (django/daphne#483), so a 200 MiB upload sat in memory until Django
     had copied it. Here the body messages daphne queues keep only their size, and `_get` reads the
     bytes when the application asks for them. Only `_put` and `_get` are overridden, the hooks
-    asyncio's own LifoQueue and PriorityQueue use.
+    asyncio's own LifoQueue and PriorityQueue use; `qsize()` counts a pending body as one entry, and
+    nothing here uses `task_done()`/`join()`.
     """
 
     _content: IO[bytes]

@@ -110,11 +110,19 @@ def extract(stream: IO[bytes], content_type: str, *, max_pages: int, budget: Bud
 
 def main(argv: list[str]) -> None:
     content_type, max_pages, max_chars, seconds, memory_bytes = argv
+    import logging
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (int(memory_bytes), int(memory_bytes)))
+    # pypdf logs a warning for every flaw it works around: a crafted file makes megabytes of them.
+    logging.disable(logging.CRITICAL)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = int(memory_bytes) if hard == resource.RLIM_INFINITY else min(int(memory_bytes), hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    source = sys.stdin.buffer  # the upload's own file, read where it lies; bytes through a pipe are buffered
+    if not source.seekable():
+        source = io.BytesIO(source.read())
     budget = Budget(chars=int(max_chars), seconds=float(seconds))
-    result = extract(io.BytesIO(sys.stdin.buffer.read()), content_type, max_pages=int(max_pages), budget=budget)
+    result = extract(source, content_type, max_pages=int(max_pages), budget=budget)
     sys.stdout.buffer.write(json.dumps(result).encode())
 
 

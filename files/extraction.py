@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
+import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,6 +28,7 @@ PASSAGE_CHARS = 800
 TEXT_TYPES = {"text/plain", "text/markdown", "text/csv", "text/tab-separated-values", "application/xml"}
 DOCUMENT_TEXT_SCRIPT = Path(document_text.__file__)
 CHILD_START_SECONDS = 5.0  # the child's interpreter and parser imports, on top of the extraction's own limit
+CHILD_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "TMPDIR")
 
 
 @dataclass
@@ -92,15 +96,26 @@ def _document_extract(stream: IO[bytes], content_type: str) -> Extraction:
     """A PDF's or DOCX's text, from a child process killed at FILE_EXTRACT_SECONDS (files/document_text.py)."""
     seconds = settings.FILE_EXTRACT_SECONDS
     command = [
-        sys.executable, "-I", str(DOCUMENT_TEXT_SCRIPT), content_type, str(settings.FILE_EXTRACT_MAX_PAGES),
-        str(settings.FILE_EXTRACT_MAX_CHARS), str(seconds), str(settings.FILE_EXTRACT_MEMORY_MB * 1024 * 1024),
+        sys.executable, "-I", "-W", "ignore", str(DOCUMENT_TEXT_SCRIPT), content_type,
+        str(settings.FILE_EXTRACT_MAX_PAGES), str(settings.FILE_EXTRACT_MAX_CHARS), str(seconds),
+        str(settings.FILE_EXTRACT_MEMORY_MB * 1024 * 1024),
     ]  # fmt: skip
-    try:  # an upload spooled to disk is read by the child from the same file, not copied through memory
-        feed = {"stdin": stream.fileno()}
-    except (AttributeError, OSError):
-        feed = {"input": stream.read()}
+    # The child inherits no secrets: only what an interpreter may need to start.
+    environment = {name: os.environ[name] for name in CHILD_ENVIRONMENT if name in os.environ}
     try:
-        done = subprocess.run(command, capture_output=True, env={}, timeout=seconds + CHILD_START_SECONDS, **feed)
+        with ExitStack() as stack:
+            errors = stack.enter_context(tempfile.TemporaryFile())  # on disk: a crafted file can make a lot
+            spooled = getattr(stream, "temporary_file_path", None)
+            if spooled is not None:  # an upload spooled to disk: the child reads that file, from its start
+                feed = {"stdin": stack.enter_context(open(spooled(), "rb"))}
+            else:
+                feed = {"input": stream.read()}
+            done = subprocess.run(
+                command, stdout=subprocess.PIPE, stderr=errors, env=environment,
+                timeout=seconds + CHILD_START_SECONDS, **feed,
+            )  # fmt: skip
+            errors.seek(-min(500, errors.seek(0, os.SEEK_END)), os.SEEK_END)
+            error_tail = errors.read()
     except subprocess.TimeoutExpired:
         return Extraction(status=ExtractionStatus.FAILED, error=f"Extraction took longer than {seconds:g} s.")
     except OSError as exc:  # no process could be started (out of memory or process slots)
@@ -108,17 +123,17 @@ def _document_extract(stream: IO[bytes], content_type: str) -> Extraction:
         return Extraction(status=ExtractionStatus.FAILED, error="The document could not be read now.")
     try:
         result = json.loads(done.stdout)
-    except ValueError:
+        if result["status"] != ExtractionStatus.DONE:
+            return Extraction(status=ExtractionStatus.FAILED, error=str(result["error"]))
+        return Extraction(
+            status=ExtractionStatus.DONE,
+            page_count=result["page_count"],
+            pages=[(page, str(text)) for page, text in result["pages"]],
+        )
+    except (ValueError, KeyError, TypeError):
         # Killed by its address space limit in the interpreter itself, or a crash: no JSON came out.
-        logger.warning("Extracting a %s: exit %s, %r", content_type, done.returncode, done.stderr[-500:])
+        logger.warning("Extracting a %s: exit %s, %r", content_type, done.returncode, error_tail)
         return Extraction(status=ExtractionStatus.FAILED, error="Could not read the document.")
-    if result["status"] != ExtractionStatus.DONE:
-        return Extraction(status=ExtractionStatus.FAILED, error=result["error"])
-    return Extraction(
-        status=ExtractionStatus.DONE,
-        page_count=result["page_count"],
-        pages=[(page, text) for page, text in result["pages"]],
-    )
 
 
 def text_extract(stream: IO[bytes], content_type: str) -> Extraction:
