@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from conversations.models import Conversation
 from core.errors import Invalid, NotFound
 from dataframes.models import DataFrame, is_frame_name
-from dataframes.parquet import parquet_head, parquet_read_range, stored_file_path
+from dataframes.parquet import parquet_head, parquet_read_range, stored_file_path, stored_parquet
 from dataframes.sql import Sandbox, quote_identifier
 from dataframes.tabular import conversation_file_tables
 
@@ -61,9 +61,10 @@ def dataframe_slice(
     _check_columns(frame, columns, "column_names")
     order_by = order_by or []
     _check_columns(frame, [name for name, _ in order_by], "order_by")
+    if not order_by:
+        with stored_parquet(frame.storage_key) as source:
+            return parquet_read_range(source, columns=columns, offset=offset, limit=limit)
     with stored_file_path(frame.storage_key, suffix=".parquet") as path:
-        if not order_by:
-            return parquet_read_range(path, columns=columns, offset=offset, limit=limit)
         keys = [f"{quote_identifier(name)} {'DESC' if desc else 'ASC'} NULLS LAST" for name, desc in order_by]
         # The file's row number breaks ties, so that pages of an ordered frame neither repeat nor skip rows
         # (unless the frame has a column of that name itself).

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import boto3
+import httpx
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test import AsyncClient
+from moto.server import ThreadedMotoServer
 from rest_framework.test import APIClient
 
 from agents.models import Agent
 from conversations.models import Conversation
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create, tenant_create
+from tests.servers import free_port
 
 
 @dataclass
@@ -98,3 +102,35 @@ class KeyedAsyncClient(AsyncClient):
 
 def async_client(ctx: TenantContext) -> AsyncClient:
     return KeyedAsyncClient(ctx.secret)
+
+
+@pytest.fixture
+def s3(settings):
+    """Storage on moto's S3 server (a real HTTP endpoint), started for the test."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    options = {"endpoint_url": endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    client = boto3.client("s3", region_name="us-east-1", **options)
+    client.create_bucket(Bucket="parley-test")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": "parley-test",
+                "endpoint_url": endpoint,
+                "access_key": "test",
+                "secret_key": "test",
+                "region_name": "us-east-1",
+                "default_acl": None,
+                "file_overwrite": False,
+                "querystring_auth": True,
+                "querystring_expire": 900,
+            },
+        },
+    }
+    yield client
+    httpx.post(f"{endpoint}/moto-api/reset")  # moto keeps its buckets in the process, across servers
+    server.stop()

@@ -27,7 +27,7 @@ def database_url_of_tests() -> str:
     return f"postgres://{quote(db['USER'], safe='')}{password}@{quote(host, safe='')}{port}/{db['NAME']}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -36,7 +36,7 @@ def _free_port() -> int:
 @contextmanager
 def daphne_server(**env: str) -> Iterator[str]:
     """Serve the project on a free port with the test database (and `env` overrides); yield its URL."""
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "DATABASE_URL": database_url_of_tests(),

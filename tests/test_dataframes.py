@@ -492,6 +492,30 @@ def test_ordered_slices_equal_pandas(owner, wide, order_by, keys, ascending):
         assert body["rows"] == expected_records(page), (order_by, offset)
 
 
+def test_on_s3_a_slice_reads_the_frame_in_place(owner, s3, settings):
+    settings.DATAFRAMES_ROW_GROUP_SIZE = 1000
+    rng = np.random.default_rng(11)
+    n = 20_000
+    df = pd.DataFrame({"id": np.arange(n), "code": [rng.bytes(48).hex() for _ in range(n)]})
+    conversation = owner.conversation()
+    frame = make_frame(owner, conversation, "big", df)
+    size = s3.head_object(Bucket="parley-test", Key=frame.storage_key)["ContentLength"]
+    # Too large to copy: a slice is served only if its row groups are read from S3 where the frame lies.
+    settings.DATAFRAMES_MAX_FILE_BYTES = size // 4
+    url = f"{frames_url(owner, conversation)}/big"
+
+    response = owner.client.get(f"{url}?offset=15995&limit=10")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["rows"] == expected_records(df.iloc[15995:16005])
+    assert body["total_rows"] == n
+    assert owner.client.get(f"{frames_url(owner, conversation)}?limit=1").json()["items"][0]["name"] == "big"
+    # An ordered slice runs in DuckDB over a local copy, which the limit refuses.
+    ordered = owner.client.get(f"{url}?order_by=-id&limit=3")
+    assert ordered.status_code == 413
+    assert ordered.json()["error"]["code"] == "payload_too_large"
+
+
 def test_json_values_are_safe(owner, wide):
     conversation, df = wide
     rows = owner.client.get(rows_url(owner, conversation, "limit=5")).json()["rows"]

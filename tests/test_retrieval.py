@@ -4,14 +4,11 @@ and their signed URLs, on the filesystem and on S3 (moto's server, started here)
 from __future__ import annotations
 
 import datetime
-import socket
 
-import boto3
 import httpx
 import pytest
 import time_machine
 from asgiref.sync import async_to_sync
-from moto.server import ThreadedMotoServer
 
 from agents.engines.base import ChatMessage, Citations, TurnContext
 from agents.tools import ToolContext, registry
@@ -295,43 +292,6 @@ def test_tampered_or_foreign_signed_urls_are_403(owner, outsider, anon, library)
     # the same token under another tenant's URL grants nothing there
     foreign = signed.replace(f"/tenants/{owner.tenant.id}/", f"/tenants/{outsider.tenant.id}/")
     assert anon.get(foreign).status_code == 403
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def s3(settings):
-    """Storage on moto's S3 server (a real HTTP endpoint), started for the test."""
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    options = {"endpoint_url": endpoint, "aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    client = boto3.client("s3", region_name="us-east-1", **options)
-    client.create_bucket(Bucket="parley-test")
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {
-                "bucket_name": "parley-test",
-                "endpoint_url": endpoint,
-                "access_key": "test",
-                "secret_key": "test",
-                "region_name": "us-east-1",
-                "default_acl": None,
-                "file_overwrite": False,
-                "querystring_auth": True,
-                "querystring_expire": 900,
-            },
-        },
-    }
-    yield client
-    server.stop()
 
 
 def _keys(client) -> list[str]:
