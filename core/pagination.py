@@ -63,10 +63,11 @@ def decode_cursor(cursor: str, fields: list[models.Field]) -> list[Any]:
         if not isinstance(values, list) or len(values) != len(fields):
             raise ValueError
         decoded = [field.to_python(value) for field, value in zip(fields, values, strict=True)]
-        if any(value is None for value in decoded):
+        # PostgreSQL text cannot hold NUL: such a value would fail in the database, not compare.
+        if any(value is None or (isinstance(value, str) and "\x00" in value) for value in decoded):
             raise ValueError
         return decoded
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, DjangoValidationError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError, DjangoValidationError):
         raise Invalid("next: malformed pagination cursor.", details={"next": cursor}) from None
 
 

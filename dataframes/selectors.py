@@ -68,7 +68,7 @@ def dataframe_slice(
         keys = [f"{quote_identifier(name)} {'DESC' if desc else 'ASC'} NULLS LAST" for name, desc in order_by]
         # The file's row number breaks ties, so that pages of an ordered frame neither repeat nor skip rows
         # (unless the frame has a column of that name itself).
-        tiebreak = "file_row_number" not in frame.column_names
+        tiebreak = "file_row_number" not in {name.lower() for name in frame.column_names}  # DuckDB ignores case
         if tiebreak:
             keys.append("file_row_number")
         query = (

@@ -23,7 +23,9 @@ def _names(value: str, parameter: str) -> list[str]:
 
 
 class DataFrameRowsParamsSerializer(serializers.Serializer):
-    offset = serializers.IntegerField(min_value=0, default=0, help_text="Index of the first row to return.")
+    offset = serializers.IntegerField(
+        min_value=0, max_value=2**63 - 1, default=0, help_text="Index of the first row to return."
+    )
     limit = serializers.IntegerField(
         min_value=1,
         max_value=settings.DATAFRAMES_PAGE_MAX_ROWS,

@@ -568,6 +568,7 @@ def test_the_split_csv_and_parquet_formats_equal_pandas(owner, wide):
         ("offset=-1", "offset"),
         ("offset=abc", "offset"),
         ("offset=1.5", "offset"),
+        ("order_by=id&offset=100000000000000000000", "offset"),
         ("limit=0", "limit"),
         ("limit=10001", "limit"),
         ("limit=ten", "limit"),
@@ -611,11 +612,12 @@ def test_unknown_and_non_identifier_frames(owner):
         assert response.json()["error"]["message"].startswith("data_frame_name:")
 
 
-def test_a_column_named_like_the_tiebreak_still_orders(owner):
+@pytest.mark.parametrize("column", ["file_row_number", "File_Row_Number"])
+def test_a_column_named_like_the_tiebreak_still_orders(owner, column):
     conversation = owner.conversation()
-    make_frame(owner, conversation, "odd", pd.DataFrame({"file_row_number": [3, 1, 2], "select": ["c", "a", "b"]}))
+    make_frame(owner, conversation, "odd", pd.DataFrame({column: [3, 1, 2], "select": ["c", "a", "b"]}))
     body = owner.client.get(f"{frames_url(owner, conversation)}/odd?order_by=-select").json()
-    assert [row["file_row_number"] for row in body["rows"]] == [3, 2, 1]
+    assert [row[column] for row in body["rows"]] == [3, 2, 1]
 
 
 def test_frame_names_are_identifiers_in_the_database(owner):

@@ -71,10 +71,26 @@ def test_it_rejects_bad_limits_naming_limit(owner, limit):
         base64.urlsafe_b64encode(b'{"a": 1}').decode(),
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
         base64.urlsafe_b64encode(b"[null, null]").decode(),
+        base64.urlsafe_b64encode(b'["2024-01-01T00:00:00Z", "conv_\\u0000"]').decode(),
     ],
 )
 def test_it_rejects_malformed_cursors(owner, cursor):
     response = owner.client.get(f"{owner.agent_url}/conversations", {"next": cursor})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("next")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        b"[1" + b"0" * 400 + b', "2024-01-01T00:00:00Z", "conv_x"]',
+        b'[1.5, "2024-01-01T00:00:00Z", "conv_\\u0000"]',
+    ],
+    ids=["a rank too large for a float", "a NUL in the id"],
+)
+def test_search_rejects_malformed_cursors(owner, values):
+    cursor = base64.urlsafe_b64encode(values).decode()
+    response = owner.client.get(f"{owner.base}/conversations/search", {"q": "report", "next": cursor})
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("next")
 
