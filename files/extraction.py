@@ -174,7 +174,8 @@ def passages_split(pages: list[tuple[int | None, str]], *, size: int = PASSAGE_C
     passages: list[tuple[int | None, str]] = []
     for page, text in pages:
         current = ""
-        for sentence in sentences_split(text):
+        # PostgreSQL text cannot hold NUL, which binary junk in a "text" file or a PDF's strings may have.
+        for sentence in sentences_split(text.replace("\x00", "")):
             while len(sentence) > size:
                 cut = sentence.rfind(" ", 0, size)
                 cut = cut if cut > size // 2 else size

@@ -80,3 +80,47 @@ def test_healthz_checks_the_database(anon):
     response = anon.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_json_nested_too_deeply_is_400(owner):
+    response = owner.client.generic("POST", f"{owner.base}/agents", "[" * 100_000, content_type="application/json")
+    assert "nested too deeply" in _assert_error_shape(response, 400, "invalid")["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"name": "a\u0000b"}, {"name": "ok", "options": {"k\u0000": 1}}, {"name": "ok", "options": {"k": ["\u0000"]}}],
+    ids=["in a string", "in a key", "deep in a value"],
+)
+def test_a_nul_character_in_a_json_body_is_400_and_nothing_is_stored(owner, body):
+    from agents.models import Agent
+
+    before = Agent.objects.count()
+    response = owner.client.post(f"{owner.base}/agents", body, format="json")
+    assert "NUL" in _assert_error_shape(response, 400, "invalid")["message"]
+    assert Agent.objects.count() == before
+
+
+def test_a_nul_character_in_a_message_or_metadata_is_400(owner):
+    conversation = owner.conversation()
+    url = owner.conversation_url(conversation)
+    _assert_error_shape(owner.client.post(f"{url}/messages", {"content": "hi\u0000"}, format="json"), 400, "invalid")
+    _assert_error_shape(owner.client.patch(url, {"metadata": {"k": "\u0000"}}, format="json"), 400, "invalid")
+    assert conversation.messages.count() == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/agents/agt_%00", "/conversations/search?q=%00", "/agents?next=%00", "/conversations?agent_id=a%00"]
+)
+def test_a_nul_character_in_the_path_or_query_is_400(owner, path):
+    response = owner.client.get(f"{owner.base}{path}")
+    assert "NUL" in _assert_error_shape(response, 400, "invalid")["message"]
+
+
+def test_a_nul_character_in_a_v1_path_is_400_in_the_v1_shape(owner):
+    response = owner.client.get("/v1/files/file_%00")
+    assert response.status_code == 400
+    assert response.json() == {
+        "success": False,
+        "error": "NUL characters (%00) are not allowed in the path or the query string.",
+    }

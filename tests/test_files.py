@@ -365,3 +365,17 @@ def test_the_admin_lists_files_with_a_download_link(owner, client, django_user_m
     assert got.status_code == 200 and body_of(got) == b"a,b\n1,2\n"
     client.logout()
     assert client.get(link).status_code == 302  # to the login page
+
+
+def test_nul_characters_in_a_text_file_do_not_reach_the_index(owner):
+    conversation = owner.conversation()
+    late_nul = b"plain words. " * 1000 + b"after\x00the nul."
+    response = upload(owner, conversation, [("doc.json", b'{"a": "x\\u0000y"}'), ("notes.txt", late_nul)])
+    assert response.status_code == 201, response.content
+    doc, notes = response.json()["items"]
+    assert doc["extraction_status"] == notes["extraction_status"] == "done"
+    passages = Passage.objects.filter(file_id__in=[doc["file_ref"], notes["file_ref"]])
+    texts = list(passages.values_list("text", flat=True))
+    assert texts and not any("\x00" in text for text in texts)
+    assert any("afterthe nul." in text for text in texts)
+    assert body_of(download(owner, conversation, notes["file_ref"])) == late_nul
