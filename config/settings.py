@@ -290,6 +290,7 @@ DATAFRAMES_SQL_MAX_BYTES = env_int("DATAFRAMES_SQL_MAX_BYTES", 256 * 1024 * 1024
 # Parquet "bombs": a footer declaring more cells (rows x columns) than this is refused before decoding;
 # the same cap bounds the cells read from an XLSX sheet.
 DATAFRAMES_MAX_CELLS = env_int("DATAFRAMES_MAX_CELLS", 100_000_000)
+DATAFRAMES_XLSX_MAX_BYTES = env_int("DATAFRAMES_XLSX_MAX_BYTES", 128 * 1024 * 1024)  # a workbook's parts, unzipped
 # Largest stored object copied to a local temporary file when the storage has no local path (S3).
 DATAFRAMES_MAX_FILE_BYTES = env_int("DATAFRAMES_MAX_FILE_BYTES", 1024 * 1024 * 1024)
 DATAFRAMES_ROW_GROUP_SIZE = env_int("DATAFRAMES_ROW_GROUP_SIZE", 64 * 1024)

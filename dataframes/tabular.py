@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ def xlsx_table(path: str) -> pa.Table:
 
 
 def _xlsx_table(openpyxl, handle) -> pa.Table:
+    # openpyxl reads a workbook's shared strings whole, in this process: a few MB of zip can expand to
+    # gigabytes. The sizes a zip declares are the most zipfile will inflate, so they bound it.
+    limit = settings.DATAFRAMES_XLSX_MAX_BYTES
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            expanded = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise Invalid(f"Not a readable XLSX workbook: {exc}") from None
+    if expanded > limit:
+        raise Invalid(f"The workbook expands to {expanded:,} bytes, more than the limit of {limit:,}; it was not read.")
+    handle.seek(0)
     try:
         workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many types (zip, XML, KeyError) for a damaged workbook

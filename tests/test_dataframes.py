@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import zipfile
 
 import numpy as np
 import openpyxl
@@ -326,6 +327,30 @@ def test_a_parquet_bomb_is_refused_before_decoding(owner, files):
     assert "The file 'bomb.parquet' (table bomb) was not read" in answer.text
     assert "176,160,768 rows x 1 columns" in answer.text and "100,000,000" in answer.text
     assert not DataFrame.objects.exists()
+
+
+def test_a_workbook_that_expands_past_the_limit_is_refused_before_parsing(owner, files, settings):
+    settings.DATAFRAMES_XLSX_MAX_BYTES = 8 * 1024 * 1024
+    source = zipfile.ZipFile(io.BytesIO(xlsx_bytes(pd.DataFrame({"a": [1]}))))
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member in source.infolist():
+            if member.filename != "xl/sharedStrings.xml":
+                archive.writestr(member, source.read(member))
+        with archive.open("xl/sharedStrings.xml", "w") as strings:  # 16 MiB of XML in about 16 kB of zip
+            strings.write(b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">')
+            for _ in range(16):
+                strings.write(b" " * 1024 * 1024)
+            strings.write(b"</sst>")
+    assert len(bomb.getvalue()) < 100_000
+    conversation = owner.conversation()
+    files(conversation, "book.xlsx", bomb.getvalue())
+    answer, _ = ask(owner, conversation, "SELECT * FROM book")
+    assert "The file 'book.xlsx' (table book) was not read" in answer.text
+    assert "more than the limit of 8,388,608" in answer.text
+    settings.DATAFRAMES_XLSX_MAX_BYTES = 64 * 1024 * 1024
+    answer, _ = ask(owner, conversation, "SELECT * FROM book")
+    assert answer.events and answer.events[0].columns == ["a"], answer.text
 
 
 def test_a_damaged_parquet_file_is_explained(owner, files):
