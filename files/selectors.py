@@ -143,7 +143,8 @@ def preview_file_get(*, tenant: Tenant, conversation: Conversation, source_id: s
 
 
 def file_get_for_signed_url(*, tenant_id: str, file_ref: str) -> File:
-    file = File.objects.filter(tenant_id=tenant_id, id=file_ref).first()
+    # A deactivated tenant's links stop at once, like its keys, not when they expire.
+    file = File.objects.filter(tenant_id=tenant_id, tenant__is_active=True, id=file_ref).first()
     if file is None:
         raise NotFound("File not found.")
     return file

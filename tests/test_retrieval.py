@@ -279,6 +279,17 @@ def test_signed_urls_expire_after_15_minutes(owner, anon, library):
     assert "expired" in response.json()["error"]["message"]
 
 
+def test_a_deactivated_tenants_signed_urls_stop_working(owner, anon, library):
+    conversation, refs = library
+    preview_url = f"{owner.conversation_url(conversation)}/related-documents/{refs['report.pdf']}/preview"
+    signed = owner.client.get(preview_url).json()["url"]
+    assert anon.get(signed).status_code == 200
+    owner.tenant.is_active = False
+    owner.tenant.save(update_fields=["is_active"])
+    response = anon.get(signed)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
 def test_tampered_or_foreign_signed_urls_are_403(owner, outsider, anon, library):
     conversation, refs = library
     preview_url = f"{owner.conversation_url(conversation)}/related-documents/{refs['report.pdf']}/preview"
