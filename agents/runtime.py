@@ -19,7 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
@@ -66,6 +67,8 @@ class Turn:
     base_input_tokens: int = 0
     base_output_tokens: int = 0
     cancel_requested: bool = False
+    generating: bool = False  # _generate has begun: before that a cancel is a flag it checks first
+    started_at: float = 0.0  # time.time() before the turn was committed: older cancel requests are not for it
     finishing: bool = False  # storing the final message: a cancel now would lose the stream's end
     title_from: str = ""  # the first question, when the conversation still waits for a proposed title
     agent: Agent | None = None
@@ -103,6 +106,7 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     """Validate the request against the tree and create the turn's messages; 409 while another runs."""
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
+    started_at = time.time()
     conversation = Conversation.objects.select_for_update(of=("self",)).select_related("agent").get(pk=conversation.pk)
     agent = conversation.agent
     running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
@@ -197,6 +201,7 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         record=record,
         base_input_tokens=base_tokens[0],
         base_output_tokens=base_tokens[1],
+        started_at=started_at,
     )
 
 
@@ -227,6 +232,39 @@ def _message_event(message_id: str, user_message_id: str, conversation_id: str) 
 
 # Generations running in this process, so that a cancel arriving here stops them at once.
 _running: dict[str, tuple[asyncio.Task, Turn]] = {}
+
+
+async def turn_launch(*, conversation: Conversation, request: TurnRequest) -> tuple[Turn, asyncio.Task]:
+    """Start a turn and its generation as one unit that runs to its end even if the request is cancelled
+    (its client went away) meanwhile: a committed turn always gets its generation. With
+    `on_disconnect: "cancel"`, a request cancelled here cancels the generation once it exists."""
+
+    async def launch() -> tuple[Turn, asyncio.Task]:
+        turn = await in_worker(turn_start_or_conflict)(conversation=conversation, request=request)
+        return turn, await generation_start(turn)
+
+    launching = asyncio.ensure_future(launch())
+    try:
+        return await asyncio.shield(launching)
+    except asyncio.CancelledError:
+        if request.on_disconnect == "cancel":
+            launching.add_done_callback(_cancel_when_launched)
+        raise
+
+
+def _cancel_when_launched(launching: asyncio.Future) -> None:
+    if not launching.cancelled() and launching.exception() is None:
+        generation_cancel_soon(launching.result()[0].message_id)
+
+
+_cancelling: set[asyncio.Task] = set()
+
+
+def generation_cancel_soon(message_id: str) -> None:
+    """generation_cancel from code that cannot await it (a response being torn down, a callback)."""
+    task = asyncio.ensure_future(generation_cancel(message_id))
+    _cancelling.add(task)
+    task.add_done_callback(_cancelling.discard)
 
 
 async def generation_start(turn: Turn) -> asyncio.Task:
@@ -262,7 +300,8 @@ async def generation_cancel(message_id: str) -> None:
     task, turn = _running.get(message_id, (None, None))
     if task is not None and not task.done() and not turn.finishing:
         turn.cancel_requested = True
-        task.cancel()
+        if turn.generating:  # a task cancelled before its first step would never store its end
+            task.cancel()
 
 
 def _flush(message_id: str, snapshot: tuple[str, str, list, list]) -> None:
@@ -325,22 +364,26 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
     log = streams()
     flushed_seq, last_write = turn.record.next_seq, time.monotonic()
     while True:
-        await asyncio.sleep(CANCEL_POLL_SECONDS)
-        if await log.is_cancel_requested(turn.message_id) and not turn.finishing:
-            turn.cancel_requested = True
-            task.cancel()
-            return
-        elapsed = time.monotonic() - last_write
+        pause = CANCEL_POLL_SECONDS
+        if turn.record.next_seq != flushed_seq:  # woken in time for the flush: never more than the interval apart
+            pause = min(pause, max(0.0, last_write + settings.GENERATION_FLUSH_SECONDS - time.monotonic()))
+        await asyncio.sleep(pause)
         try:
-            if turn.record.next_seq != flushed_seq and elapsed >= settings.GENERATION_FLUSH_SECONDS:
+            if await log.is_cancel_requested(turn.message_id, since=turn.started_at) and not turn.finishing:
+                turn.cancel_requested = True
+                task.cancel()
+                return
+            now = time.monotonic()
+            if turn.record.next_seq != flushed_seq and now - last_write >= settings.GENERATION_FLUSH_SECONDS:
                 seq = turn.record.next_seq
                 await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
-                flushed_seq, last_write = seq, time.monotonic()
-            elif elapsed >= HEARTBEAT_SECONDS:
+                flushed_seq, last_write = seq, now
+            elif now - last_write >= HEARTBEAT_SECONDS:
                 await in_worker(Message.objects.filter(pk=turn.message_id).update)(heartbeat_at=timezone.now())
-                last_write = time.monotonic()
-        except DatabaseError:  # a blip: keep tending (cancels, later flushes); the end is stored with retries
-            logger.warning("Flushing generation %s failed", turn.message_id, exc_info=True)
+                last_write = now
+        except Exception:  # a database or Redis blip: keep tending; the end is stored with retries
+            logger.warning("Tending generation %s failed", turn.message_id, exc_info=True)
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
 
 
 async def _generate(turn: Turn) -> str:
@@ -349,8 +392,14 @@ async def _generate(turn: Turn) -> str:
     usage = [0, 0]
     citations: list[dict[str, Any]] = []
     status, error = MessageStatus.COMPLETED, ""
+    turn.generating = True
     tender = asyncio.create_task(_tend(turn, asyncio.current_task()))
     try:
+        # Cancelled between its commit and this first step: here, or from anywhere through the log.
+        if not turn.cancel_requested and await log.is_cancel_requested(turn.message_id, since=turn.started_at):
+            turn.cancel_requested = True
+        if turn.cancel_requested:
+            raise asyncio.CancelledError
         async with contextlib.aclosing(engine_for(turn.engine_name).run(turn.context)) as events:
             async for event in events:
                 if isinstance(event, Usage):
@@ -401,7 +450,7 @@ async def _store_final(turn: Turn, **outcome) -> bool:
         try:
             await in_worker(_finish)(turn, **outcome)
             return True
-        except DatabaseError:
+        except DatabaseErrors:
             logger.exception("Storing the end of generation %s failed (attempt %d)", turn.message_id, attempt + 1)
             await asyncio.sleep(0.5 * (attempt + 1))
     return False

@@ -42,7 +42,7 @@ class StreamRecord:
 
     @property
     def next_seq(self) -> int:
-        return len(self.index)
+        return self.index[-1][0] + 1 if self.index else 0
 
     @property
     def content(self) -> str:
@@ -52,8 +52,9 @@ class StreamRecord:
     def thinking(self) -> str:
         return "".join(self.thinking_parts)
 
-    def add(self, event: dict[str, Any]) -> int:
-        seq = self.next_seq
+    def add(self, event: dict[str, Any], *, seq: int | None = None) -> int:
+        """Record the next event, at `seq` if given (at least next_seq: numbers may skip, never repeat)."""
+        seq = self.next_seq if seq is None else max(seq, self.next_seq)
         if "content" in event:
             text = event["content"]
             self.content_parts.append(text)

@@ -17,7 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.response import Response
 
 from agents.engines import EngineFailure
-from agents.runtime import TurnRequest, generation_cancel, generation_start, turn_start_or_conflict
+from agents.runtime import TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
 from agents.titles import title_propose
 from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_get, message_first_question, message_get, message_list
@@ -86,9 +86,8 @@ def _turn_body(conversation_id: str, user_message_id: str, message_id: str) -> t
 
 async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
     # Runs as its own task when an Idempotency-Key is given (it may outlive the request): worker threads.
-    turn = await in_worker(turn_start_or_conflict)(conversation=conversation, request=turn_request)
+    turn, generation = await turn_launch(conversation=conversation, request=turn_request)
     started.append(turn.message_id)
-    generation = await generation_start(turn)
     await release_request_thread()
     await asyncio.shield(generation)
     return await in_worker(_turn_body)(conversation.id, turn.user_message_id, turn.message_id)
@@ -208,15 +207,6 @@ async def _wait_until_settled(message: Message) -> Message:
 
 # --- Server-Sent Events ------------------------------------------------------------------------
 
-_cancelling: set[asyncio.Task] = set()
-
-
-def _cancel_soon(message_id: str) -> None:
-    """Called while the response is being torn down: the cancel itself runs as its own task."""
-    task = asyncio.ensure_future(generation_cancel(message_id))
-    _cancelling.add(task)
-    task.add_done_callback(_cancelling.discard)
-
 
 async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
     finished = False
@@ -230,7 +220,7 @@ async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bo
             finished = finished or is_terminal(batch[-1][1])
     finally:
         if not finished and cancel_on_disconnect:
-            _cancel_soon(message_id)
+            generation_cancel_soon(message_id)
 
 
 def _resume_point(request, message_id: str) -> int:
@@ -263,8 +253,7 @@ _SSE_RESPONSE = OpenApiResponse(
 
 
 async def _stream_start(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
-    turn = await in_worker(turn_start_or_conflict)(conversation=conversation, request=turn_request)
-    await generation_start(turn)
+    turn, _ = await turn_launch(conversation=conversation, request=turn_request)
     return 200, {"message_id": turn.message_id}
 
 

@@ -19,6 +19,7 @@ from files.selectors import file_refs_validate
 from files.services import file_bytes_delete_for_conversations
 
 INTERRUPTED = "The generation was interrupted: its server process stopped."
+SWEPT_SEQ_SKIP = 100_000  # more events than a generation streams between two flushes (one second)
 
 
 def conversation_create(*, agent: Agent, name: str = "", metadata: dict[str, Any] | None = None) -> Conversation:
@@ -125,7 +126,9 @@ def message_sweep_if_stale(message: Message, *, now=None) -> bool:
     record = StreamRecord(
         content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
     )
-    record.add({"error": INTERRUPTED})
+    # The stored record trails what the dead generation had streamed by its last unflushed events, so
+    # the error skips ahead: a client resuming from any id it saw live still gets it.
+    record.add({"error": INTERRUPTED}, seq=record.next_seq + SWEPT_SEQ_SKIP)
     updated = Message.objects.filter(pk=message.pk, status=MessageStatus.IN_PROGRESS).update(
         status=MessageStatus.FAILED,
         error=INTERRUPTED,

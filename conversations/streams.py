@@ -10,6 +10,7 @@ stream is rebuilt from the stored message (see conversations.events).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import weakref
@@ -45,7 +46,6 @@ class MemoryStreams:
         log.entries.append((seq, event))
         if is_terminal(event):
             del self._logs[message_id]
-            self._cancelled.pop(message_id, None)
         waiters, log.waiters = log.waiters, []
         loop = asyncio.get_running_loop()
         for waiter in waiters:
@@ -57,9 +57,9 @@ class MemoryStreams:
                 waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
     async def reset(self, message_id: str) -> None:
-        """Start the message's log afresh (a new run: `continue` reuses the message id)."""
+        """Start the message's log afresh (a new run: `continue` reuses the message id). Cancel requests
+        stay: one made since the run started is for it (see is_cancel_requested)."""
         self._logs.pop(message_id, None)
-        self._cancelled.pop(message_id, None)
 
     async def read(
         self, message_id: str, after: int, timeout: float, *, wait: bool = True
@@ -86,11 +86,16 @@ class MemoryStreams:
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:
-        if message_id in self._logs:
-            self._cancelled[message_id] = time.monotonic()
+        # Kept even before the run has a log: it may be between its commit and its first event.
+        now = time.time()
+        expired = now - settings.STREAM_LOG_TTL_SECONDS
+        for stale in [key for key, when in self._cancelled.items() if when < expired]:
+            del self._cancelled[stale]
+        self._cancelled[message_id] = now
 
-    async def is_cancel_requested(self, message_id: str) -> bool:
-        return message_id in self._cancelled
+    async def is_cancel_requested(self, message_id: str, *, since: float = 0.0) -> bool:
+        """Whether a cancel was requested at or after `since` (a time.time(): the run's start)."""
+        return self._cancelled.get(message_id, -1.0) >= since
 
 
 def _resolve(future: asyncio.Future) -> None:
@@ -107,6 +112,7 @@ class RedisStreams:
         self.url = url
         # redis.asyncio connections belong to one event loop: one client per loop.
         self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._appending: dict[str, asyncio.Future] = {}
 
     def _client(self):
         import redis.asyncio as redis
@@ -123,6 +129,23 @@ class RedisStreams:
         return f"parley:stream:{message_id}"
 
     async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
+        # A generation cancelled mid-append must not drop that event, nor let its end overtake it (XADD
+        # refuses an id below the last): each append runs shielded, and waits for the one before.
+        previous = self._appending.get(message_id)
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        appending = asyncio.ensure_future(self._append(message_id, seq, event))
+        self._appending[message_id] = appending
+        appending.add_done_callback(functools.partial(self._appended, message_id))
+        await asyncio.shield(appending)
+
+    def _appended(self, message_id: str, appending: asyncio.Future) -> None:
+        if self._appending.get(message_id) is appending:
+            del self._appending[message_id]
+        if not appending.cancelled():
+            appending.exception()  # retrieved: the caller, if still there, got it through the shield
+
+    async def _append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
         key = self._key(message_id)
         ttl = settings.STREAM_LOG_TTL_SECONDS if is_terminal(event) else settings.STREAM_LOG_TTL_SECONDS * 24
         async with self._client().pipeline(transaction=False) as pipe:  # one round trip
@@ -131,7 +154,7 @@ class RedisStreams:
             await pipe.execute()
 
     async def reset(self, message_id: str) -> None:
-        await self._client().delete(self._key(message_id), f"parley:cancel:{message_id}")
+        await self._client().delete(self._key(message_id))
 
     async def read(
         self, message_id: str, after: int, timeout: float, *, wait: bool = True
@@ -160,10 +183,12 @@ class RedisStreams:
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:
-        await self._client().set(f"parley:cancel:{message_id}", 1, ex=settings.STREAM_LOG_TTL_SECONDS)
+        await self._client().set(f"parley:cancel:{message_id}", time.time(), ex=settings.STREAM_LOG_TTL_SECONDS)
 
-    async def is_cancel_requested(self, message_id: str) -> bool:
-        return bool(await self._client().exists(f"parley:cancel:{message_id}"))
+    async def is_cancel_requested(self, message_id: str, *, since: float = 0.0) -> bool:
+        """Whether a cancel was requested at or after `since` (a time.time(): the run's start)."""
+        requested = await self._client().get(f"parley:cancel:{message_id}")
+        return requested is not None and float(requested) >= since
 
 
 _streams: MemoryStreams | RedisStreams | None = None

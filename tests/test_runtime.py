@@ -197,3 +197,67 @@ async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_shor
         {"content": "Half"},
         {"error": "interrupted"},
     ]
+
+
+async def _committed_turn(owner, **request):
+    """A turn as a request commits it, its generation not started yet."""
+    from agents.runtime import TurnRequest, turn_start_or_conflict
+    from core.db import in_worker
+
+    conversation = await sync_to_async(owner.conversation)()
+    turn = await in_worker(turn_start_or_conflict)(
+        conversation=conversation, request=TurnRequest(content="a long answer please", **request)
+    )
+    return conversation, turn
+
+
+async def _stored_end(message_id: str) -> tuple[str, list[dict]]:
+    from conversations.streaming import message_events
+
+    message = await Message.objects.aget(pk=message_id)
+    events = [event async for batch in message_events(message_id) for _, event in batch]
+    return message.status, events
+
+
+async def test_a_cancel_between_commit_and_generation_start_is_not_lost(slow_agent):
+    from agents.runtime import generation_cancel, generation_start
+
+    _, turn = await _committed_turn(slow_agent)
+    await generation_cancel(turn.message_id)  # no generation to stop yet, not even a live log
+    await (await generation_start(turn))
+    status, events = await _stored_end(turn.message_id)
+    assert status == "cancelled"
+    assert events[-1] == {"done": True, "status": "cancelled"}
+
+
+async def test_a_cancel_before_the_generations_first_step_still_stores_its_end(slow_agent):
+    from agents.runtime import generation_cancel, generation_start
+
+    _, turn = await _committed_turn(slow_agent)
+    generation = await generation_start(turn)
+    await generation_cancel(turn.message_id)  # the task has not run a single step yet
+    await generation
+    status, events = await _stored_end(turn.message_id)
+    assert status == "cancelled"
+    assert events[-1] == {"done": True, "status": "cancelled"}
+
+
+@pytest.mark.parametrize(("on_disconnect", "expected"), [("continue", "completed"), ("cancel", "cancelled")])
+async def test_a_request_cancelled_while_its_turn_starts_still_gets_a_generation(slow_agent, on_disconnect, expected):
+    from agents.runtime import TurnRequest, turn_launch
+
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+    request = TurnRequest(content="a long answer please", on_disconnect=on_disconnect)
+    launching = asyncio.ensure_future(turn_launch(conversation=conversation, request=request))
+    await asyncio.sleep(0)  # it is now waiting for the turn's commit in a worker thread
+    launching.cancel()  # as Django does when the client goes away
+    with pytest.raises(asyncio.CancelledError):
+        await launching
+    reply = None
+    for _ in range(500):
+        reply = await Message.objects.filter(conversation=conversation, role="assistant").afirst()
+        if reply is not None and reply.status != "in_progress":
+            break
+        await asyncio.sleep(0.02)
+    assert reply is not None and reply.status == expected

@@ -1,5 +1,7 @@
 """SSE streams over real daphne processes: protocol, resume, join, cancel, disconnects, failures."""
 
+import asyncio
+import io
 import os
 import random
 import threading
@@ -9,6 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.utils import timezone
 
 from conversations.models import Message
@@ -439,6 +442,35 @@ def test_the_server_sweeps_stale_replies_by_itself(owner, django_db_blocker):
     assert stale.status == "failed" and stale.content == "partial"
 
 
+def test_a_client_ahead_of_a_swept_replys_last_flush_still_gets_its_end(server, owner):
+    conversation = owner.conversation()
+    user = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
+    stale = Message.objects.create(
+        tenant=owner.tenant,
+        conversation=conversation,
+        parent=user,
+        role="assistant",
+        content="partial",
+        status="in_progress",
+        heartbeat_at=timezone.now() - timedelta(minutes=5),
+        stream_index=[[0, "message", 0, 0], [1, "content", 0, 7]],
+        extra_events=[{"message": {"id": "-", "user_message_id": user.id, "conversation_id": conversation.id}}],
+    )
+    call_command("sweep_stale_messages", stdout=io.StringIO())
+    # Its process had streamed up to seq 5 before it died; it had flushed only up to seq 1.
+    for last_seen, expected_content in ((5, ""), (0, "partial")):
+        response, entries = read_all(
+            "GET",
+            join_url(server, owner, conversation, stale.id),
+            headers=headers(owner, **{"Last-Event-ID": f"{stale.id}:{last_seen}"}),
+        )
+        events = events_only(entries)
+        assert response.status_code == 200
+        assert content_of(events) == expected_content
+        assert "interrupted" in events[-1]["data"]["error"]
+        assert int(events[-1]["id"].rsplit(":", 1)[1]) > last_seen
+
+
 def test_on_disconnect_cancel_also_works_with_an_idempotency_key(server, owner):
     slow(owner, 100)
     conversation = owner.conversation()
@@ -457,3 +489,24 @@ def test_on_disconnect_cancel_also_works_with_an_idempotency_key(server, owner):
         time.sleep(0.05)
     reply = Message.objects.get(conversation=conversation, role="assistant")
     assert reply.status == "cancelled"
+
+
+@needs_redis
+def test_an_append_cancelled_midway_is_neither_lost_nor_overtaken():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> list[int]:
+        log = RedisStreams(REDIS_URL)  # no connection yet: the first append waits for one
+        message_id = f"msg_append_{random.randrange(10**9)}"
+        appending = asyncio.ensure_future(log.append(message_id, 0, {"content": "a"}))
+        await asyncio.sleep(0)  # the append has begun
+        appending.cancel()  # as a cancel of the generation does
+        await log.append(message_id, 1, {"done": True, "status": "cancelled"})
+        entries, ended = await log.read(message_id, -1, 1, wait=False)
+        await log.reset(message_id)
+        assert ended
+        return [seq for seq, _ in entries]
+
+    assert async_to_sync(scenario)() == [0, 1]
