@@ -4,7 +4,9 @@ The first request with a key claims it and stores its response; a retry with the
 that response replayed without running anything; with a different body it is refused (422). A retry that
 arrives while the first is still running waits up to IDEMPOTENCY_WAIT_SECONDS for its result, then gets
 409. Requests refused before any work started (validation, conflicts) release the key, so they can be
-retried. Keys are scoped per tenant and kept IDEMPOTENCY_TTL_HOURS.
+retried. A running request renews its claim; one whose process died (no renewal for
+GENERATION_STALE_SECONDS) can be taken over by the next retry. Keys are scoped per tenant and kept
+IDEMPOTENCY_TTL_HOURS.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextvars
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -20,11 +23,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.db import in_worker
 from core.errors import Conflict, IdempotencyKeyReused, Invalid
 from core.models import IdempotencyKey
+
+logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -41,10 +47,15 @@ def _expiry_cutoff():
 
 def idempotency_claim(*, tenant_id: str, key: str, fingerprint: str) -> IdempotencyKey | None:
     """Claim the key: None if this request owns it now, else the existing row."""
-    IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key, created_at__lt=_expiry_cutoff()).delete()
+    now = timezone.now()
+    IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key).filter(
+        Q(created_at__lt=_expiry_cutoff()) | Q(response_status__isnull=True, claimed_until__lt=now)
+    ).delete()
     try:
         with transaction.atomic():
-            IdempotencyKey.objects.create(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
+            IdempotencyKey.objects.create(
+                tenant_id=tenant_id, key=key, fingerprint=fingerprint, claimed_until=_claim_end(now)
+            )
         return None
     except IntegrityError:
         existing = IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key).first()
@@ -53,9 +64,19 @@ def idempotency_claim(*, tenant_id: str, key: str, fingerprint: str) -> Idempote
         return existing
 
 
+def _claim_end(now):
+    return now + timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+
+
+def idempotency_renew(*, tenant_id: str, key: str) -> None:
+    IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key, response_status__isnull=True).update(
+        claimed_until=_claim_end(timezone.now())
+    )
+
+
 def idempotency_store(*, tenant_id: str, key: str, status: int, body: dict) -> None:
     IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key).update(
-        response_status=status, response_body=json.dumps(body)
+        response_status=status, response_body=json.dumps(body), claimed_until=None
     )
 
 
@@ -101,10 +122,22 @@ _recording: set[asyncio.Future] = set()
 
 
 async def _run_and_record(*, tenant_id: str, key: str, run: Callable[[], Awaitable[tuple[int, dict]]]):
+    renewing = asyncio.create_task(_renew_claim(tenant_id=tenant_id, key=key))
     try:
         status, body = await run()
     except BaseException:
         await in_worker(idempotency_release)(tenant_id=tenant_id, key=key)
         raise
+    finally:
+        renewing.cancel()
     await in_worker(idempotency_store)(tenant_id=tenant_id, key=key, status=status, body=body)
     return status, body
+
+
+async def _renew_claim(*, tenant_id: str, key: str) -> None:
+    while True:
+        await asyncio.sleep(settings.GENERATION_STALE_SECONDS / 3)
+        try:
+            await in_worker(idempotency_renew)(tenant_id=tenant_id, key=key)
+        except Exception:  # a database blip: the next renewal may work, and the claim has time left
+            logger.warning("Renewing the claim of Idempotency-Key %r failed", key, exc_info=True)

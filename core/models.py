@@ -25,6 +25,9 @@ class IdempotencyKey(TenantOwned):
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
     response_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty while running.")
+    claimed_until = models.DateTimeField(
+        null=True, blank=True, help_text="While running, renewed by its process; a lapsed claim can be taken over."
+    )
     # Text, not jsonb: a replay must be byte-identical, and jsonb reorders keys.
     response_body = models.TextField(blank=True)
 

@@ -261,3 +261,25 @@ async def test_a_request_cancelled_while_its_turn_starts_still_gets_a_generation
             break
         await asyncio.sleep(0.02)
     assert reply is not None and reply.status == expected
+
+
+def test_an_idempotency_claim_whose_process_died_is_taken_over_by_the_retry(owner, settings):
+    from core.idempotency import request_fingerprint
+    from core.models import IdempotencyKey
+
+    settings.IDEMPOTENCY_WAIT_SECONDS = 0.3
+    conversation = owner.conversation()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    claim = {"tenant": owner.tenant, "fingerprint": request_fingerprint("POST", url, {"content": "hi"})}
+    now = timezone.now()
+    IdempotencyKey.objects.create(key="alive", claimed_until=now + timedelta(seconds=60), **claim)
+    IdempotencyKey.objects.create(key="dead", claimed_until=now, **claim)
+
+    still_running = owner.client.post(url, {"content": "hi"}, format="json", headers={"Idempotency-Key": "alive"})
+    assert still_running.status_code == 409
+    taken_over = owner.client.post(url, {"content": "hi"}, format="json", headers={"Idempotency-Key": "dead"})
+    assert taken_over.status_code == 200
+    replayed = owner.client.post(url, {"content": "hi"}, format="json", headers={"Idempotency-Key": "dead"})
+    assert replayed.content == taken_over.content
+    stored = IdempotencyKey.objects.get(tenant=owner.tenant, key="dead")
+    assert stored.response_status == 200 and stored.claimed_until is None
