@@ -441,7 +441,10 @@ async def _generate(turn: Turn) -> str:
     except Exception:  # the log's store failed: followers finish from the stored message
         logger.exception("Publishing the end of generation %s failed", turn.message_id)
     if turn.title_from and status == MessageStatus.COMPLETED:
-        await _title_conversation(turn)
+        try:
+            await _title_conversation(turn)
+        except Exception:  # the reply is stored and ended: a title that could not be saved stays unset
+            logger.exception("Titling conversation %s failed", turn.conversation_id)
     return status
 
 
