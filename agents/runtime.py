@@ -379,7 +379,8 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
                 await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
                 flushed_seq, last_write = seq, now
             elif now - last_write >= HEARTBEAT_SECONDS:
-                await in_worker(Message.objects.filter(pk=turn.message_id).update)(heartbeat_at=timezone.now())
+                running = Message.objects.filter(pk=turn.message_id, status=MessageStatus.IN_PROGRESS)
+                await in_worker(running.update)(heartbeat_at=timezone.now())
                 last_write = now
         except Exception:  # a database or Redis blip: keep tending; the end is stored with retries
             logger.warning("Tending generation %s failed", turn.message_id, exc_info=True)

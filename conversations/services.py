@@ -129,7 +129,10 @@ def message_sweep_if_stale(message: Message, *, now=None) -> bool:
     # The stored record trails what the dead generation had streamed by its last unflushed events, so
     # the error skips ahead: a client resuming from any id it saw live still gets it.
     record.add({"error": INTERRUPTED}, seq=record.next_seq + SWEPT_SEQ_SKIP)
-    updated = Message.objects.filter(pk=message.pk, status=MessageStatus.IN_PROGRESS).update(
+    # Only if no heartbeat came since it was read: a generation that just showed a sign of life stays.
+    updated = Message.objects.filter(
+        pk=message.pk, status=MessageStatus.IN_PROGRESS, heartbeat_at=message.heartbeat_at
+    ).update(
         status=MessageStatus.FAILED,
         error=INTERRUPTED,
         completed_at=now,

@@ -26,7 +26,8 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
     """The events after `after`, in batches (one per read of the log), ending with the terminal event.
     An empty batch means "nothing for a while": the writer sends a keep-alive comment."""
     log = streams()
-    last = after
+    loop = asyncio.get_running_loop()
+    last, quiet_since = after, loop.time()
     waiting = False  # the first read never blocks: a log that has ended (or is missing) answers at once
     while True:
         waited, waiting = waiting, True
@@ -54,13 +55,18 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
                 return
             yield []
             continue
+        # Running in a process whose log we cannot see (no REDIS_URL): follow what it flushes. Whether it
+        # still runs is asked first, so that the read after it holds the end if it has ended.
+        running = await _running(message_id)
         batch = await _stored_events(message_id, after=last)
         if batch:
-            last = batch[-1][0]
+            last, quiet_since = batch[-1][0], loop.time()
             yield batch
-        if not await _running(message_id):
+        if not running:
             return
-        # Running in a process whose log we cannot see (no REDIS_URL): follow what it flushes.
+        if loop.time() - quiet_since >= settings.STREAM_KEEPALIVE_SECONDS:
+            quiet_since = loop.time()
+            yield []
         await asyncio.sleep(STORED_POLL_SECONDS)
 
 
@@ -79,8 +85,12 @@ async def _running(message_id: str) -> bool:
 
 async def _stored_events(message_id: str, *, after: int) -> list[Entry]:
     """The stored message's events after `after` (rebuilt from its stream index)."""
-    message = await Message.objects.only("content", "thinking", "stream_index", "extra_events").aget(pk=message_id)
-    await release_request_thread()
+    try:
+        message = await Message.objects.only("content", "thinking", "stream_index", "extra_events").aget(pk=message_id)
+    except Message.DoesNotExist:  # deleted with its conversation while followed
+        return [(after + 1, {"error": "The message was deleted."})]
+    finally:
+        await release_request_thread()
     return rebuild_events(
         content=message.content,
         thinking=message.thinking,

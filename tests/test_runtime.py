@@ -283,3 +283,24 @@ def test_an_idempotency_claim_whose_process_died_is_taken_over_by_the_retry(owne
     assert replayed.content == taken_over.content
     stored = IdempotencyKey.objects.get(tenant=owner.tenant, key="dead")
     assert stored.response_status == 200 and stored.claimed_until is None
+
+
+async def test_following_a_reply_through_its_flushes_keeps_alive_and_ends_if_it_is_deleted(owner, settings):
+    from conversations.streaming import message_events
+
+    settings.STREAM_KEEPALIVE_SECONDS = 0.1
+    conversation = await sync_to_async(owner.conversation)()
+    reply = await Message.objects.acreate(  # running in another process: no live log here
+        tenant=owner.tenant,
+        conversation=conversation,
+        role="assistant",
+        status=MessageStatus.IN_PROGRESS,
+        heartbeat_at=timezone.now(),
+        stream_index=[[0, "message", 0, 0]],
+        extra_events=[{"message": {"id": "-"}}],
+    )
+    follower = message_events(reply.id)
+    assert await anext(follower) == [(0, {"message": {"id": "-"}})]
+    assert await anext(follower) == []  # a keep-alive while nothing is flushed
+    await Message.objects.filter(pk=reply.pk).adelete()
+    assert [batch async for batch in follower] == [[(1, {"error": "The message was deleted."})]]
