@@ -300,7 +300,9 @@ async def test_following_a_reply_through_its_flushes_keeps_alive_and_ends_if_it_
         extra_events=[{"message": {"id": "-"}}],
     )
     follower = message_events(reply.id)
-    assert await anext(follower) == [(0, {"message": {"id": "-"}})]
-    assert await anext(follower) == []  # a keep-alive while nothing is flushed
+    assert await asyncio.wait_for(anext(follower), 5) == [(0, {"message": {"id": "-"}})]
+    assert await asyncio.wait_for(anext(follower), 5) == []  # a keep-alive while nothing is flushed
     await Message.objects.filter(pk=reply.pk).adelete()
-    assert [batch async for batch in follower] == [[(1, {"error": "The message was deleted."})]]
+    assert await asyncio.wait_for(anext(follower), 5) == [(1, {"error": "The message was deleted."})]
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(follower), 5)
