@@ -27,7 +27,7 @@ from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, U
 from agents.engines.base import estimate_tokens
 from agents.models import Agent
 from agents.titles import title_from_keywords, title_propose
-from conversations.events import StreamRecord, rebuild_events, wire_event
+from conversations.events import END_KINDS, StreamRecord, rebuild_events, wire_event
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
 from conversations.selectors import message_branch
 from conversations.services import INTERRUPTED, message_sweep_if_stale
@@ -128,12 +128,23 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         if assistant is None or assistant.role != Role.ASSISTANT:
             raise Invalid("continue: the last message is not the assistant's.", details={"continue": True})
         user_message = assistant.parent
-        # The continued stream starts over: the text so far is its first delta, then new events follow.
-        record.add(_message_event(assistant.id, user_message.id, conversation.id))
-        if assistant.thinking:
-            record.add({"thinking": assistant.thinking})
-        if assistant.content:
-            record.add({"content": assistant.content})
+        stored = StreamRecord(index=assistant.stream_index)
+        if stored.index:
+            # The stream goes on from where it ended, its end dropped: the events so far keep their ids,
+            # so a client resuming from any id it saw gets exactly the rest.
+            record = StreamRecord(
+                content=assistant.content,
+                thinking=assistant.thinking,
+                index=[entry for entry in assistant.stream_index if entry[1] not in END_KINDS],
+                extra=assistant.extra_events,
+                first_seq=stored.next_seq,
+            )
+        else:  # a reply stored without its stream: the text so far is the first delta
+            record.add(_message_event(assistant.id, user_message.id, conversation.id))
+            if assistant.thinking:
+                record.add({"thinking": assistant.thinking})
+            if assistant.content:
+                record.add({"content": assistant.content})
         base_tokens = (assistant.input_tokens, assistant.output_tokens)
         assistant.status, assistant.error, assistant.completed_at, assistant.heartbeat_at = (
             MessageStatus.IN_PROGRESS,

@@ -12,6 +12,7 @@ from typing import Any
 from agents.engines import Citations, Content, DataFrameProduced, Event, FileProduced, Thinking
 
 TEXT_KINDS = ("content", "thinking")
+END_KINDS = ("done", "error")
 
 
 def wire_event(event: Event) -> dict[str, Any] | None:
@@ -32,7 +33,8 @@ def wire_event(event: Event) -> dict[str, Any] | None:
 class StreamRecord:
     """Builds a message's content, thinking and stream index as events are published."""
 
-    def __init__(self, *, content: str = "", thinking: str = "", index=None, extra=None) -> None:
+    def __init__(self, *, content: str = "", thinking: str = "", index=None, extra=None, first_seq: int = 0) -> None:
+        self.first_seq = first_seq  # the lowest seq the next event may have
         self.content_parts = [content] if content else []
         self.content_length = len(content)
         self.thinking_parts = [thinking] if thinking else []
@@ -42,7 +44,7 @@ class StreamRecord:
 
     @property
     def next_seq(self) -> int:
-        return self.index[-1][0] + 1 if self.index else 0
+        return max(self.index[-1][0] + 1 if self.index else 0, self.first_seq)
 
     @property
     def content(self) -> str:

@@ -10,6 +10,7 @@ stream is rebuilt from the stored message (see conversations.events).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import json
 import time
@@ -22,13 +23,21 @@ from django.conf import settings
 Entry = tuple[int, dict[str, Any]]
 
 
+def _entry_seq(entry: Entry) -> int:
+    return entry[0]
+
+
 def is_terminal(event: dict[str, Any]) -> bool:
     return "done" in event or "error" in event
 
 
 @dataclass
 class _MemoryLog:
-    entries: list[Entry] = field(default_factory=list)  # entries[n] has seq n
+    entries: list[Entry] = field(default_factory=list)  # in seq order; seqs may skip (a continued reply)
+
+    def after(self, seq: int) -> list[Entry]:
+        return self.entries[bisect.bisect_right(self.entries, seq, key=_entry_seq) :]
+
     waiters: list[asyncio.Future] = field(default_factory=list)
 
 
@@ -69,8 +78,8 @@ class MemoryStreams:
         log = self._logs.get(message_id)
         if log is None:
             return None
-        if len(log.entries) > after + 1:
-            return log.entries[after + 1 :], False
+        if log.entries and log.entries[-1][0] > after:
+            return log.after(after), False
         if not wait:
             return [], False
         waiter = asyncio.get_running_loop().create_future()
@@ -82,7 +91,7 @@ class MemoryStreams:
         finally:
             if waiter in log.waiters:
                 log.waiters.remove(waiter)
-        entries = log.entries[after + 1 :]
+        entries = log.after(after)
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:

@@ -510,3 +510,34 @@ def test_an_append_cancelled_midway_is_neither_lost_nor_overtaken():
         return [seq for seq, _ in entries]
 
     assert async_to_sync(scenario)() == [0, 1]
+
+
+def test_a_continued_reply_keeps_its_ids_so_resuming_from_the_first_run_is_exact(any_log_server, owner):
+    server = any_log_server
+    slow(owner, 5)
+    conversation = owner.conversation()
+    url = stream_url(server, owner, conversation)
+    _, first_run = read_all("POST", url, json={"content": "a b c"}, headers=headers(owner))
+    first_run = events_only(first_run)
+    message_id = first_run[0]["data"]["message"]["id"]
+    assert first_run[-1]["data"] == {"done": True, "status": "completed"}
+    _, second_run = read_all(
+        "POST", stream_url(server, owner, conversation), json={"continue": True}, headers=headers(owner)
+    )
+    second_run = events_only(second_run)
+    _, replay = read_all("GET", join_url(server, owner, conversation, message_id), headers=headers(owner))
+    replay = events_only(replay)
+
+    seq = lambda entry: int(entry["id"].rsplit(":", 1)[1])  # noqa: E731
+    assert second_run == replay
+    assert replay[: len(first_run) - 1] == first_run[:-1]  # what was said keeps its ids; the old end is gone
+    assert seq(replay[len(first_run) - 1]) > seq(first_run[-1])
+    assert replay[-1]["data"] == {"done": True, "status": "completed"}
+    assert content_of(replay) == Message.objects.get(id=message_id).content
+    for cut in [seq(entry) for entry in first_run]:  # a client of the first run resumes: exactly the rest
+        _, rest = read_all(
+            "GET",
+            join_url(server, owner, conversation, message_id),
+            headers=headers(owner, **{"Last-Event-ID": f"{message_id}:{cut}"}),
+        )
+        assert events_only(rest) == [entry for entry in replay if seq(entry) > cut], cut
