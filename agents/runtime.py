@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -258,13 +259,15 @@ async def turn_launch(*, conversation: Conversation, request: TurnRequest) -> tu
     try:
         return await asyncio.shield(launching)
     except asyncio.CancelledError:
-        if request.on_disconnect == "cancel":
-            launching.add_done_callback(_cancel_when_launched)
+        launching.add_done_callback(functools.partial(_launched_for_nobody, cancel=request.on_disconnect == "cancel"))
         raise
 
 
-def _cancel_when_launched(launching: asyncio.Future) -> None:
-    if not launching.cancelled() and launching.exception() is None:
+def _launched_for_nobody(launching: asyncio.Future, *, cancel: bool) -> None:
+    # exception() also marks a refusal (409) or failure as seen: nobody is left to be told.
+    if launching.cancelled() or launching.exception() is not None:
+        return
+    if cancel:
         generation_cancel_soon(launching.result()[0].message_id)
 
 
