@@ -3,12 +3,16 @@ and a sampler of the server process (threads, RSS) and of PostgreSQL's connectio
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -146,3 +150,31 @@ def py_spy_start(pid: int, output: str) -> subprocess.Popen:
 def py_spy_stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
     process.wait(timeout=30)
+
+
+def print_setup() -> None:
+    """The database, Redis, CPUs and load average this run sees."""
+    db = connection.settings_dict
+    print(
+        f"Database {db['NAME']} on {db['HOST'] or 'local socket'}:{db['PORT']}; REDIS_URL "
+        f"{os.environ.get('REDIS_URL') or 'unset (in-process stream log)'}; {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+
+
+@contextmanager
+def one_daphne(*, db_pool: bool) -> Iterator[tuple[subprocess.Popen, int]]:
+    """One daphne process under bench.settings on a free port (its log in a temporary directory)."""
+    from bench.rest_list import free_port, start_daphne
+
+    connection.close()  # the benchmark's own connection is not counted among the server's
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "daphne.log"
+    server = start_daphne(port, log, db_pool=db_pool)
+    try:
+        connections = "psycopg pool (4-32)" if db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
+        print(f"daphne (one process, pid {server.pid}) on 127.0.0.1:{port}, {connections}, log {log}\n")
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

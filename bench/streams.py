@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,13 +37,14 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
 
 import psutil  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
-from django.db import connection  # noqa: E402
 
-from bench.rest_list import free_port, percentile, start_daphne, verdict  # noqa: E402  (sets Django up)
+from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
 from bench.sampling import (  # noqa: E402
     ServerSampler,
     delete_tenant,
     mib,
+    one_daphne,
+    print_setup,
     py_spy_start,
     py_spy_stop,
     question_for_chunks,
@@ -302,38 +302,18 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    db = connection.settings_dict
-    print(
-        f"Database {db['NAME']} on {db['HOST'] or 'local socket'}:{db['PORT']}; REDIS_URL "
-        f"{os.environ.get('REDIS_URL') or 'unset (in-process stream log)'}; {os.cpu_count()} CPUs, "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    print_setup()
     question = question_for_chunks(args.chunks)
     count = 25 + args.cycles + args.ttfb_samples + args.streams
     tenant, agent, secret, ids = seed(label="streams", conversations=count, chunk_delay_ms=args.chunk_delay_ms)
     tenant_id = tenant.id
     print(f"Seeded tenant {tenant_id}: 1 agent, {count} conversations")
-    connection.close()  # not counted among the server's connections
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-    server = None
     try:
-        server = start_daphne(port, workdir / "daphne.log", db_pool=args.db_pool)
-        connections = (
-            "psycopg pool (4-32)" if args.db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
-        )
-        print(
-            f"daphne (one process, pid {server.pid}) on 127.0.0.1:{port}, {connections}, log {workdir / 'daphne.log'}"
-        )
-        print()
-        target = Target(port, f"/tenants/{tenant_id}/api/v2/agents/{agent.id}/conversations", secret, question)
-        with ServerSampler(server.pid) as sampler:
+        with one_daphne(db_pool=args.db_pool) as (server, port), ServerSampler(server.pid) as sampler:
+            target = Target(port, f"/tenants/{tenant_id}/api/v2/agents/{agent.id}/conversations", secret, question)
             asyncio.run(measure(args, target, tenant_id, ids, sampler))
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
         delete_tenant(tenant)
         print(f"Deleted tenant {tenant_id}")
 

@@ -1,5 +1,6 @@
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from core.errors import error_body
@@ -34,35 +35,30 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         return await self.get_response(request)
 
 
-class NulCharactersRefused:
+@sync_and_async_middleware
+def nul_characters_refused(get_response):
     """A 400 for a path or query string with a NUL character (`%00`).
 
     PostgreSQL text cannot store or compare one, so an id or a search query holding it would fail as a
     database error deep in a view. Async and sync alike, so that it costs no thread switch.
     """
+    if iscoroutinefunction(get_response):
 
-    sync_capable = True
-    async_capable = True
+        async def middleware(request):
+            return _nul_refusal(request) or await get_response(request)
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self._is_async = iscoroutinefunction(get_response)
-        if self._is_async:
-            markcoroutinefunction(self)
+    else:
 
-    def __call__(self, request):
-        if self._is_async:
-            return self.__acall__(request)
-        return self._refusal(request) or self.get_response(request)
+        def middleware(request):
+            return _nul_refusal(request) or get_response(request)
 
-    async def __acall__(self, request):
-        return self._refusal(request) or await self.get_response(request)
+    return middleware
 
-    @staticmethod
-    def _refusal(request) -> JsonResponse | None:
-        if "\x00" not in request.path and "%00" not in request.META.get("QUERY_STRING", ""):
-            return None
-        message = "NUL characters (%00) are not allowed in the path or the query string."
-        if request.path.startswith("/v1/"):  # the stateless API's own error shape (conversations/stateless_apis.py)
-            return JsonResponse({"success": False, "error": message}, status=400)
-        return JsonResponse(error_body("invalid", message), status=400)
+
+def _nul_refusal(request) -> JsonResponse | None:
+    if "\x00" not in request.path and "%00" not in request.META.get("QUERY_STRING", ""):
+        return None
+    message = "NUL characters (%00) are not allowed in the path or the query string."
+    if request.path.startswith("/v1/"):  # the stateless API's own error shape (conversations/stateless_apis.py)
+        return JsonResponse({"success": False, "error": message}, status=400)
+    return JsonResponse(error_body("invalid", message), status=400)

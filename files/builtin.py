@@ -20,6 +20,20 @@ def clip(text: str, size: int) -> str:
     return text if len(text) <= size else text[: size - 1].rstrip() + "…"
 
 
+def citation_item(hit: Hit, sentences: list[str], *, number: int) -> dict[str, Any]:
+    """A passage as a `citations` event item, its snippet the sentences picked from it."""
+    return {
+        "number": number,
+        "source_id": hit.file.id,
+        "source_name": hit.file.name,
+        "url": "",
+        "page": hit.passage.page,
+        "snippet": clip(" ".join(sentences), SNIPPET_CHARS),
+        "relevance_score": hit.relevance,
+        "quality_score": hit.quality,
+    }
+
+
 def _citation_items(hits: list[Hit], sentences: list[list[str]]) -> tuple[list[dict[str, Any]], list[int]]:
     """One citation per (file, page); returns the items and each hit's citation number."""
     items: list[dict[str, Any]] = []
@@ -29,16 +43,7 @@ def _citation_items(hits: list[Hit], sentences: list[list[str]]) -> tuple[list[d
         key = (hit.file.id, hit.passage.page)
         item = by_source.get(key)
         if item is None:
-            item = {
-                "number": len(items) + 1,
-                "source_id": hit.file.id,
-                "source_name": hit.file.name,
-                "url": "",
-                "page": hit.passage.page,
-                "snippet": clip(" ".join(picked), SNIPPET_CHARS),
-                "relevance_score": hit.relevance,
-                "quality_score": hit.quality,
-            }
+            item = citation_item(hit, picked, number=len(items) + 1)
             by_source[key] = item
             items.append(item)
         numbers.append(item["number"])

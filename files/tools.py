@@ -7,7 +7,7 @@ from typing import Any
 from agents.engines.base import Citations
 from agents.tools import Tool, ToolContext, ToolResult
 from core.db import in_worker
-from files.builtin import SNIPPET_CHARS, clip
+from files.builtin import citation_item
 from files.models import ExtractionStatus, File
 from files.retrieval import best_sentences, passage_scope, passage_search
 
@@ -34,18 +34,7 @@ def _search(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
     for number, (hit, picked) in enumerate(zip(hits, sentences, strict=True), start=context.first_citation):
         page = f", page {hit.passage.page}" if hit.passage.page else ""
         blocks.append(f"[{number}] {hit.file.name} (file_ref {hit.file.id}{page}):\n{hit.passage.text}")
-        items.append(
-            {
-                "number": number,
-                "source_id": hit.file.id,
-                "source_name": hit.file.name,
-                "url": "",
-                "page": hit.passage.page,
-                "snippet": clip(" ".join(picked), SNIPPET_CHARS),
-                "relevance_score": hit.relevance,
-                "quality_score": hit.quality,
-            }
-        )
+        items.append(citation_item(hit, picked, number=number))
     text = "Passages (cite them with their [n] markers):\n\n" + "\n\n".join(blocks)
     return ToolResult(text=text, events=[Citations(items=items)])
 

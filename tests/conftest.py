@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import boto3
 import httpx
@@ -10,11 +11,12 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test import AsyncClient
+from django.utils import timezone
 from moto.server import ThreadedMotoServer
 from rest_framework.test import APIClient
 
 from agents.models import Agent
-from conversations.models import Conversation
+from conversations.models import Conversation, Message, MessageStatus
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create, tenant_create
 from tests.servers import free_port
@@ -98,6 +100,26 @@ class KeyedAsyncClient(AsyncClient):
 
     def generic(self, *args, headers=None, **kwargs):
         return super().generic(*args, headers={**self.auth, **(headers or {})}, **kwargs)
+
+
+def reply_in_progress(ctx: TenantContext, content: str = "", *, heartbeat_age=timedelta(minutes=10), **fields):
+    """An in-progress reply, current in a new conversation, whose last heartbeat is `heartbeat_age` old (by
+    default its process died long ago)."""
+    conversation = ctx.conversation()
+    user = Message.objects.create(tenant=ctx.tenant, conversation=conversation, role="user", content="q")
+    reply = Message.objects.create(
+        tenant=ctx.tenant,
+        conversation=conversation,
+        parent=user,
+        role="assistant",
+        content=content,
+        status=MessageStatus.IN_PROGRESS,
+        heartbeat_at=timezone.now() - heartbeat_age,
+        **fields,
+    )
+    conversation.current_message = reply
+    conversation.save(update_fields=["current_message"])
+    return reply
 
 
 def async_client(ctx: TenantContext) -> AsyncClient:

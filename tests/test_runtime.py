@@ -11,7 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from conversations.models import Message, MessageStatus
-from tests.conftest import async_client
+from tests.conftest import async_client, reply_in_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,36 +99,9 @@ async def test_a_retry_while_the_first_runs_is_409(slow_agent):
     assert (await apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k"})).content == (await first).content
 
 
-def _stale_message(owner, content: str) -> Message:
-    conversation = owner.conversation()
-    user = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
-    long_ago = timezone.now() - timedelta(minutes=10)
-    reply = Message.objects.create(
-        tenant=owner.tenant,
-        conversation=conversation,
-        parent=user,
-        role="assistant",
-        content=content,
-        status=MessageStatus.IN_PROGRESS,
-        heartbeat_at=long_ago,
-    )
-    conversation.current_message = reply
-    conversation.save()
-    return reply
-
-
 def test_the_sweep_fails_stale_generations_and_keeps_partial_content(owner):
-    stale = _stale_message(owner, "half an ans")
-    fresh_conversation = owner.conversation("fresh")
-    fresh_user = Message.objects.create(tenant=owner.tenant, conversation=fresh_conversation, role="user", content="q")
-    fresh = Message.objects.create(
-        tenant=owner.tenant,
-        conversation=fresh_conversation,
-        parent=fresh_user,
-        role="assistant",
-        status=MessageStatus.IN_PROGRESS,
-        heartbeat_at=timezone.now(),
-    )
+    stale = reply_in_progress(owner, "half an ans")
+    fresh = reply_in_progress(owner, heartbeat_age=timedelta(0))
     out = io.StringIO()
     call_command("sweep_stale_messages", stdout=out)
     assert "Marked 1 stale" in out.getvalue()
@@ -139,7 +112,7 @@ def test_the_sweep_fails_stale_generations_and_keeps_partial_content(owner):
 
 
 def test_a_post_behind_a_stale_generation_heals_the_conversation(owner):
-    stale = _stale_message(owner, "partial")
+    stale = reply_in_progress(owner, "partial")
     url = f"{owner.conversation_url(stale.conversation)}/messages"
     response = owner.client.post(url, {"content": "next"}, format="json")
     assert response.status_code == 200
@@ -148,8 +121,7 @@ def test_a_post_behind_a_stale_generation_heals_the_conversation(owner):
 
 
 def test_a_post_behind_a_live_generation_is_409(owner):
-    live = _stale_message(owner, "")
-    Message.objects.filter(pk=live.pk).update(heartbeat_at=timezone.now())
+    live = reply_in_progress(owner, heartbeat_age=timedelta(0))
     response = owner.client.post(
         f"{owner.conversation_url(live.conversation)}/messages", {"content": "x"}, format="json"
     )

@@ -6,15 +6,14 @@ import os
 import random
 import threading
 import time
-from datetime import timedelta
 
 import httpx
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.utils import timezone
 
 from conversations.models import Message
+from tests.conftest import reply_in_progress
 from tests.openai_server import OpenAIServer
 from tests.servers import daphne_server, parse_sse
 
@@ -422,17 +421,7 @@ def test_settings_default_keepalive_is_fifteen_seconds():
 
 
 def test_the_server_sweeps_stale_replies_by_itself(owner, django_db_blocker):
-    conversation = owner.conversation()
-    user = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
-    stale = Message.objects.create(
-        tenant=owner.tenant,
-        conversation=conversation,
-        parent=user,
-        role="assistant",
-        content="partial",
-        status="in_progress",
-        heartbeat_at=timezone.now() - timedelta(minutes=5),
-    )
+    stale = reply_in_progress(owner, "partial")
     with django_db_blocker.unblock(), daphne_server(REDIS_URL="", GENERATION_STALE_SECONDS="2") as base:
         httpx.get(f"{base}/healthz")  # the first request starts the process's maintenance
         deadline = time.monotonic() + 10
@@ -443,19 +432,13 @@ def test_the_server_sweeps_stale_replies_by_itself(owner, django_db_blocker):
 
 
 def test_a_client_ahead_of_a_swept_replys_last_flush_still_gets_its_end(server, owner):
-    conversation = owner.conversation()
-    user = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
-    stale = Message.objects.create(
-        tenant=owner.tenant,
-        conversation=conversation,
-        parent=user,
-        role="assistant",
-        content="partial",
-        status="in_progress",
-        heartbeat_at=timezone.now() - timedelta(minutes=5),
+    stale = reply_in_progress(
+        owner,
+        "partial",
         stream_index=[[0, "message", 0, 0], [1, "content", 0, 7]],
-        extra_events=[{"message": {"id": "-", "user_message_id": user.id, "conversation_id": conversation.id}}],
+        extra_events=[{"message": {"id": "-"}}],
     )
+    conversation = stale.conversation
     call_command("sweep_stale_messages", stdout=io.StringIO())
     # Its process had streamed up to seq 5 before it died; it had flushed only up to seq 1.
     for last_seen, expected_content in ((5, ""), (0, "partial")):
