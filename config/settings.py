@@ -135,6 +135,9 @@ REDIS_URL = env_str("REDIS_URL")
 # Threads per server process for requests' sync code (auth, views, ORM); generations use the event
 # loop's own worker pool. Also the most PostgreSQL connections requests hold at once.
 REQUEST_SYNC_THREADS = env_int("REQUEST_SYNC_THREADS", 16)
+# Connections the kernel queues for a daphne listening socket before it accepts them (Twisted's
+# default is 50; the kernel caps it at net.core.somaxconn). See core/daphne.py.
+LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 1024)
 # Each stream reader blocks on one Redis connection while it waits for events.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000)
 if REDIS_URL:

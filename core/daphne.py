@@ -1,5 +1,6 @@
-"""Two corrections to how daphne hands a request body to the application, so that an upload's bytes
-stay on disk until Django copies them to its own spool.
+"""Corrections to daphne: how it hands a request body to the application, so that an upload's bytes
+stay on disk until Django copies them to its own spool; the backlog of the sockets it listens on; and
+how a response's writes reach the socket.
 
 `install()` is called by config/asgi.py. It patches daphne's classes wherever daphne is imported, which is
 in every process of this project ("daphne" is an installed app, for its runserver); only a daphne server
@@ -9,14 +10,24 @@ ever calls what it patches.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO
+
+from twisted.internet import abstract, tcp
 
 # The size of the body messages the application receives: larger than daphne's 8 KiB, so that a
 # 200 MiB upload is 800 messages, not 25,600.
 BODY_CHUNK = 256 * 1024
+
+# Endpoint kinds whose Twisted parser takes a `backlog` (default 50), and the separator of an endpoint
+# description's fields (a colon not escaped with a backslash).
+_BACKLOG_ENDPOINTS = {"tcp", "tcp6", "unix", "ssl"}
+_ENDPOINT_FIELD = re.compile(r"(?<!\\):")
 
 
 @dataclass
@@ -80,6 +91,84 @@ class SpooledBodyQueue(asyncio.Queue):
         return {"type": "http.request", "body": body, "more_body": pending.more_body}
 
 
+class DirectWriteServer(tcp.Server):
+    """A TCP connection that sends a write at once when nothing is waiting to be sent.
+
+    Twisted queues every write and sends it on a later turn of the reactor: for each write it registers
+    the socket for writability with epoll, waits for the event, sends, and unregisters (two epoll_ctl
+    calls and a dispatch through Twisted's logging context). A server-sent event is one small write,
+    so that was most of the cost of delivering it to 500 open streams. Like asyncio's own transports,
+    this tries `send()` first while the buffer is empty; whatever the socket does not take, and every
+    write while something is queued (or under TLS, or while closing), goes through Twisted's buffer as
+    before, so the order of the bytes and Twisted's flow control are unchanged.
+    """
+
+    def write(self, data: bytes) -> None:
+        rest = self._send_at_once(data)
+        if rest:
+            super().write(rest)
+
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        iovec = list(iovec)
+        if self._idle():
+            rest = self._send_at_once(b"".join(iovec))
+            if rest:
+                super().write(rest)
+        else:
+            super().writeSequence(iovec)
+
+    def _idle(self) -> bool:
+        return (
+            not self.TLS
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnecting
+            and not self._writeDisconnected
+            and not self._tempDataBuffer
+            and self.offset >= len(self.dataBuffer)
+        )
+
+    def _send_at_once(self, data: bytes) -> bytes:
+        """Send what the socket takes now, if nothing is queued; the bytes left to queue."""
+        if not data or not self._idle():
+            return data
+        try:
+            sent = self.socket.send(data)
+        except InterruptedError:
+            sent = 0
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.ENOBUFS):
+                return data  # Twisted's own write finds the connection lost and closes it as usual
+            sent = 0
+        return data[sent:]
+
+
+# Twisted's connection attributes that DirectWriteServer reads: checked when it is installed.
+_WRITE_STATE = (
+    "TLS",
+    "connected",
+    "disconnecting",
+    "_writeDisconnecting",
+    "_writeDisconnected",
+    "dataBuffer",
+    "offset",
+)
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """A Twisted server endpoint description with `backlog` added, unless it names one or its kind has none.
+
+    daphne builds `tcp:port=8000:interface=127.0.0.1` from `--bind`/`--port`, and Twisted then listens
+    with a backlog of 50: a burst of new connections larger than that (200 clients at once, or nginx
+    opening connections after a restart) overflows the accept queue, and the kernel drops them; clients
+    see a one-second SYN retry or a reset.
+    """
+    fields = _ENDPOINT_FIELD.split(description)
+    if fields[0] not in _BACKLOG_ENDPOINTS or any(field.startswith("backlog=") for field in fields[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def install() -> None:
     """Patch daphne's server and request classes when daphne is running (imported) in this process."""
     server_module = sys.modules.get("daphne.server")
@@ -87,11 +176,37 @@ def install() -> None:
     if server_module is None or http_module is None:
         return
 
+    server_from_string = server_module.serverFromString
+    if not getattr(server_from_string, "sets_backlog", False):
+        from django.conf import settings
+
+        @functools.wraps(server_from_string)
+        def server_from_string_with_backlog(reactor, description):
+            return server_from_string(reactor, with_backlog(description, settings.LISTEN_BACKLOG))
+
+        server_from_string_with_backlog.sets_backlog = True
+        server_module.serverFromString = server_from_string_with_backlog
+
     # Twisted parses every multipart POST body with the email package before daphne sees the request:
     # the whole upload in memory, about 13 times over (a 200 MiB upload took 2.6 GiB). Daphne never
     # reads what that parse produces, and Twisted has a per-request switch for it that daphne does not
     # expose: pin it off.
     http_module.WebRequest._parsePOSTFormSubmission = property(lambda request: False, lambda *_: None)
+
+    listen_success = server_module.Server.listen_success
+    if not getattr(listen_success, "writes_at_once", False) and all(
+        hasattr(abstract.FileDescriptor, name) or hasattr(tcp.Server, name) for name in _WRITE_STATE
+    ):
+
+        @functools.wraps(listen_success)
+        def listen_success_writing_at_once(server, port):
+            # Before the reactor runs: every connection the port accepts gets the class.
+            if type(port) is tcp.Port and port.transport is tcp.Server:
+                port.transport = DirectWriteServer
+            return listen_success(server, port)
+
+        listen_success_writing_at_once.writes_at_once = True
+        server_module.Server.listen_success = listen_success_writing_at_once
 
     create_application = server_module.Server.create_application
     if getattr(create_application, "spools_body", False):

@@ -4,13 +4,16 @@ import asyncio
 import hashlib
 import os
 import secrets
+import shutil
+import socket
+import subprocess
 import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 
-from core.daphne import BODY_CHUNK, SpooledBodyQueue
+from core.daphne import BODY_CHUNK, DirectWriteServer, SpooledBodyQueue, with_backlog
 from files.models import File
 from tests.servers import daphne_server
 
@@ -130,3 +133,73 @@ def test_a_body_whose_file_was_closed_reads_as_a_disconnect():
     assert first["more_body"] is True and len(first["body"]) == BODY_CHUNK
     assert after_close == {"type": "http.disconnect"}
     assert queue.empty()
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("tcp:port=8000:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1:backlog=700"),
+        ("tcp:8000:interface=\\:\\:1", "tcp:8000:interface=\\:\\:1:backlog=700"),
+        ("unix:/run/parley.sock", "unix:/run/parley.sock:backlog=700"),
+        ("tcp:port=8000:backlog=64", "tcp:port=8000:backlog=64"),  # named by the operator: kept
+        ("fd:fileno=3", "fd:fileno=3"),  # the socket's creator (systemd) set its backlog
+    ],
+)
+def test_listening_endpoints_get_the_configured_backlog(description, expected):
+    assert with_backlog(description, 700) == expected
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs iproute2's ss to read a listening socket's backlog")
+@pytest.mark.django_db(transaction=True)
+def test_daphne_listens_with_the_configured_backlog_not_twisteds_fifty(django_db_blocker):
+    with django_db_blocker.unblock(), daphne_server(LISTEN_BACKLOG="700") as base:
+        port = base.rsplit(":", 1)[1]
+        listening = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    # For a listening socket, ss's Send-Q column is the accept queue's maximum length.
+    assert listening[0] == "LISTEN" and listening[2] == "700", listening
+
+
+def idle_connection(sock) -> tuple[DirectWriteServer, list]:
+    """A DirectWriteServer on `sock` in the state Twisted leaves an open, idle connection in; its
+    reactor registration replaced by a record of the calls."""
+    server = DirectWriteServer.__new__(DirectWriteServer)
+    server.socket, server.connected, server.producer = sock, True, None
+    server._tempDataBuffer, server._tempDataLen = [], 0
+    started: list = []
+    server.startWriting = lambda: started.append(True)
+    return server, started
+
+
+def test_a_write_to_an_idle_connection_is_sent_at_once_and_the_rest_queued_in_order():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        ours.setblocking(False)
+        server, started = idle_connection(ours)
+
+        server.writeSequence([b"3\r\n", b"abc", b"\r\n"])
+        assert peer.recv(100) == b"3\r\nabc\r\n"
+        assert not started and not server._tempDataBuffer  # nothing left for the reactor
+
+        big = os.urandom(16 * MIB)  # more than the socket takes at once
+        server.write(big)
+        server.write(b"tail")  # while the rest of `big` waits, this waits behind it
+        assert started and b"".join(server._tempDataBuffer).endswith(b"tail")
+        sent_now = b""
+        while len(sent_now) < len(big) + 4 - server._tempDataLen:
+            sent_now += peer.recv(1 << 20)
+        assert sent_now + b"".join(server._tempDataBuffer) == big + b"tail"
+
+
+def test_writes_go_through_twisteds_buffer_under_tls_or_once_closing():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        for state in ({"TLS": True}, {"disconnecting": True}, {"connected": False}):
+            server, _ = idle_connection(ours)
+            for name, value in state.items():
+                setattr(server, name, value)
+            assert server._send_at_once(b"data") == b"data", state
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
