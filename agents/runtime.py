@@ -108,7 +108,11 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
     started_at = time.time()
-    conversation = Conversation.objects.select_for_update(of=("self",)).select_related("agent").get(pk=conversation.pk)
+    conversation = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("agent", "current_message")
+        .get(pk=conversation.pk)
+    )
     agent = conversation.agent
     running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
     if running is not None and not message_sweep_if_stale(running):
@@ -122,7 +126,8 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         if target.role != Role.ASSISTANT or target.parent_id is None:
             raise Invalid("regenerate: must be an assistant message.", details={"regenerate": target.id})
         user_message = target.parent
-        assistant = _create_assistant(conversation, parent=user_message, now=now)
+        assistant = _assistant(conversation, parent=user_message, now=now)
+        assistant.save(force_insert=True)
         added = 1
     elif request.continue_:
         assistant = conversation.current_message
@@ -166,7 +171,7 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
             parent = _conversation_message(conversation, request.parent_id, "parent_id")
             if parent.role != Role.ASSISTANT:
                 raise Invalid('parent_id: must be an assistant message (or "root").', details={"parent_id": parent.id})
-        user_message = Message.objects.create(
+        user_message = Message(
             tenant_id=conversation.tenant_id,
             conversation=conversation,
             parent=parent,
@@ -177,7 +182,9 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
             created_at=now,
             completed_at=now,
         )
-        assistant = _create_assistant(conversation, parent=user_message, now=now + timedelta(microseconds=1))
+        assistant = _assistant(conversation, parent=user_message, now=now + timedelta(microseconds=1))
+        # One INSERT: the assistant's foreign key to the user message is checked at the statement's end.
+        Message.objects.bulk_create([user_message, assistant])
         added = 2
 
     if not record.index:
@@ -224,8 +231,8 @@ def turn_start_or_conflict(*, conversation: Conversation, request: TurnRequest) 
         raise Conflict("A reply is already being generated in this conversation.") from None
 
 
-def _create_assistant(conversation: Conversation, *, parent: Message, now) -> Message:
-    return Message.objects.create(
+def _assistant(conversation: Conversation, *, parent: Message, now) -> Message:
+    return Message(
         tenant_id=conversation.tenant_id,
         conversation=conversation,
         parent=parent,

@@ -61,18 +61,23 @@ def chunks(text: str) -> list[str]:
     return _CHUNK.findall(text)
 
 
+def answer_for(context: TurnContext) -> tuple[list[str], BuiltinAnswer]:
+    """The first data mode's answer, else the plain one; with the steps of the modes that did not apply.
+    Runs in a worker thread: the modes query the database."""
+    steps: list[str] = []
+    if not context.continue_from:
+        for label, mode, not_applicable in _modes():
+            answer = mode(context)
+            if answer is not None:
+                return steps, answer
+            steps.append(f"No {label} mode: {not_applicable}.")
+    return steps, plain_answer(context)
+
+
 class BuiltinEngine:
     async def run(self, context: TurnContext) -> AsyncIterator[Event]:
         delay = context.options.get("chunk_delay_ms", 0) / 1000
-        steps: list[str] = []
-        answer = None
-        if not context.continue_from:
-            for label, mode, not_applicable in _modes():
-                answer = await in_worker(mode)(context)
-                if answer is not None:
-                    break
-                steps.append(f"No {label} mode: {not_applicable}.")
-        answer = answer or plain_answer(context)
+        steps, answer = await in_worker(answer_for)(context)
         if context.reasoning:
             for step in [*steps, *answer.steps]:
                 yield Thinking(step + "\n")
