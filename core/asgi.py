@@ -51,7 +51,7 @@ def gc_prepare_for_serving(*modules: str) -> int:
     """
     for module in modules:
         importlib.import_module(module)
-    get_resolver().url_patterns  # the URLconf, and every view and serializer module behind it
+    _ = get_resolver().url_patterns  # imports the URLconf, and every view and serializer module behind it
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
