@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,8 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from agents.engines import ChatMessage, Content, TurnContext
+from agents.engines.builtin import BuiltinEngine
 from conversations.models import Message, MessageStatus
 from tests.conftest import async_client, reply_in_progress
 
@@ -278,3 +281,28 @@ async def test_following_a_reply_through_its_flushes_keeps_alive_and_ends_if_it_
     assert await asyncio.wait_for(anext(follower), 5) == [(1, {"error": "The message was deleted."})]
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(follower), 5)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_builtin_engines_pace_catches_up_after_the_server_was_busy(owner):
+    """chunk_delay_ms paces the reply from its first chunk, like a model streaming from elsewhere: chunks
+    that fell due while the event loop was blocked come at once, not one delay apart each."""
+    context = TurnContext(
+        tenant_id=owner.tenant.id,
+        conversation_id=None,
+        message_id=None,
+        system_prompt="",
+        history=[ChatMessage(role="user", content="pace")],
+        options={"chunk_delay_ms": 20},
+    )
+    arrivals = []
+    async for event in BuiltinEngine().run(context):
+        if isinstance(event, Content):
+            arrivals.append(time.monotonic())
+            if len(arrivals) == 1:
+                time.sleep(0.15)  # the server is busy: chunks 2 to 8 fall due meanwhile
+    assert len(arrivals) > 10
+    # Chunks 2 to 6 were all overdue: they follow each other at once (one delay apart each: 80 ms).
+    assert arrivals[5] - arrivals[1] < 0.04
+    # The later ones keep the pace: chunk n is due n x 20 ms after the start.
+    assert arrivals[-1] - arrivals[0] == pytest.approx(20e-3 * (len(arrivals) - 1), abs=0.1)

@@ -81,9 +81,14 @@ class BuiltinEngine:
         if context.reasoning:
             for step in [*steps, *answer.steps]:
                 yield Thinking(step + "\n")
+        # Paced like a model streaming from elsewhere: chunk n is due `n * delay` after the first, so a
+        # late wake-up of this process is caught up, not added to every later chunk.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         for piece in chunks(answer.text):
             if delay:
-                await asyncio.sleep(delay)
+                due += delay
+                await asyncio.sleep(max(0.0, due - loop.time()))
             yield Content(piece)
         for event in answer.events:
             yield event
