@@ -18,7 +18,10 @@ class AgentOptionsSerializer(serializers.Serializer):
         child=serializers.ChoiceField(choices=TOOL_NAMES), required=False, max_length=len(TOOL_NAMES)
     )
     chunk_delay_ms = serializers.IntegerField(
-        required=False, min_value=0, max_value=60_000, help_text="Builtin engine only: pace of the reply, one chunk every this many ms (load tests)."
+        required=False,
+        min_value=0,
+        max_value=60_000,
+        help_text="Builtin engine only: pace of the reply, one chunk every this many ms (load tests).",
     )
 
     def to_internal_value(self, data):
