@@ -22,12 +22,13 @@ from typing import Any
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
 from agents.engines.base import estimate_tokens
 from agents.models import Agent
-from agents.titles import title_from_keywords, title_propose
+from agents.titles import title_from_keywords, title_propose, title_without_model
 from conversations.events import END_KINDS, StreamRecord, rebuild_events, wire_event
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
 from conversations.selectors import message_branch
@@ -338,7 +339,9 @@ def _snapshot(record: StreamRecord) -> tuple[str, str, list, list]:
 
 
 @transaction.atomic
-def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations: list[dict[str, Any]]) -> None:
+def _finish(
+    turn: Turn, *, status: str, error: str, usage: list[int], citations: list[dict[str, Any]], title: str
+) -> None:
     record = turn.record
     now = timezone.now()
     # Only a running message: the sweep may have failed it meanwhile (this process looked dead).
@@ -375,7 +378,11 @@ def _finish(turn: Turn, *, status: str, error: str, usage: list[int], citations:
             ],
             ignore_conflicts=True,
         )
-    Conversation.objects.filter(pk=turn.conversation_id).update(updated_at=now)
+    changes: dict[str, Any] = {"updated_at": now}
+    if title:  # fills an untitled conversation, never over a name someone gave it meanwhile
+        untitled = Q(name="", title_source=TitleSource.PROPOSED)
+        changes["name"] = Case(When(untitled, then=Value(title)), default=F("name"))
+    Conversation.objects.filter(pk=turn.conversation_id).update(**changes)
     usage_record(tenant_id=turn.tenant_id, requests=1, input_tokens=usage[0], output_tokens=usage[1])
 
 
@@ -453,7 +460,12 @@ async def _generate(turn: Turn) -> str:
     if status != MessageStatus.FAILED:
         final = [{"tokens": usage[0] + usage[1]}, {"done": True, "status": status}]
     final = [(record.add(event), event) for event in final]
-    if not await _store_final(turn, status=status, error=error, usage=usage, citations=citations):
+    # A title that needs no model is stored with the reply; a model's is asked for after the stream ends.
+    title = None
+    if turn.title_from and status == MessageStatus.COMPLETED:
+        title = title_without_model(agent=turn.agent, first_message=turn.title_from)
+    outcome = {"status": status, "error": error, "usage": usage, "citations": citations, "title": title or ""}
+    if not await _store_final(turn, **outcome):
         # Not stored (the database is unreachable): still end the stream, so no client waits forever;
         # the sweep fails the message once its heartbeat is stale.
         final = [(final[0][0], {"error": "The reply could not be stored."})]
@@ -462,7 +474,7 @@ async def _generate(turn: Turn) -> str:
             await log.append(turn.message_id, seq, event)
     except Exception:  # the log's store failed: followers finish from the stored message
         logger.exception("Publishing the end of generation %s failed", turn.message_id)
-    if turn.title_from and status == MessageStatus.COMPLETED:
+    if turn.title_from and status == MessageStatus.COMPLETED and title is None:
         try:
             await _title_conversation(turn)
         except Exception:  # the reply is stored and ended: a title that could not be saved stays unset

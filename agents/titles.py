@@ -47,11 +47,17 @@ def title_from_keywords(text: str) -> str:
     return _capped(title[0].upper() + title[1:])
 
 
+def title_without_model(*, agent: Agent, first_message: str) -> str | None:
+    """The title of an agent whose engine asks no model for one (the builtin's key words); else None."""
+    return title_from_keywords(first_message) if agent.engine != Engine.OPENAI else None
+
+
 async def title_propose(*, agent: Agent, first_message: str) -> str:
     """A title for a conversation starting with `first_message`; raises EngineFailure for the openai
     engine when the model cannot be reached."""
-    if agent.engine != Engine.OPENAI:
-        return title_from_keywords(first_message)
+    title = title_without_model(agent=agent, first_message=first_message)
+    if title is not None:
+        return title
     import openai
 
     from agents.engines.openai import openai_client
