@@ -1,5 +1,10 @@
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import JsonResponse
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -62,3 +67,49 @@ def _nul_refusal(request) -> JsonResponse | None:
     if request.path.startswith("/v1/"):  # the stateless API's own error shape (conversations/stateless_apis.py)
         return JsonResponse({"success": False, "error": message}, status=400)
     return JsonResponse(error_body("invalid", message), status=400)
+
+
+class InlineHooks:
+    """For one of Django's MiddlewareMixin middleware: run its hooks on the event loop when they do no I/O.
+
+    Under ASGI, MiddlewareMixin hands each process_request/process_response to the request's sync thread,
+    a thread switch per hook and a wait behind every other request queued on that thread: two per
+    middleware per request, for hooks that mostly set a lazy attribute or read a header. A response
+    whose hook does touch the database (`response_needs_thread`) still goes to the thread.
+    """
+
+    def response_needs_thread(self, request) -> bool:
+        return False
+
+    async def __acall__(self, request):
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if not hasattr(self, "process_response"):
+            return response
+        if self.response_needs_thread(request):
+            return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        return self.process_response(request, response)
+
+
+class SessionMiddleware(InlineHooks, DjangoSessionMiddleware):
+    """The session is a lazy store until read; only saving it (the admin's logins) queries the database."""
+
+    def response_needs_thread(self, request) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class AuthenticationMiddleware(InlineHooks, DjangoAuthenticationMiddleware):
+    """Sets `request.user` lazily: the session and the user are read only if a view asks."""
+
+
+class MessageMiddleware(InlineHooks, DjangoMessageMiddleware):
+    """Messages are stored (in the cookie, else the session) only if a view added or read some."""
+
+    def response_needs_thread(self, request) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class CommonMiddleware(InlineHooks, DjangoCommonMiddleware):
+    """Host, user-agent and trailing-slash checks and Content-Length: URL resolution and headers only."""
