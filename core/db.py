@@ -23,17 +23,22 @@ def in_worker(function):
 async def release_request_thread() -> None:
     """Before a long wait in a request (a stream, post-and-wait): give back its connection and thread.
 
-    Under ASGI each request runs its sync code (auth, ORM) on a thread of its own, with its own
-    connection, and Django ends both only when the response ends: every open stream would hold a
-    thread and a PostgreSQL connection, and a few hundred would exhaust max_connections. The
-    connection is closed (back to the pool, if any) and the thread's executor shut down; the next
-    sync call of the request, if any, gets a new one.
+    Under plain Django ASGI each request runs its sync code (auth, ORM) on a thread of its own, with its
+    own connection, and Django ends both only when the response ends: every open stream would hold a
+    thread and a PostgreSQL connection, and a few hundred would exhaust max_connections. Then the
+    connection is closed (back to the pool, if any) and the thread's executor shut down; the next sync
+    call of the request, if any, gets a new one.
+
+    Under core.asgi.SharedSyncThreads there is nothing to give back: the thread and its connection
+    serve every request routed to it, whatever this one waits for.
     """
-    await sync_to_async(_close_this_threads_connection)()
-    # Without core.asgi.SharedSyncThreads (e.g. the test client) asgiref makes one single-thread
-    # executor per request context, kept in this class attribute; a shared one must stay.
     context = SyncToAsync.thread_sensitive_context.get(None)
-    if context is not None and getattr(context, "_executor", None) is None:
+    if context is not None and getattr(context, "_executor", None) is not None:
+        return
+    await sync_to_async(_close_this_threads_connection)()
+    # asgiref made a single-thread executor for this request context (e.g. the test client's), kept
+    # in this class attribute.
+    if context is not None:
         executor = SyncToAsync.context_to_thread_executor.pop(context, None)
         if executor is not None:
             executor.shutdown(wait=False)
