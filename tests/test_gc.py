@@ -9,9 +9,11 @@ from core.asgi import GC_YOUNG_THRESHOLD, gc_prepare_for_serving
 
 
 @pytest.fixture
-def gc_state():
+def gc_state(monkeypatch):
     threshold = gc.get_threshold()
-    yield
+    at_exit = []
+    monkeypatch.setattr("core.asgi.atexit.register", at_exit.append)
+    yield at_exit
     gc.unfreeze()
     gc.set_threshold(*threshold)
 
@@ -32,3 +34,4 @@ def test_start_up_objects_are_frozen_and_young_collections_are_rarer(gc_state):
     cycle = []
     cycle.append(cycle)
     assert any(obj is cycle for obj in gc.get_objects())
+    assert gc_state == [gc.unfreeze]  # at exit, so that extension modules see their objects finalised
