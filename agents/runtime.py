@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
@@ -109,9 +109,12 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
     started_at = time.time()
+    # With whether any of its files has passages, for engines that search them (the builtin's retrieval).
+    indexed = Conversation.objects.filter(pk=OuterRef("pk"), files__passages__isnull=False)
     conversation = (
         Conversation.objects.select_for_update(of=("self",))
-        .select_related("agent", "current_message")
+        .select_related("agent")
+        .annotate(has_indexed_files=Exists(indexed))
         .get(pk=conversation.pk)
     )
     agent = conversation.agent
@@ -131,6 +134,7 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         assistant.save(force_insert=True)
         added = 1
     elif request.continue_:
+        # Read now, after the lock and the sweep above: a reply finished or swept meanwhile is seen whole.
         assistant = conversation.current_message
         if assistant is None or assistant.role != Role.ASSISTANT:
             raise Invalid("continue: the last message is not the assistant's.", details={"continue": True})
@@ -165,17 +169,18 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         )
         added = 0
     else:
-        parent = conversation.current_message
+        parent_id = conversation.current_message_id  # only its id: the message itself is not read
         if request.parent_id == ROOT:
-            parent = None
+            parent_id = None
         elif request.parent_id:
             parent = _conversation_message(conversation, request.parent_id, "parent_id")
             if parent.role != Role.ASSISTANT:
                 raise Invalid('parent_id: must be an assistant message (or "root").', details={"parent_id": parent.id})
+            parent_id = parent.id
         user_message = Message(
             tenant_id=conversation.tenant_id,
             conversation=conversation,
-            parent=parent,
+            parent_id=parent_id,
             role=Role.USER,
             content=request.content,
             attachments=request.attachments,
@@ -207,6 +212,7 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         attachments=list(user_message.attachments),
         reasoning=request.reasoning,
         continue_from=assistant.content if request.continue_ else "",
+        has_indexed_files=conversation.has_indexed_files,
     )
     needs_title = not conversation.name and conversation.title_source == TitleSource.PROPOSED
     return Turn(
@@ -499,6 +505,5 @@ async def _title_conversation(turn: Turn) -> None:
         title = await title_propose(agent=turn.agent, first_message=turn.title_from)
     except EngineFailure:
         title = title_from_keywords(turn.title_from)
-    await in_worker(
-        Conversation.objects.filter(pk=turn.conversation_id, name="", title_source=TitleSource.PROPOSED).update
-    )(name=title)
+    untitled = Conversation.objects.filter(pk=turn.conversation_id, name="", title_source=TitleSource.PROPOSED)
+    await in_worker(untitled.update)(name=title)

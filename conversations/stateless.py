@@ -116,6 +116,7 @@ def stateless_context(*, tenant: Tenant, request: StatelessRequest) -> tuple[str
         options=options,
         attachments=request.file_refs,
         reasoning=request.reasoning,
+        has_indexed_files=False,  # no conversation: only the attached files are searched
     )
     return engine, context
 

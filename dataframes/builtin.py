@@ -87,6 +87,10 @@ def run_sql(
     return run.steps, describe_sql_run(run), [event]
 
 
+def may_answer_with_sql(context: TurnContext) -> bool:
+    return sql_in_message(context.question) is not None
+
+
 def answer_with_sql(context: TurnContext) -> BuiltinAnswer | None:
     """The SQL mode: None when the question holds no SQL, else the answer (errors explained in its text)."""
     query = sql_in_message(context.question)

@@ -50,9 +50,16 @@ def _citation_items(hits: list[Hit], sentences: list[list[str]]) -> tuple[list[d
     return items, numbers
 
 
+def may_answer_from_files(context: TurnContext) -> bool:
+    """False when there is surely nothing to search (no attachments, no indexed file), without a query."""
+    return bool(context.attachments) or context.has_indexed_files is not False
+
+
 def answer_from_files(context: TurnContext) -> BuiltinAnswer | None:
     """Answer the question from the conversation's indexed files (only the attached ones when the message
     has attachments; with no conversation, the tenant-level files attached); None when there are none."""
+    if not may_answer_from_files(context):
+        return None
     refs = list(context.attachments)
     files = indexed_files(tenant_id=context.tenant_id, conversation_id=context.conversation_id, file_refs=refs)
     if not files:

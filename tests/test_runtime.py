@@ -14,6 +14,7 @@ from django.utils import timezone
 from agents.engines import ChatMessage, Content, TurnContext
 from agents.engines.builtin import BuiltinEngine
 from conversations.models import Message, MessageStatus
+from conversations.services import SWEPT_SEQ_SKIP
 from tests.conftest import async_client, reply_in_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -306,3 +307,25 @@ async def test_the_builtin_engines_pace_catches_up_after_the_server_was_busy(own
     assert arrivals[5] - arrivals[1] < 0.04
     # The later ones keep the pace: chunk n is due n x 20 ms after the start.
     assert arrivals[-1] - arrivals[0] == pytest.approx(20e-3 * (len(arrivals) - 1), abs=0.1)
+
+
+def test_continuing_a_reply_whose_process_died_follows_its_swept_end(owner):
+    """The continue sees the reply as the sweep left it: its partial content kept, and the new events
+    numbered past the swept error (itself past anything the dead process may have streamed unflushed)."""
+    stale = reply_in_progress(
+        owner,
+        "Partial answer",
+        stream_index=[[0, "message", 0, 0], [1, "content", 0, 8], [2, "content", 8, 14]],
+        extra_events=[{"message": {"id": "m"}}],
+    )
+    url = f"{owner.conversation_url(stale.conversation)}/messages"
+
+    response = owner.client.post(url, {"continue": True}, format="json")
+
+    assert response.status_code == 200, response.json()
+    stale.refresh_from_db()
+    assert stale.status == "completed" and stale.content.startswith("Partial answer")
+    seqs = [entry[0] for entry in stale.stream_index]
+    assert seqs[:3] == [0, 1, 2] and seqs == sorted(seqs)
+    assert "error" not in [entry[1] for entry in stale.stream_index]  # the swept end was dropped
+    assert min(seqs[3:]) > 2 + SWEPT_SEQ_SKIP  # a client that saw unflushed live ids still gets the rest

@@ -75,6 +75,8 @@ class TurnContext:
     attachments: list[str] = field(default_factory=list)  # file refs of the new message
     reasoning: bool = False
     continue_from: str = ""  # with `continue`: the assistant content to extend
+    # Whether the conversation has files with passages, when the caller knows (None: look it up).
+    has_indexed_files: bool | None = None
 
     @property
     def question(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from agents.engines.base import (
     BuiltinAnswer,
@@ -24,15 +25,23 @@ CONFIGURE_HINT = (
 )
 
 
-def _modes() -> list[tuple[str, Callable[[TurnContext], BuiltinAnswer | None], str]]:
+@dataclass(frozen=True)
+class _Mode:
+    label: str
+    may_apply: Callable[[TurnContext], bool]  # cheap and without the database: False means surely not
+    answer: Callable[[TurnContext], BuiltinAnswer | None]  # None when it does not apply (may query)
+    not_applicable: str
+
+
+def _modes() -> list[_Mode]:
     """The data modes, most specific first, with what it means when one does not apply."""
     # Imported here: these apps' tools import the engine interface.
-    from dataframes.builtin import answer_with_sql
-    from files.builtin import answer_from_files
+    from dataframes.builtin import answer_with_sql, may_answer_with_sql
+    from files.builtin import answer_from_files, may_answer_from_files
 
     return [
-        ("SQL", answer_with_sql, "no SQL query in the message"),
-        ("retrieval", answer_from_files, "no indexed files"),
+        _Mode("SQL", may_answer_with_sql, answer_with_sql, "no SQL query in the message"),
+        _Mode("retrieval", may_answer_from_files, answer_from_files, "no indexed files"),
     ]
 
 
@@ -61,23 +70,30 @@ def chunks(text: str) -> list[str]:
     return _CHUNK.findall(text)
 
 
+def _queries_database(context: TurnContext) -> bool:
+    return not context.continue_from and any(mode.may_apply(context) for mode in _modes())
+
+
 def answer_for(context: TurnContext) -> tuple[list[str], BuiltinAnswer]:
     """The first data mode's answer, else the plain one; with the steps of the modes that did not apply.
-    Runs in a worker thread: the modes query the database."""
+    In a worker thread when `_queries_database(context)`."""
     steps: list[str] = []
     if not context.continue_from:
-        for label, mode, not_applicable in _modes():
-            answer = mode(context)
+        for mode in _modes():
+            answer = mode.answer(context) if mode.may_apply(context) else None
             if answer is not None:
                 return steps, answer
-            steps.append(f"No {label} mode: {not_applicable}.")
+            steps.append(f"No {mode.label} mode: {mode.not_applicable}.")
     return steps, plain_answer(context)
 
 
 class BuiltinEngine:
     async def run(self, context: TurnContext) -> AsyncIterator[Event]:
         delay = context.options.get("chunk_delay_ms", 0) / 1000
-        steps, answer = await in_worker(answer_for)(context)
+        if _queries_database(context):
+            steps, answer = await in_worker(answer_for)(context)
+        else:  # a plain answer: no thread, no query, and the reply starts at once
+            steps, answer = answer_for(context)
         if context.reasoning:
             for step in [*steps, *answer.steps]:
                 yield Thinking(step + "\n")
