@@ -104,13 +104,15 @@ class DirectWriteServer(tcp.Server):
     """
 
     def write(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            return super().write(data)  # Twisted's TypeError
         rest = self._send_at_once(data)
         if rest:
             super().write(rest)
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         iovec = list(iovec)
-        if self._idle():
+        if self._idle() and all(isinstance(item, bytes) for item in iovec):
             rest = self._send_at_once(b"".join(iovec))
             if rest:
                 super().write(rest)
@@ -124,6 +126,9 @@ class DirectWriteServer(tcp.Server):
             and not self.disconnecting
             and not self._writeDisconnecting
             and not self._writeDisconnected
+            and not self._aborting
+            # A pull producer is asked for more by Twisted's write loop, which a direct send skips.
+            and (self.producer is None or self.streamingProducer)
             and not self._tempDataBuffer
             and self.offset >= len(self.dataBuffer)
         )
@@ -150,6 +155,8 @@ _WRITE_STATE = (
     "disconnecting",
     "_writeDisconnecting",
     "_writeDisconnected",
+    "_aborting",
+    "streamingProducer",
     "dataBuffer",
     "offset",
 )

@@ -195,7 +195,14 @@ def test_a_write_to_an_idle_connection_is_sent_at_once_and_the_rest_queued_in_or
 def test_writes_go_through_twisteds_buffer_under_tls_or_once_closing():
     ours, peer = socket.socketpair()
     with ours, peer:
-        for state in ({"TLS": True}, {"disconnecting": True}, {"connected": False}):
+        for state in (
+            {"TLS": True},
+            {"disconnecting": True},
+            {"_writeDisconnecting": True},
+            {"_aborting": True},
+            {"connected": False},
+            {"producer": object(), "streamingProducer": False},
+        ):
             server, _ = idle_connection(ours)
             for name, value in state.items():
                 setattr(server, name, value)
@@ -203,3 +210,17 @@ def test_writes_go_through_twisteds_buffer_under_tls_or_once_closing():
         peer.setblocking(False)
         with pytest.raises(BlockingIOError):
             peer.recv(100)
+
+
+def test_a_write_of_anything_but_bytes_is_refused_as_twisted_does():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        server, _ = idle_connection(ours)
+        for bad in ("text", bytearray(b"abc"), None):
+            with pytest.raises(TypeError):
+                server.write(bad)
+            with pytest.raises(TypeError):
+                server.writeSequence([b"ok", bad])
+        peer.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)  # nothing was sent, not even the bytes before the bad item
