@@ -34,21 +34,15 @@ class SharedSyncThreads:
             return await self.application(scope, receive, send)
 
 
-# Allocations of container objects between two collections of the youngest generation (Python's
-# default: 700). A server allocates that many every few hundred microseconds; each young collection is
-# cheap, but every tenth also collects the middle generation, and those led to full collections.
-GC_YOUNG_THRESHOLD = 20_000
-
-
 def gc_prepare_for_serving(*modules: str) -> int:
-    """Import what requests would import on first use, then keep the cyclic GC from pausing the server.
+    """Import what requests would import on first use, then exempt those objects from the cyclic GC.
 
     A full collection walks every tracked object, and a server process holds about 200,000 of them from
     its imports alone (Django, DRF, pandas, pyarrow, DuckDB, the OpenAI SDK): each one stopped the event
-    loop for 100-180 ms, stalling every open stream at once, several times a second under load. Objects
+    loop for 100-180 ms, stalling every open stream at once, about once a second under load. Objects
     made at start-up live as long as the process, so `gc.freeze()` moves them to a generation the
-    collector never scans; what requests create is collected as before, less often. Returns how many
-    objects were frozen.
+    collector never scans; what requests create is collected as before. Returns how many objects were
+    frozen.
     """
     for module in modules:
         importlib.import_module(module)
@@ -57,6 +51,4 @@ def gc_prepare_for_serving(*modules: str) -> int:
     gc.freeze()
     # At exit the frozen objects are finalised as usual (nanobind, under DuckDB, reports the ones left).
     atexit.register(gc.unfreeze)
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
     return gc.get_freeze_count()
