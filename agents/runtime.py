@@ -394,7 +394,10 @@ def _finish(
 
 async def _tend(turn: Turn, task: asyncio.Task) -> None:
     """Beside the engine: stop it when a cancel is requested (from any process), flush partial content
-    at least every GENERATION_FLUSH_SECONDS, and keep the heartbeat fresh while the engine is silent."""
+    GENERATION_FLUSH_SECONDS after the previous write was stored, and keep the heartbeat fresh while the
+    engine is silent. Counted from when a write ended, not began: when the database (or the worker
+    threads) answer slower than the interval, a generation still waits between two flushes, instead of
+    queueing one after another and slowing every other query further."""
     log = streams()
     flushed_seq, last_write = turn.record.next_seq, time.monotonic()
     while True:
@@ -411,11 +414,11 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
             if turn.record.next_seq != flushed_seq and now - last_write >= settings.GENERATION_FLUSH_SECONDS:
                 seq = turn.record.next_seq
                 await in_worker(_flush)(turn.message_id, _snapshot(turn.record))
-                flushed_seq, last_write = seq, now
+                flushed_seq, last_write = seq, time.monotonic()
             elif now - last_write >= HEARTBEAT_SECONDS:
                 running = Message.objects.filter(pk=turn.message_id, status=MessageStatus.IN_PROGRESS)
                 await in_worker(running.update)(heartbeat_at=timezone.now())
-                last_write = now
+                last_write = time.monotonic()
         except Exception:  # a database or Redis blip: keep tending; the end is stored with retries
             logger.warning("Tending generation %s failed", turn.message_id, exc_info=True)
             await asyncio.sleep(CANCEL_POLL_SECONDS)
