@@ -524,3 +524,30 @@ def test_a_continued_reply_keeps_its_ids_so_resuming_from_the_first_run_is_exact
             headers=headers(owner, **{"Last-Event-ID": f"{message_id}:{cut}"}),
         )
         assert events_only(rest) == [entry for entry in replay if seq(entry) > cut], cut
+
+
+@needs_redis
+def test_appends_of_many_generations_share_pipelines_and_keep_each_logs_order():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> None:
+        log, elsewhere = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)  # `elsewhere` reads Redis only
+        prefix = f"msg_batch_{random.randrange(10**9)}"
+
+        async def generation(n: int) -> None:
+            for seq in range(20):
+                await log.append(f"{prefix}_{n}", seq, {"content": f"{n}:{seq} "})
+            await log.append(f"{prefix}_{n}", 20, {"done": True, "status": "completed"})
+
+        await asyncio.gather(*(generation(n) for n in range(50)))
+        client = elsewhere._client()
+        for n in range(50):
+            entries, ended = await elsewhere.read(f"{prefix}_{n}", -1, 1, wait=False)
+            assert ended and [seq for seq, _ in entries] == list(range(21))
+            assert [event.get("content") for _, event in entries[:3]] == [f"{n}:0 ", f"{n}:1 ", f"{n}:2 "]
+            assert 0 < await client.ttl(f"parley:stream:{prefix}_{n}") <= settings.STREAM_LOG_TTL_SECONDS
+            await log.reset(f"{prefix}_{n}")
+
+    async_to_sync(scenario)()
