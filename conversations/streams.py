@@ -199,21 +199,27 @@ class RedisStreams:
                             pipe.expire(key, ttl)
                     results = iter(await pipe.execute(raise_on_error=False))
             except Exception as exc:  # Redis unreachable: every append of the batch fails
-                for *_, sent in appends:
-                    if not sent.done():
-                        sent.set_exception(exc)
+                for message_id, seq, event, _, sent in appends:
+                    self._failed(message_id, seq, event, sent, exc)
                 continue
             for message_id, seq, event, ttl, sent in appends:
                 added = next(results)
                 if ttl is not None:
                     next(results)  # EXPIRE's answer: the entry is what the caller waits for
                 if isinstance(added, Exception):
-                    if not sent.done():
-                        sent.set_exception(added)
+                    self._failed(message_id, seq, event, sent, added)
                     continue
                 self._local.append_now(message_id, seq, event)  # once Redis has it: a reader may go on there
                 if not sent.done():
                     sent.set_result(None)
+
+    def _failed(self, message_id: str, seq: int, event: dict[str, Any], sent: asyncio.Future, exc: Exception) -> None:
+        # A run's end still ends its mirror (and frees it): readers here stop, readers elsewhere finish
+        # from the stored message once it no longer runs.
+        if is_terminal(event):
+            self._local.append_now(message_id, seq, event)
+        if not sent.done():
+            sent.set_exception(exc)
 
     async def reset(self, message_id: str) -> None:
         await self._client().delete(self._key(message_id))

@@ -9,13 +9,14 @@ import time
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from django.core.management import call_command
 
 from conversations.models import Message
 from tests.conftest import reply_in_progress
 from tests.openai_server import OpenAIServer
-from tests.servers import daphne_server, parse_sse
+from tests.servers import daphne_server, free_port, parse_sse
 
 # The servers read what the test writes, so rows must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -549,5 +550,24 @@ def test_appends_of_many_generations_share_pipelines_and_keep_each_logs_order():
             assert [event.get("content") for _, event in entries[:3]] == [f"{n}:0 ", f"{n}:1 ", f"{n}:2 "]
             assert 0 < await client.ttl(f"parley:stream:{prefix}_{n}") <= settings.STREAM_LOG_TTL_SECONDS
             await log.reset(f"{prefix}_{n}")
+
+    async_to_sync(scenario)()
+
+
+def test_an_append_redis_refuses_fails_for_its_caller_and_a_runs_end_still_frees_its_mirror():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> None:
+        log = RedisStreams(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+        log._local.append_now("msg_unreachable", 0, {"content": "a"})  # a run under way, mirrored here
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await log.append("msg_unreachable", 1, {"content": "b"})
+        entries, ended = await log._local.read("msg_unreachable", -1, 0.1, wait=False)
+        assert entries == [(0, {"content": "a"})] and not ended  # what Redis did not take is not mirrored
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await log.append("msg_unreachable", 2, {"done": True, "status": "completed"})
+        assert await log._local.read("msg_unreachable", -1, 0.1, wait=False) is None  # ended and freed
 
     async_to_sync(scenario)()
