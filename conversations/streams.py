@@ -71,7 +71,14 @@ class MemoryStreams:
     async def reset(self, message_id: str) -> None:
         """Start the message's log afresh (a new run: `continue` reuses the message id). Cancel requests
         stay: one made since the run started is for it (see is_cancel_requested)."""
-        self._logs.pop(message_id, None)
+        self.drop(message_id)
+
+    def drop(self, message_id: str) -> None:
+        """Forget the message's log; its readers wake and find none."""
+        log = self._logs.pop(message_id, None)
+        for waiter in log.waiters if log is not None else []:
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
     async def read(
         self, message_id: str, after: int, timeout: float, *, wait: bool = True
@@ -125,10 +132,22 @@ def _seq(entry_id: bytes) -> int:
 
 
 @dataclass
-class _Batch:
-    """The appends of one event loop waiting for its next pipeline to Redis, and the task sending them."""
+class _Write:
+    """An XADD of one event (with an EXPIRE when `ttl`), or with `event` None the DELETE of a log."""
 
-    appends: list[tuple[str, int, dict[str, Any], int | None, asyncio.Future]] = field(default_factory=list)
+    message_id: str
+    seq: int
+    event: dict[str, Any] | None
+    fields: dict[str, str] | None
+    ttl: int | None
+    sent: asyncio.Future
+
+
+@dataclass
+class _Batch:
+    """The writes of one event loop waiting for its next pipeline to Redis, and the task sending them."""
+
+    writes: list[_Write] = field(default_factory=list)
     sender: asyncio.Task | None = None
 
 
@@ -142,7 +161,7 @@ class RedisStreams:
         # processes, and every client once the generation has ended, read Redis.
         self._local = MemoryStreams()
         self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # of each event loop
-        self._expiring: set[str] = set()  # logs given their running TTL by this process
+        self._expiring: dict[str, float] = {}  # when this process last set a running log's TTL
 
     def _client(self):
         import redis.asyncio as redis
@@ -161,70 +180,92 @@ class RedisStreams:
     async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
         # Queued at once for this event loop's next pipeline, in order: a generation cancelled while it
         # waits still has the event sent, and its end cannot overtake it (XADD refuses an id below the
-        # last). One round trip for every append waiting, where one each made Redis's client the
+        # last). One round trip for every write waiting, where one each made Redis's client the
         # bottleneck (500 streams, 25,000 events a second).
-        await asyncio.shield(self._enqueue(message_id, seq, event))
-
-    def _enqueue(self, message_id: str, seq: int, event: dict[str, Any]) -> asyncio.Future:
+        fields = {"e": json.dumps(event)}  # here: an event that cannot be encoded fails only its caller
         terminal = is_terminal(event)
-        # The TTL is set with a run's first event (long: the run may take hours) and its last (the log
-        # outlives it STREAM_LOG_TTL_SECONDS), not with every event in between.
-        ttl = None
-        if terminal or message_id not in self._expiring:
-            ttl = settings.STREAM_LOG_TTL_SECONDS if terminal else settings.STREAM_LOG_TTL_SECONDS * 24
+        # The TTL is set with a run's first event and then about every half TTL (long: the run may take
+        # hours), and with its last (the log outlives it STREAM_LOG_TTL_SECONDS).
+        ttl, now = None, time.monotonic()
+        running_ttl = settings.STREAM_LOG_TTL_SECONDS * 24
         if terminal:
-            self._expiring.discard(message_id)
-        elif ttl is not None:
-            self._expiring.add(message_id)
+            ttl = settings.STREAM_LOG_TTL_SECONDS
+            self._expiring.pop(message_id, None)
+        elif now - self._expiring.get(message_id, -running_ttl) >= running_ttl / 2:
+            ttl = running_ttl
+            self._expiring[message_id] = now
+        await asyncio.shield(self._enqueue(message_id, seq, event, fields, ttl))
+
+    async def reset(self, message_id: str) -> None:
+        # In the same queue as the appends: a previous run's last events still waiting go out before it.
+        self._expiring.pop(message_id, None)
+        await asyncio.shield(self._enqueue(message_id, -1, None, None, None))
+
+    def _enqueue(
+        self, message_id: str, seq: int, event: dict[str, Any] | None, fields: dict[str, str] | None, ttl: int | None
+    ) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         batch = self._batches.get(loop)
         if batch is None:
             batch = self._batches[loop] = _Batch()
         sent = loop.create_future()
-        sent.add_done_callback(_retrieved)  # its caller may be gone: a failure is logged by the generation
-        batch.appends.append((message_id, seq, event, ttl, sent))
-        if batch.sender is None or batch.sender.done():
+        sent.add_done_callback(_retrieved)  # its caller may be gone: the generation logs its own failures
+        batch.writes.append(_Write(message_id, seq, event, fields, ttl, sent))
+        if batch.sender is None:
             batch.sender = loop.create_task(self._send_batches(batch))
         return sent
 
     async def _send_batches(self, batch: _Batch) -> None:
-        while batch.appends:
-            appends, batch.appends = batch.appends, []
-            try:
-                async with self._client().pipeline(transaction=False) as pipe:
-                    for message_id, seq, event, ttl, _ in appends:
-                        key = self._key(message_id)
-                        pipe.xadd(key, {"e": json.dumps(event)}, id=f"0-{seq + 1}")
-                        if ttl is not None:
-                            pipe.expire(key, ttl)
-                    results = iter(await pipe.execute(raise_on_error=False))
-            except Exception as exc:  # Redis unreachable: every append of the batch fails
-                for message_id, seq, event, _, sent in appends:
-                    self._failed(message_id, seq, event, sent, exc)
-                continue
-            for message_id, seq, event, ttl, sent in appends:
-                added = next(results)
-                if ttl is not None:
-                    next(results)  # EXPIRE's answer: the entry is what the caller waits for
-                if isinstance(added, Exception):
-                    self._failed(message_id, seq, event, sent, added)
+        writes: list[_Write] = []
+        try:
+            while batch.writes:
+                writes, batch.writes = batch.writes, []
+                try:
+                    results = iter(await self._pipeline(writes))
+                except Exception as exc:  # Redis unreachable: every write of the batch fails
+                    for write in writes:
+                        self._failed(write, exc)
                     continue
-                self._local.append_now(message_id, seq, event)  # once Redis has it: a reader may go on there
-                if not sent.done():
-                    sent.set_result(None)
+                for write in writes:
+                    outcome = next(results)
+                    if write.ttl is not None:
+                        next(results)  # EXPIRE's answer: the entry is what the caller waits for
+                    if isinstance(outcome, Exception):
+                        self._failed(write, outcome)
+                        continue
+                    # Mirrored once Redis has it, in the same order: a reader may go on there.
+                    if write.event is None:
+                        self._local.drop(write.message_id)
+                    else:
+                        self._local.append_now(write.message_id, write.seq, write.event)
+                    if not write.sent.done():
+                        write.sent.set_result(None)
+        finally:
+            batch.sender = None  # (it references the loop, the key of `_batches`)
+            for write in [*writes, *batch.writes]:  # cancelled with the loop, or a bug: no caller waits forever
+                if not write.sent.done():
+                    write.sent.cancel()
+            batch.writes = []
 
-    def _failed(self, message_id: str, seq: int, event: dict[str, Any], sent: asyncio.Future, exc: Exception) -> None:
-        # A run's end still ends its mirror (and frees it): readers here stop, readers elsewhere finish
-        # from the stored message once it no longer runs.
-        if is_terminal(event):
-            self._local.append_now(message_id, seq, event)
-        if not sent.done():
-            sent.set_exception(exc)
+    async def _pipeline(self, writes: list[_Write]) -> list:
+        async with self._client().pipeline(transaction=False) as pipe:
+            for write in writes:
+                key = self._key(write.message_id)
+                if write.event is None:
+                    pipe.delete(key)
+                    continue
+                pipe.xadd(key, write.fields, id=f"0-{write.seq + 1}")
+                if write.ttl is not None:
+                    pipe.expire(key, write.ttl)
+            return await pipe.execute(raise_on_error=False)
 
-    async def reset(self, message_id: str) -> None:
-        await self._client().delete(self._key(message_id))
-        self._expiring.discard(message_id)
-        await self._local.reset(message_id)
+    def _failed(self, write: _Write, exc: Exception) -> None:
+        # The mirror stops where Redis did, and is freed: readers here go on from Redis or, once the
+        # reply no longer runs, from the stored message.
+        self._local.drop(write.message_id)
+        self._expiring.pop(write.message_id, None)
+        if not write.sent.done():
+            write.sent.set_exception(exc)
 
     async def read(
         self, message_id: str, after: int, timeout: float, *, wait: bool = True
