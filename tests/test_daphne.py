@@ -7,13 +7,16 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from core.daphne import BODY_CHUNK, DirectWriteServer, SpooledBodyQueue, with_backlog
+from core.daphne import BODY_CHUNK, GIL_SEND_MAX, DirectWriteServer, SpooledBodyQueue, send_keeping_gil, with_backlog
 from files.models import File
 from tests.servers import daphne_server
 
@@ -190,6 +193,61 @@ def test_a_write_to_an_idle_connection_is_sent_at_once_and_the_rest_queued_in_or
         while len(sent_now) < len(big) + 4 - server._tempDataLen:
             sent_now += peer.recv(1 << 20)
         assert sent_now + b"".join(server._tempDataBuffer) == big + b"tail"
+
+
+def test_a_direct_send_keeps_the_gil_where_socket_send_gives_it_away():
+    """While the event loop sends, a thread running Python does not get in (the convoy effect)."""
+    ours, peer = socket.socketpair()
+    spins, stop = [0], threading.Event()
+
+    def spin() -> None:  # never releases the GIL of its own accord
+        while not stop.is_set():
+            spins[0] += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)  # so the spinner runs only when this thread releases the GIL
+    spinner = threading.Thread(target=spin)
+    try:
+        with ours, peer:
+            spinner.start()
+            while not spins[0]:
+                time.sleep(0.001)
+            before = spins[0]
+            for _ in range(100):
+                assert send_keeping_gil(ours, b"x" * 100) == 100
+            kept = spins[0] - before
+            # socket.send() on a full socket waits with the GIL released: the spinner gets in.
+            with pytest.raises(BlockingIOError):
+                while True:
+                    send_keeping_gil(ours, b"x" * GIL_SEND_MAX)
+            ours.settimeout(0.05)
+            before = spins[0]
+            with pytest.raises(TimeoutError):
+                ours.send(b"y")
+            given_away = spins[0] - before
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(interval)
+    assert kept == 0 and given_away > 0
+
+
+def test_a_direct_send_never_blocks_and_reports_errors_by_their_code():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        assert ours.getblocking()  # even so
+        big = os.urandom(16 * MIB)
+        assert send_keeping_gil(ours, big) <= GIL_SEND_MAX
+        with pytest.raises(BlockingIOError):
+            while True:
+                send_keeping_gil(ours, big)
+        server, started = idle_connection(ours)
+        assert server._send_at_once(b"more") == b"more"  # the socket is full: all of it for the buffer
+        peer.close()
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            send_keeping_gil(ours, b"after close")
+        # Twisted's own write then finds the connection lost.
+        assert server._send_at_once(b"after close") == b"after close"
 
 
 def test_writes_go_through_twisteds_buffer_under_tls_or_once_closing():
