@@ -297,15 +297,28 @@ async def test_the_builtin_engines_pace_catches_up_after_the_server_was_busy(own
         history=[ChatMessage(role="user", content="pace")],
         options={"chunk_delay_ms": 20},
     )
-    arrivals = []
+    turns = 0
+
+    async def count_turns() -> None:  # how many turns the event loop has taken
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    arrivals, turns_at = [], []
     async for event in BuiltinEngine().run(context):
         if isinstance(event, Content):
             arrivals.append(time.monotonic())
+            turns_at.append(turns)
             if len(arrivals) == 1:
                 time.sleep(0.15)  # the server is busy: chunks 2 to 8 fall due meanwhile
+    counter.cancel()
     assert len(arrivals) > 10
-    # Chunks 2 to 6 were all overdue: they follow each other at once (one delay apart each: 80 ms).
+    # Chunks 2 to 6 were all overdue: they follow each other at once (one delay apart each: 80 ms),
+    # in one turn of the loop, as data waiting in a socket's buffer is read at once.
     assert arrivals[5] - arrivals[1] < 0.04
+    assert turns_at[1] == turns_at[5]
     # The later ones keep the pace: chunk n is due n x 20 ms after the start.
     assert arrivals[-1] - arrivals[0] == pytest.approx(20e-3 * (len(arrivals) - 1), abs=0.1)
 

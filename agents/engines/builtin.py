@@ -97,14 +97,16 @@ class BuiltinEngine:
         if context.reasoning:
             for step in [*steps, *answer.steps]:
                 yield Thinking(step + "\n")
-        # Paced like a model streaming from elsewhere: chunk n is due `n * delay` after the first, so a
-        # late wake-up of this process is caught up, not added to every later chunk.
+        # Paced like a model streaming from elsewhere: chunk n is due `n * delay` after the first. After a
+        # late wake-up of this process, the chunks due meanwhile come at once, as they would have waited
+        # in a socket's buffer, not one per turn of the event loop.
         loop = asyncio.get_running_loop()
         due = loop.time()
         for piece in chunks(answer.text):
             if delay:
                 due += delay
-                await asyncio.sleep(max(0.0, due - loop.time()))
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
             yield Content(piece)
         for event in answer.events:
             yield event
