@@ -9,6 +9,7 @@ no JSON parsing per event) so that the client's own cost stays small next to the
 
 1. memory over `--cycles` connect/disconnect cycles (open a stream, read its first event, disconnect; the
    generation goes on, as by default): the server's RSS before and after, once every generation has ended;
+   "before" is read after a warm-up that includes 100 cycles at the same concurrency;
 2. time to first byte of a stream against a plain JSON GET of the conversation, alternating;
 3. `--streams` concurrent streams: how many completed (all 100 deltas, then `done`), p50/p99 of the gap
    between consecutive content deltas at the client minus the engine's 20 ms, the server's peak RSS and
@@ -52,6 +53,7 @@ from bench.sampling import (  # noqa: E402
 )
 from conversations.models import Message, MessageStatus  # noqa: E402
 
+WARM_CYCLES = 100
 CONTENT = b'data: {"content"'
 END_MARKERS = (b'data: {"done"', b'data: {"error"')
 
@@ -191,14 +193,21 @@ async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler:
     def conversations(count: int) -> list[str]:
         return [next(take) for _ in range(count)]
 
-    # Warm-up: every code path once, so that imports and caches are not counted as growth.
+    # Warm-up: every code path once, so that imports and caches are not counted as growth; then cycles at
+    # the measured concurrency, which start the threads and pooled connections it needs (each with its
+    # own memory: about 5 MiB in all) before "before" is read.
     await cycles(target, conversations(20), 5)
     warm = await asyncio.gather(*(stream(target, cid) for cid in conversations(5)))
     if any(r.outcome != "ok" for r in warm):
         raise RuntimeError(f"warm-up streams: {[r.outcome for r in warm]}")
     await plain_get(target, ids[0])
+    threads_first, rss_first = await settle(tenant_id, sampler)
+    await cycles(target, conversations(WARM_CYCLES), args.cycle_concurrency)
     threads_before, rss_before = await settle(tenant_id, sampler)
-    print(f"Server after warm-up: {threads_before} threads, RSS {mib(rss_before)}")
+    print(
+        f"Server after warm-up: {threads_first} threads, RSS {mib(rss_first)}; after {WARM_CYCLES} more cycles "
+        f"({args.cycle_concurrency} at a time): {threads_before} threads, RSS {mib(rss_before)}"
+    )
 
     started = time.perf_counter()
     outcomes = await cycles(target, conversations(args.cycles), args.cycle_concurrency)
@@ -304,7 +313,7 @@ def main() -> None:
 
     print_setup()
     question = question_for_chunks(args.chunks)
-    count = 25 + args.cycles + args.ttfb_samples + args.streams
+    count = 25 + WARM_CYCLES + args.cycles + args.ttfb_samples + args.streams
     tenant, agent, secret, ids = seed(label="streams", conversations=count, chunk_delay_ms=args.chunk_delay_ms)
     tenant_id = tenant.id
     print(f"Seeded tenant {tenant_id}: 1 agent, {count} conversations")
