@@ -35,7 +35,7 @@ from conversations.selectors import message_branch
 from conversations.services import INTERRUPTED, message_sweep_if_stale
 from conversations.streams import streams
 from core.db import in_worker
-from core.errors import Conflict, Invalid
+from core.errors import Conflict, Invalid, NotFound
 from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
@@ -115,8 +115,11 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         Conversation.objects.select_for_update(of=("self",))
         .select_related("agent")
         .annotate(has_indexed_files=Exists(indexed))
-        .get(pk=conversation.pk)
+        .filter(pk=conversation.pk)
+        .first()
     )
+    if conversation is None:  # deleted since the request read it
+        raise NotFound("Conversation not found.")
     agent = conversation.agent
     running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
     if running is not None and not message_sweep_if_stale(running):

@@ -15,8 +15,9 @@ from django.utils import timezone
 from agents import runtime
 from agents.engines import ChatMessage, Content, TurnContext
 from agents.engines.builtin import BuiltinEngine
-from conversations.models import Message, MessageStatus
+from conversations.models import Conversation, Message, MessageStatus
 from conversations.services import SWEPT_SEQ_SKIP
+from core.errors import NotFound
 from tests.conftest import async_client, reply_in_progress
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -371,3 +372,14 @@ async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(s
     assert len(calls) >= 2
     for (_, ended), (started, _) in itertools.pairwise(calls):
         assert started - ended >= 0.2 - 0.02
+
+
+def test_a_turn_on_a_conversation_deleted_since_the_request_read_it_is_not_found(owner):
+    """The view reads the conversation, then the turn locks it: a delete in between is a 404, not a 500."""
+    conversation = owner.conversation()
+    read_by_the_view = Conversation.objects.get(pk=conversation.pk)
+    conversation.delete()
+
+    with pytest.raises(NotFound):
+        runtime.turn_start(conversation=read_by_the_view, request=runtime.TurnRequest(content="hello"))
+    assert not Message.objects.filter(conversation_id=read_by_the_view.pk).exists()
