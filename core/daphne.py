@@ -100,6 +100,8 @@ GIL_SEND_MAX = 256 * 1024
 
 def _libc_send():
     """libc's send(), called through ctypes.PyDLL: unlike socket.send(), it keeps the GIL."""
+    if not hasattr(socket, "MSG_DONTWAIT"):  # without it a send on a blocking socket could block
+        return None
     try:
         send = ctypes.PyDLL(None, use_errno=True).send
     except (OSError, AttributeError, TypeError):  # no C library to find it in (not Linux or macOS)
@@ -125,8 +127,11 @@ def send_keeping_gil(sock: socket.socket, data: bytes) -> int:
     than 500 open streams need, and their events came late and in bunches (p99 of the added gap
     120-340 ms; 20-40 ms with this). A send that cannot block (MSG_DONTWAIT) copies at most GIL_SEND_MAX
     bytes into the kernel, so it keeps the GIL, and the loop keeps going.
+
+    Where libc's send() or MSG_DONTWAIT is not to be had, this is socket.send(): on Twisted's sockets,
+    which are non-blocking, it does not block either, but it releases the GIL and sends all it can.
     """
-    if _send is None or not hasattr(socket, "MSG_DONTWAIT"):
+    if _send is None:
         return sock.send(data)
     sent = _send(sock.fileno(), data, min(len(data), GIL_SEND_MAX), _SEND_FLAGS)
     if sent < 0:
