@@ -230,7 +230,7 @@ class RedisStreams:
                     outcome = next(results)
                     if write.ttl is not None:
                         next(results)  # EXPIRE's answer: the entry is what the caller waits for
-                    if isinstance(outcome, Exception):
+                    if isinstance(outcome, Exception) and not await self._added_already(write, outcome):
                         self._failed(write, outcome)
                         continue
                     # Mirrored once Redis has it, in the same order: a reader may go on there.
@@ -258,6 +258,19 @@ class RedisStreams:
                 if write.ttl is not None:
                     pipe.expire(key, write.ttl)
             return await pipe.execute(raise_on_error=False)
+
+    async def _added_already(self, write: _Write, refusal: Exception) -> bool:
+        """Whether an XADD that Redis refused for its id had in fact been applied: redis-py sends a pipeline
+        again when its connection drops, and the first attempt may have run before the drop. The entry is
+        then there under the same id, with the same event."""
+        if write.event is None or "equal or smaller than the target stream top item" not in str(refusal):
+            return False
+        entry_id = f"0-{write.seq + 1}"
+        try:
+            found = await self._client().xrange(self._key(write.message_id), min=entry_id, max=entry_id)
+        except Exception:  # Redis is gone again: the write stays failed
+            return False
+        return bool(found) and found[0][1].get(b"e") == write.fields["e"].encode()
 
     def _failed(self, write: _Write, exc: Exception) -> None:
         # The mirror stops where Redis did, and is freed: readers here go on from Redis or, once the

@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import json
 import os
 import random
 import threading
@@ -550,6 +551,32 @@ def test_appends_of_many_generations_share_pipelines_and_keep_each_logs_order():
             assert [event.get("content") for _, event in entries[:3]] == [f"{n}:0 ", f"{n}:1 ", f"{n}:2 "]
             assert 0 < await client.ttl(f"parley:stream:{prefix}_{n}") <= settings.STREAM_LOG_TTL_SECONDS
             await log.reset(f"{prefix}_{n}")
+
+    async_to_sync(scenario)()
+
+
+@needs_redis
+def test_an_append_redis_already_has_from_a_dropped_connection_is_not_a_failure():
+    """redis-py sends a pipeline again after its connection drops, and Redis may have run the first
+    attempt: its XADDs then come back refused for their ids. The same event at that id is the append done."""
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> None:
+        log = RedisStreams(REDIS_URL)
+        message_id = f"msg_retried_{random.randrange(10**9)}"
+        key = f"parley:stream:{message_id}"
+        await log.append(message_id, 0, {"message": {"id": message_id}})
+        # What the first attempt of the pipeline carrying seq 1 left in Redis before the connection dropped.
+        await log._client().xadd(key, {"e": json.dumps({"content": "a"})}, id="0-2")
+
+        await log.append(message_id, 1, {"content": "a"})  # the retry: refused for its id, yet done
+        with pytest.raises(redis.exceptions.ResponseError):
+            await log.append(message_id, 1, {"content": "something else"})  # a real conflict stays one
+        entries, _ = await log.read(message_id, -1, 1, wait=False)
+        await log.reset(message_id)
+        assert entries == [(0, {"message": {"id": message_id}}), (1, {"content": "a"})]
 
     async_to_sync(scenario)()
 
