@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import errno
 import functools
+import logging
 import os
 import re
 import socket
@@ -23,14 +24,18 @@ from typing import IO
 
 from twisted.internet import abstract, tcp
 
+logger = logging.getLogger(__name__)
+
 # The size of the body messages the application receives: larger than daphne's 8 KiB, so that a
 # 200 MiB upload is 800 messages, not 25,600.
 BODY_CHUNK = 256 * 1024
 
-# Endpoint kinds whose Twisted parser takes a `backlog` (default 50), and the separator of an endpoint
+# Endpoint kinds whose Twisted parser takes a `backlog` (default 50), with the position of `backlog`
+# among its positional arguments (tcp:PORT:INTERFACE:BACKLOG), and the separator of an endpoint
 # description's fields (a colon not escaped with a backslash).
-_BACKLOG_ENDPOINTS = {"tcp", "tcp6", "unix", "ssl"}
+_BACKLOG_ENDPOINTS = {"tcp": 2, "tcp6": 1, "unix": 2, "ssl": 5}
 _ENDPOINT_FIELD = re.compile(r"(?<!\\):")
+_NAMED_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 @dataclass
@@ -220,9 +225,12 @@ def with_backlog(description: str, backlog: int) -> str:
     opening connections after a restart) overflows the accept queue, and the kernel drops them; clients
     see a one-second SYN retry or a reset.
     """
-    fields = _ENDPOINT_FIELD.split(description)
-    if fields[0] not in _BACKLOG_ENDPOINTS or any(field.startswith("backlog=") for field in fields[1:]):
+    kind, *fields = _ENDPOINT_FIELD.split(description)
+    if kind not in _BACKLOG_ENDPOINTS:
         return description
+    positional = [field for field in fields if not _NAMED_FIELD.match(field)]
+    if len(positional) > _BACKLOG_ENDPOINTS[kind] or any(field.startswith("backlog=") for field in fields):
+        return description  # the operator's own backlog
     return f"{description}:backlog={backlog}"
 
 
@@ -260,6 +268,7 @@ def install() -> None:
             # Before the reactor runs: every connection the port accepts gets the class.
             if type(port) is tcp.Port and port.transport is tcp.Server:
                 port.transport = DirectWriteServer
+                logger.info("Connections on port %s write at once (DirectWriteServer)", port.port)
             return listen_success(server, port)
 
         listen_success_writing_at_once.writes_at_once = True

@@ -20,7 +20,7 @@ import pytest
 import core.daphne
 from core.daphne import BODY_CHUNK, GIL_SEND_MAX, DirectWriteServer, SpooledBodyQueue, send_keeping_gil, with_backlog
 from files.models import File
-from tests.servers import daphne_server
+from tests.servers import BASE_DIR, daphne_server
 
 MIB = 1024 * 1024
 
@@ -147,6 +147,10 @@ def test_a_body_whose_file_was_closed_reads_as_a_disconnect():
         ("tcp:8000:interface=\\:\\:1", "tcp:8000:interface=\\:\\:1:backlog=700"),
         ("unix:/run/parley.sock", "unix:/run/parley.sock:backlog=700"),
         ("tcp:port=8000:backlog=64", "tcp:port=8000:backlog=64"),  # named by the operator: kept
+        ("tcp:8000:127.0.0.1:64", "tcp:8000:127.0.0.1:64"),  # given by position: kept
+        ("tcp:8000:127.0.0.1", "tcp:8000:127.0.0.1:backlog=700"),
+        ("tcp6:8000:64", "tcp6:8000:64"),
+        ("unix:/run/parley.sock:660:64", "unix:/run/parley.sock:660:64"),
         ("fd:fileno=3", "fd:fileno=3"),  # the socket's creator (systemd) set its backlog
     ],
 )
@@ -200,6 +204,14 @@ def test_a_write_to_an_idle_connection_is_sent_at_once_and_the_rest_queued_in_or
 needs_libc_send = pytest.mark.skipif(
     core.daphne._send is None, reason="no libc send() or MSG_DONTWAIT here: direct sends are socket.send()"
 )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_daphnes_connections_are_direct_write_servers(django_db_blocker):
+    with django_db_blocker.unblock(), daphne_server(LOG_LEVEL="INFO") as url:
+        port = url.rsplit(":", 1)[1]
+        log = (BASE_DIR / "var" / f"daphne-test-{port}.log").read_text()
+    assert f"Connections on port {port} write at once (DirectWriteServer)" in log
 
 
 @needs_libc_send
