@@ -203,7 +203,10 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     conversation.updated_at = now
     conversation.save(update_fields=["current_message", "message_count", "updated_at"])
 
-    branch = message_branch(conversation=conversation, tip_id=user_message.id)
+    if user_message.parent_id is None:  # a conversation's first message, or a new branch at the top
+        branch = [user_message]
+    else:
+        branch = message_branch(conversation=conversation, tip_id=user_message.id)
     context = TurnContext(
         tenant_id=conversation.tenant_id,
         conversation_id=conversation.id,
