@@ -151,6 +151,14 @@ class _Batch:
     sender: asyncio.Task | None = None
 
 
+@dataclass
+class _Lookups:
+    """The cancel keys one event loop's generations wait to read, and the task reading them in one MGET."""
+
+    waiting: dict[str, list[asyncio.Future]] = field(default_factory=dict)
+    reader: asyncio.Task | None = None
+
+
 class RedisStreams:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -162,6 +170,7 @@ class RedisStreams:
         self._local = MemoryStreams()
         self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # of each event loop
         self._expiring: dict[str, float] = {}  # when this process last set a running log's TTL
+        self._lookups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # of each event loop
 
     def _client(self):
         import redis.asyncio as redis
@@ -313,9 +322,46 @@ class RedisStreams:
         await self._client().set(f"parley:cancel:{message_id}", time.time(), ex=settings.STREAM_LOG_TTL_SECONDS)
 
     async def is_cancel_requested(self, message_id: str, *, since: float = 0.0) -> bool:
-        """Whether a cancel was requested at or after `since` (a time.time(): the run's start)."""
-        requested = await self._client().get(f"parley:cancel:{message_id}")
+        """Whether a cancel was requested at or after `since` (a time.time(): the run's start).
+
+        Every running generation asks twice a second. The questions of one event loop that wait together
+        are answered by one MGET, where a GET each (1,000 round trips a second for 500 generations)
+        made the Redis client most of the process's work."""
+        loop = asyncio.get_running_loop()
+        lookups = self._lookups.get(loop)
+        if lookups is None:
+            lookups = self._lookups[loop] = _Lookups()
+        answer = loop.create_future()
+        lookups.waiting.setdefault(message_id, []).append(answer)
+        if lookups.reader is None:
+            lookups.reader = loop.create_task(self._read_cancels(lookups))
+        requested = await answer
         return requested is not None and float(requested) >= since
+
+    async def _read_cancels(self, lookups: _Lookups) -> None:
+        waiting: dict[str, list[asyncio.Future]] = {}
+        try:
+            while lookups.waiting:
+                waiting, lookups.waiting = lookups.waiting, {}
+                try:
+                    values = await self._client().mget([f"parley:cancel:{message_id}" for message_id in waiting])
+                except Exception as exc:  # Redis unreachable: every question of the batch fails
+                    values = [exc] * len(waiting)
+                for answers, value in zip(waiting.values(), values, strict=True):
+                    for answer in answers:
+                        if answer.done():  # its caller is gone
+                            continue
+                        if isinstance(value, Exception):
+                            answer.set_exception(value)
+                        else:
+                            answer.set_result(value)
+                waiting = {}
+        finally:
+            lookups.reader = None  # (it references the loop, the key of `_lookups`)
+            for answers in [*waiting.values(), *lookups.waiting.values()]:  # cancelled with the loop
+                for answer in answers:
+                    answer.cancel()
+            lookups.waiting = {}
 
 
 _streams: MemoryStreams | RedisStreams | None = None

@@ -581,6 +581,51 @@ def test_an_append_redis_already_has_from_a_dropped_connection_is_not_a_failure(
     async_to_sync(scenario)()
 
 
+@needs_redis
+def test_the_cancel_checks_of_many_generations_are_one_round_trip_and_each_right():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> None:
+        log = RedisStreams(REDIS_URL)
+        ids = [f"msg_cancels_{random.randrange(10**9)}_{n}" for n in range(50)]
+        for message_id in ids[::2]:
+            await log.request_cancel(message_id)
+        client = log._client()
+        reads, mget = [], client.mget
+
+        async def counted_mget(keys):
+            reads.append(len(keys))
+            return await mget(keys)
+
+        client.mget = counted_mget
+        answers = await asyncio.gather(*(log.is_cancel_requested(message_id) for message_id in ids))
+        assert answers == [n % 2 == 0 for n in range(50)]
+        assert reads == [50]
+        # A cancel requested before the run started is not for it.
+        assert not await log.is_cancel_requested(ids[0], since=time.time() + 60)
+        await client.delete(*[f"parley:cancel:{message_id}" for message_id in ids])
+
+    async_to_sync(scenario)()
+
+
+def test_a_cancel_check_redis_cannot_answer_fails_for_each_caller():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> None:
+        log = RedisStreams(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+        answers = await asyncio.gather(
+            log.is_cancel_requested("msg_a"), log.is_cancel_requested("msg_b"), return_exceptions=True
+        )
+        assert all(isinstance(answer, redis.exceptions.ConnectionError) for answer in answers), answers
+        assert not log._lookups[asyncio.get_running_loop()].waiting  # nothing left behind
+
+    async_to_sync(scenario)()
+
+
 def test_an_append_redis_refuses_fails_for_its_caller_and_frees_the_mirror():
     from asgiref.sync import async_to_sync
 
