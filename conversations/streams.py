@@ -92,16 +92,19 @@ class MemoryStreams:
             return log.after(after), False
         if not wait:
             return [], False
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         log.waiters.append(waiter)
+        # Woken by an append, by the log's end, or by this timer: a plain timer, where wait_for() cost a
+        # second future, callbacks and a timer for every event a client follows.
+        timer = loop.call_later(timeout, _resolve, waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return [], False
+            await waiter
         finally:
+            timer.cancel()
             if waiter in log.waiters:
                 log.waiters.remove(waiter)
-        entries = log.after(after)
+        entries = log.after(after)  # none after the timeout
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def request_cancel(self, message_id: str) -> None:

@@ -643,3 +643,30 @@ def test_an_append_redis_refuses_fails_for_its_caller_and_frees_the_mirror():
         assert await log._local.read("msg_unreachable", -1, 0.1, wait=False) is None
 
     async_to_sync(scenario)()
+
+
+def test_a_reader_of_the_in_process_log_wakes_for_an_append_or_at_its_timeout():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import MemoryStreams
+
+    async def scenario() -> None:
+        log = MemoryStreams()
+        log.append_now("msg_live", 0, {"message": {"id": "msg_live"}})
+
+        started = time.monotonic()
+        assert await log.read("msg_live", 0, 0.1) == ([], False)  # nothing new: back at the timeout
+        assert 0.09 <= time.monotonic() - started < 1
+
+        reading = asyncio.ensure_future(log.read("msg_live", 0, 30))
+        await asyncio.sleep(0.01)
+        log.append_now("msg_live", 1, {"content": "a"})
+        assert await asyncio.wait_for(reading, 1) == ([(1, {"content": "a"})], False)
+
+        reading = asyncio.ensure_future(log.read("msg_live", 1, 30))
+        await asyncio.sleep(0.01)
+        log.append_now("msg_live", 2, {"done": True, "status": "completed"})
+        assert await asyncio.wait_for(reading, 1) == ([(2, {"done": True, "status": "completed"})], True)
+        assert await log.read("msg_live", 2, 0.1) is None  # ended: the stored message has the rest
+
+    async_to_sync(scenario)()
