@@ -141,6 +141,9 @@ REQUEST_SYNC_THREADS = env_int("REQUEST_SYNC_THREADS", 16)
 LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 1024)
 # Each stream reader blocks on one Redis connection while it waits for events.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000)
+# How long the stream log waits for Redis to connect or answer (a blocking read: this beyond its own
+# wait) before the command fails.
+REDIS_TIMEOUT_SECONDS = env_float("REDIS_TIMEOUT_SECONDS", 5.0)
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {

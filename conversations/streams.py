@@ -175,15 +175,30 @@ class RedisStreams:
         self._expiring: dict[str, float] = {}  # when this process last set a running log's TTL
         self._lookups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # of each event loop
 
-    def _client(self):
+    def _client(self, *, blocking: bool = False):
+        """This event loop's client for commands, or with `blocking` for the reads that wait for events.
+
+        Apart, so that each has its timeout: a command fails after REDIS_TIMEOUT_SECONDS, while an XREAD
+        may block for the keep-alive interval (15 s) first. With redis-py's single default (5 s), a client
+        following a run from another process lost its stream whenever the model was quiet for 5 s. And
+        readers waiting in XREAD cannot take every connection from the writers.
+        """
         import redis.asyncio as redis
 
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = redis.Redis.from_url(self.url, max_connections=settings.REDIS_MAX_CONNECTIONS)
-            self._clients[loop] = client
-        return client
+        clients = self._clients.get(loop)
+        if clients is None:
+            timeout = settings.REDIS_TIMEOUT_SECONDS
+            clients = self._clients[loop] = tuple(
+                redis.Redis.from_url(
+                    self.url,
+                    max_connections=settings.REDIS_MAX_CONNECTIONS,
+                    socket_connect_timeout=timeout,
+                    socket_timeout=timeout + wait,
+                )
+                for wait in (0, settings.STREAM_KEEPALIVE_SECONDS)  # the longest a read blocks
+            )
+        return clients[blocking]
 
     @staticmethod
     def _key(message_id: str) -> str:
@@ -302,7 +317,9 @@ class RedisStreams:
         key = self._key(message_id)
         if wait:
             # Following a live log: one blocking XREAD per batch of events.
-            response = await client.xread({key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500)
+            response = await self._client(blocking=True).xread(
+                {key: f"0-{after + 1}"}, block=max(1, int(timeout * 1000)), count=500
+            )
             if response:
                 return self._entries(response[0][1])
         # First read, or nothing for `timeout`: is there a log at all, and has it ended?

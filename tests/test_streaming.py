@@ -5,6 +5,7 @@ import io
 import json
 import os
 import random
+import socket
 import threading
 import time
 
@@ -13,6 +14,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.management import call_command
+from django.test import override_settings
 
 from conversations.models import Message
 from tests.conftest import reply_in_progress
@@ -608,6 +610,48 @@ def test_the_cancel_checks_of_many_generations_are_one_round_trip_and_each_right
         await client.delete(*[f"parley:cancel:{message_id}" for message_id in ids])
 
     async_to_sync(scenario)()
+
+
+def test_an_append_to_a_redis_that_stopped_answering_fails_after_redis_timeout():
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    silent = socket.socket()  # the kernel completes connections to it; nothing ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+
+    async def scenario() -> float:
+        log = RedisStreams(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        started = time.monotonic()
+        async with asyncio.timeout(15):
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await log.append("msg_stalled", 0, {"content": "a"})
+        return time.monotonic() - started
+
+    with silent, override_settings(REDIS_TIMEOUT_SECONDS=0.2):
+        assert async_to_sync(scenario)() < 2  # the setting, not redis-py's default of 5 s
+
+
+@needs_redis
+def test_a_reader_elsewhere_waits_through_a_quiet_spell_longer_than_redis_timeout():
+    """A client following a run from another process blocks in XREAD up to the keep-alive interval (15 s):
+    longer than a command's timeout. A model thinking for 6 s must not break its stream."""
+    from asgiref.sync import async_to_sync
+
+    from conversations.streams import RedisStreams
+
+    async def scenario() -> tuple:
+        writer, elsewhere = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
+        message_id = f"msg_quiet_{random.randrange(10**9)}"
+        await writer.append(message_id, 0, {"message": {"id": message_id}})
+        try:
+            return await elsewhere.read(message_id, 0, 6)  # nothing comes for 6 s
+        finally:
+            await writer.reset(message_id)
+
+    with override_settings(REDIS_TIMEOUT_SECONDS=5):
+        assert async_to_sync(scenario)() == ([], False)
 
 
 def test_a_cancel_check_redis_cannot_answer_fails_for_each_caller():
