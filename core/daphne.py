@@ -218,7 +218,8 @@ _WRITE_STATE = (
 
 
 def with_backlog(description: str, backlog: int) -> str:
-    """A Twisted server endpoint description with `backlog` added, unless it names one or its kind has none.
+    """A Twisted server endpoint description with `backlog` added, unless it gives one (by name, or by
+    position: `tcp:8000:127.0.0.1:64`) or its kind has none.
 
     daphne builds `tcp:port=8000:interface=127.0.0.1` from `--bind`/`--port`, and Twisted then listens
     with a backlog of 50: a burst of new connections larger than that (200 clients at once, or nginx
