@@ -4,6 +4,7 @@ from rest_framework import serializers
 from agents.engines.openai import model_allowed
 from agents.models import Agent, Engine
 from core.fields import StrictCharField
+from core.serializers import FieldsOnceMixin
 
 TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
 
@@ -32,7 +33,7 @@ class AgentOptionsSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-class AgentSerializer(serializers.ModelSerializer):
+class AgentSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     options = AgentOptionsSerializer(required=False)
 
     class Meta:

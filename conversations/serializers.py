@@ -6,11 +6,12 @@ from rest_framework import serializers
 
 from conversations.models import Citation, Conversation, Feedback, FeedbackCategory, Message
 from core.fields import StrictCharField
+from core.serializers import FieldsOnceMixin
 
 METADATA_MAX_BYTES = 16 * 1024
 
 
-class ConversationSerializer(serializers.ModelSerializer):
+class ConversationSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     agent_id = StrictCharField(read_only=True)
 
     class Meta:
@@ -42,14 +43,14 @@ class ConversationUpdateSerializer(serializers.Serializer):
     metadata = serializers.JSONField(required=False, validators=[validate_metadata])
 
 
-class CitationSerializer(serializers.ModelSerializer):
+class CitationSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     class Meta:
         model = Citation
         fields = ["number", "source_id", "source_name", "url", "page", "snippet", "relevance_score", "quality_score"]
         read_only_fields = fields
 
 
-class FeedbackSerializer(serializers.ModelSerializer):
+class FeedbackSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     class Meta:
         model = Feedback
         fields = ["thumbs_up", "category", "comment", "created_at", "updated_at"]
@@ -67,7 +68,7 @@ class FeedbackInputSerializer(serializers.Serializer):
         return attrs
 
 
-class MessageSerializer(serializers.ModelSerializer):
+class MessageSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     conversation_id = serializers.CharField(read_only=True)
     parent_id = serializers.CharField(read_only=True, allow_null=True)
     citations = CitationSerializer(many=True, read_only=True)

@@ -1,9 +1,10 @@
 from rest_framework import serializers
 
+from core.serializers import FieldsOnceMixin
 from files.models import File
 
 
-class FileSerializer(serializers.ModelSerializer):
+class FileSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     file_ref = serializers.CharField(source="id", help_text="The file's reference (`file_…`).")
     conversation_id = serializers.CharField(allow_null=True)
 
