@@ -4,7 +4,10 @@ from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAut
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware as DjangoXFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
+from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
+from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -78,11 +81,19 @@ class InlineHooks:
     whose hook does touch the database (`response_needs_thread`) still goes to the thread.
     """
 
+    def request_needs_thread(self, request) -> bool:
+        return False
+
     def response_needs_thread(self, request) -> bool:
         return False
 
     async def __acall__(self, request):
-        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = None
+        if hasattr(self, "process_request"):
+            if self.request_needs_thread(request):
+                response = await sync_to_async(self.process_request, thread_sensitive=True)(request)
+            else:
+                response = self.process_request(request)
         response = response or await self.get_response(request)
         if not hasattr(self, "process_response"):
             return response
@@ -113,3 +124,31 @@ class MessageMiddleware(InlineHooks, DjangoMessageMiddleware):
 
 class CommonMiddleware(InlineHooks, DjangoCommonMiddleware):
     """Host, user-agent and trailing-slash checks and Content-Length: URL resolution and headers only."""
+
+
+class SecurityMiddleware(InlineHooks, DjangoSecurityMiddleware):
+    """The HTTPS redirect and the security headers: settings and headers only."""
+
+
+class CsrfViewMiddleware(InlineHooks, DjangoCsrfViewMiddleware):
+    """The CSRF token lives in a cookie: reading and setting it is header work. Kept in the session
+    (CSRF_USE_SESSIONS), it would load and save the session, so the hooks go to the request's thread."""
+
+    def request_needs_thread(self, request) -> bool:
+        return settings.CSRF_USE_SESSIONS
+
+    def response_needs_thread(self, request) -> bool:
+        return settings.CSRF_USE_SESSIONS
+
+    async def process_view(self, request, callback, callback_args, callback_kwargs):
+        # Django calls a sync process_view in the request's thread. The API's views are all exempt
+        # (token authentication); the admin's forms are checked in the thread, as they read the body.
+        if getattr(callback, "csrf_exempt", False):
+            return None
+        return await sync_to_async(super().process_view, thread_sensitive=True)(
+            request, callback, callback_args, callback_kwargs
+        )
+
+
+class XFrameOptionsMiddleware(InlineHooks, DjangoXFrameOptionsMiddleware):
+    """Sets the X-Frame-Options header."""

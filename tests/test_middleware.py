@@ -1,21 +1,41 @@
-"""Django's session, auth, messages and common middleware run their hooks on the event loop unless a hook
-must touch the database (core.middleware.InlineHooks)."""
+"""Django's middleware run their hooks on the event loop unless a hook must touch the database or read a
+form (core.middleware.InlineHooks), and keep doing their job."""
 
 import threading
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib import messages
+from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
+from django.core import checks
 from django.http import HttpResponse
-from django.test import AsyncRequestFactory
+from django.test import AsyncClient, AsyncRequestFactory
 
-from core.middleware import AuthenticationMiddleware, CommonMiddleware, MessageMiddleware, SessionMiddleware
+from core.checks import check_security_middleware
+from core.middleware import (
+    AuthenticationMiddleware,
+    CommonMiddleware,
+    CsrfViewMiddleware,
+    MessageMiddleware,
+    SecurityMiddleware,
+    SessionMiddleware,
+    XFrameOptionsMiddleware,
+)
+
+WITH_HOOKS = (SecurityMiddleware, SessionMiddleware, CommonMiddleware, CsrfViewMiddleware, MessageMiddleware,
+              XFrameOptionsMiddleware)  # fmt: skip
 
 
 def chain(view):
-    """The four middleware in settings order around an async view."""
-    return SessionMiddleware(CommonMiddleware(AuthenticationMiddleware(MessageMiddleware(view))))
+    """Django's middleware in settings order around an async view."""
+    return SecurityMiddleware(
+        SessionMiddleware(
+            CommonMiddleware(
+                CsrfViewMiddleware(AuthenticationMiddleware(MessageMiddleware(XFrameOptionsMiddleware(view))))
+            )
+        )
+    )
 
 
 class HookThreads:
@@ -23,7 +43,7 @@ class HookThreads:
 
     def __init__(self, monkeypatch):
         self.threads = {}
-        for cls in (SessionMiddleware, CommonMiddleware, MessageMiddleware):
+        for cls in WITH_HOOKS:
             original = cls.process_response
 
             def recorded(middleware, request, response, original=original, name=cls.__name__):
@@ -42,6 +62,8 @@ async def test_an_api_request_runs_every_hook_on_the_event_loop(monkeypatch):
     response = await chain(view)(AsyncRequestFactory().get("/api/anything", HTTP_HOST="testserver"))
 
     assert response.status_code == 200 and response["Content-Length"] == "2"  # CommonMiddleware ran
+    assert response["X-Frame-Options"] == "DENY" and response["X-Content-Type-Options"] == "nosniff"
+    assert set(hooks.threads) == {cls.__name__ for cls in WITH_HOOKS}
     assert set(hooks.threads.values()) == {threading.get_ident()}
     assert not response.cookies  # no session, no messages: nothing was stored
 
@@ -65,3 +87,34 @@ async def test_a_session_or_message_write_goes_to_a_thread_and_is_stored(monkeyp
     stored = await Session.objects.aget(session_key=session_key)
     assert stored.get_decoded()["visited"] is True
     assert "messages" in response.cookies  # the message went to the cookie storage
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_admin_still_refuses_a_form_without_its_csrf_token():
+    await User.objects.acreate_superuser("admin", "admin@example.com", "a-strong-password-123")
+    client = AsyncClient(enforce_csrf_checks=True)
+    credentials = {"username": "admin", "password": "a-strong-password-123"}
+
+    refused = await client.post("/admin/login/", credentials)
+    assert refused.status_code == 403 and b"CSRF" in refused.content
+
+    page = await client.get("/admin/login/")
+    token = page.cookies["csrftoken"].value
+    logged_in = await client.post("/admin/login/", {**credentials, "csrfmiddlewaretoken": token})
+    assert logged_in.status_code == 302 and "sessionid" in logged_in.cookies
+
+
+def test_the_deploy_checks_that_depend_on_the_middleware_still_run(settings):
+    settings.SECURE_HSTS_SECONDS = 0
+    settings.CSRF_COOKIE_SECURE = False
+    ids = {message.id for message in check_security_middleware(None)}
+    assert {"security.W004", "security.W016"} <= ids
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.CSRF_COOKIE_SECURE = True
+    assert not {"security.W004", "security.W016"} & {message.id for message in check_security_middleware(None)}
+
+
+def test_the_deploy_checks_report_missing_security_middleware(settings):
+    settings.MIDDLEWARE = [path for path in settings.MIDDLEWARE if "Security" not in path]
+    messages = check_security_middleware(None)
+    assert [m.id for m in messages if isinstance(m, checks.Warning) and m.id == "core.W001"] == ["core.W001"]
