@@ -10,7 +10,6 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -37,6 +36,7 @@ from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
 from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_response
+from core.views import AsyncAPIView
 
 CANCEL_WAIT_SECONDS = 3.0
 
@@ -120,7 +120,7 @@ _IDEMPOTENCY_PARAM = OpenApiParameter(
 )
 
 
-class MessagesView(APIView):
+class MessagesView(AsyncAPIView):
     pagination_class = keyset_pagination("created_at", "id")
 
     @extend_schema(
@@ -173,7 +173,7 @@ class MessagesView(APIView):
         return Response(body, status=status)
 
 
-class MessageCancelView(APIView):
+class MessageCancelView(AsyncAPIView):
     @extend_schema(
         summary="Stop a running generation; the partial reply is kept as `cancelled`",
         parameters=[*_ID_PARAMS, OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
@@ -241,7 +241,7 @@ def _resume_point(request, message_id: str) -> int:
         ) from None
 
 
-class EventStreamView(EventStreamNegotiation, APIView):
+class EventStreamView(EventStreamNegotiation, AsyncAPIView):
     pass
 
 
@@ -297,7 +297,7 @@ class MessageStreamView(EventStreamView):
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
 
 
-class TitleView(APIView):
+class TitleView(AsyncAPIView):
     @extend_schema(
         summary="Propose a title from the conversation (not saved)",
         parameters=_ID_PARAMS,

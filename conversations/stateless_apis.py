@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from adrf.views import APIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -25,6 +24,7 @@ from conversations.stateless import (
 from core.db import release_request_thread
 from core.errors import EngineError, exception_handler
 from core.sse import EventStreamNegotiation, sse_event, sse_response
+from core.views import AsyncAPIView
 from tenants.models import Tenant
 from tenants.permissions import HasActiveTenant
 
@@ -41,7 +41,7 @@ V1_ERROR = inline_serializer(
 )
 
 
-class V1APIView(EventStreamNegotiation, APIView):
+class V1APIView(EventStreamNegotiation, AsyncAPIView):
     """Base of the /v1 views: the tenant comes from the key; errors are `{"success": false, "error"}`."""
 
     permission_classes = [HasActiveTenant]
