@@ -111,16 +111,17 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     started_at = time.time()
     # With whether any of its files has passages, for engines that search them (the builtin's retrieval).
     indexed = Conversation.objects.filter(pk=OuterRef("pk"), files__passages__isnull=False)
-    conversation = (
-        Conversation.objects.select_for_update(of=("self",))
-        .select_related("agent")
-        .annotate(has_indexed_files=Exists(indexed))
-        .filter(pk=conversation.pk)
-        .first()
-    )
-    if conversation is None:  # deleted since the request read it
-        raise NotFound("Conversation not found.")
+    try:
+        conversation = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("agent")
+            .annotate(has_indexed_files=Exists(indexed))
+            .get(pk=conversation.pk)
+        )
+    except Conversation.DoesNotExist:  # deleted since the request read it
+        raise NotFound("Conversation not found.") from None
     agent = conversation.agent
+    # A query of its own, after the lock: one taken with it would not see a turn committed while it waited.
     running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
     if running is not None and not message_sweep_if_stale(running):
         raise Conflict("A reply is already being generated in this conversation.", details={"message_id": running.id})

@@ -14,15 +14,11 @@ def conversation_list(*, tenant: Tenant, agent: Agent | None = None) -> QuerySet
 
 def conversation_get(*, tenant: Tenant, agent_id: str, conversation_id: str) -> Conversation:
     """The tenant's conversation under that agent; a foreign or mismatched id is simply not found."""
-    conversation = (
-        Conversation.objects.for_tenant(tenant)
-        .select_related("agent")
-        .filter(id=conversation_id, agent_id=agent_id)
-        .first()
-    )
-    if conversation is None:
-        raise NotFound("Conversation not found.")
-    return conversation
+    try:
+        conversations = Conversation.objects.for_tenant(tenant).select_related("agent")
+        return conversations.get(id=conversation_id, agent_id=agent_id)
+    except Conversation.DoesNotExist:
+        raise NotFound("Conversation not found.") from None
 
 
 def message_branch(*, conversation: Conversation, tip_id: str) -> list[Message]:

@@ -61,8 +61,11 @@ def api_key_verify(raw_key: str) -> ApiKey | None:
     prefix, _, secret = rest.partition("_")
     if scheme != KEY_SCHEME or len(prefix) != 8 or not secret:
         return None
-    key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
-    if key is None or key.is_revoked:
+    try:  # get(), not first(): the prefix is unique, and an ORDER BY costs every request
+        key = ApiKey.objects.select_related("tenant").get(prefix=prefix)
+    except ApiKey.DoesNotExist:
+        return None
+    if key.is_revoked:
         return None
     if not hmac.compare_digest(key.hash, _hash_secret(secret)):
         return None
