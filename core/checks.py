@@ -9,7 +9,6 @@ them: HSTS, the SSL redirect, the CSRF cookie. Here those checks run with Django
 from django.conf import settings
 from django.core import checks
 from django.core.checks.security import base, csrf
-from django.test.utils import override_settings
 
 DJANGO_PATHS = {
     "core.middleware.SecurityMiddleware": "django.middleware.security.SecurityMiddleware",
@@ -31,6 +30,8 @@ MIDDLEWARE_DEPENDENT_CHECKS = [
 
 @checks.register(checks.Tags.security, deploy=True)
 def check_security_middleware(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    from django.test.utils import override_settings  # here: only `check` needs it, not every server process
+
     missing = [
         checks.Warning(f"{path} is not in MIDDLEWARE.", id="core.W001")
         for path in DJANGO_PATHS

@@ -140,9 +140,14 @@ class CsrfViewMiddleware(InlineHooks, DjangoCsrfViewMiddleware):
     def response_needs_thread(self, request) -> bool:
         return settings.CSRF_USE_SESSIONS
 
-    async def process_view(self, request, callback, callback_args, callback_kwargs):
-        # Django calls a sync process_view in the request's thread. The API's views are all exempt
-        # (token authentication); the admin's forms are checked in the thread, as they read the body.
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        if self.async_mode:  # Django looks the hook up on the instance, after this
+            self.process_view = self.process_view_async
+
+    async def process_view_async(self, request, callback, callback_args, callback_kwargs):
+        # Under ASGI Django calls a sync process_view in the request's thread. The API's views are all
+        # exempt (token authentication); the admin's forms are checked in the thread, as they read the body.
         if getattr(callback, "csrf_exempt", False):
             return None
         return await sync_to_async(super().process_view, thread_sensitive=True)(

@@ -4,7 +4,6 @@ from inspect import iscoroutinefunction
 from adrf.views import APIView as AdrfAPIView
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +28,9 @@ class AsyncAPIView(AdrfAPIView):
     """
 
     def check_throttles(self, request) -> None:
-        if any(iscoroutinefunction(throttle.allow_request) for throttle in self.get_throttles()):
+        throttles = self.get_throttles()
+        if any(iscoroutinefunction(throttle.allow_request) for throttle in throttles):
             return super().check_throttles(request)
-        return APIView.check_throttles(self, request)
+        waits = [throttle.wait() for throttle in throttles if not throttle.allow_request(request, self)]
+        if waits:  # as DRF's own check: the longest wait (None where a throttle cannot tell)
+            self.throttled(request, max((wait for wait in waits if wait is not None), default=None))

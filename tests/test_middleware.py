@@ -1,6 +1,7 @@
 """Django's middleware run their hooks on the event loop unless a hook must touch the database or read a
 form (core.middleware.InlineHooks), and keep doing their job."""
 
+import asyncio
 import threading
 
 import pytest
@@ -10,7 +11,9 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
 from django.core import checks
 from django.http import HttpResponse
-from django.test import AsyncClient, AsyncRequestFactory
+from django.middleware.csrf import get_token
+from django.test import AsyncClient, AsyncRequestFactory, RequestFactory
+from django.views.decorators.csrf import csrf_exempt
 
 from core.checks import check_security_middleware
 from core.middleware import (
@@ -104,6 +107,49 @@ async def test_the_admin_still_refuses_a_form_without_its_csrf_token():
     assert logged_in.status_code == 302 and "sessionid" in logged_in.cookies
 
 
+def form_view(request):
+    return HttpResponse(b"saved")
+
+
+async def async_response(request):
+    return HttpResponse(b"ok")
+
+
+async def test_csrf_refuses_a_post_without_its_token_and_accepts_one_with_it(settings):
+    middleware = CsrfViewMiddleware(async_response)
+    factory = AsyncRequestFactory()
+
+    refused = factory.post("/form/", {"name": "x"})
+    middleware.process_request(refused)
+    response = await middleware.process_view(refused, form_view, (), {})
+    assert response is not None and response.status_code == 403
+
+    page = factory.get("/form/")
+    token = get_token(page)
+    accepted = factory.post("/form/", {"name": "x", "csrfmiddlewaretoken": token})
+    accepted.COOKIES[settings.CSRF_COOKIE_NAME] = page.META["CSRF_COOKIE"]
+    middleware.process_request(accepted)
+    assert await middleware.process_view(accepted, form_view, (), {}) is None
+
+
+async def test_csrf_passes_an_exempt_view_on_the_event_loop(monkeypatch):
+    def no_thread(*args, **kwargs):
+        raise AssertionError("went to a thread")
+
+    monkeypatch.setattr("core.middleware.sync_to_async", no_thread)
+    request = AsyncRequestFactory().post("/api/anything", {"name": "x"})
+    middleware = CsrfViewMiddleware(async_response)
+    middleware.process_request(request)
+    assert await middleware.process_view(request, csrf_exempt(form_view), (), {}) is None
+
+
+def test_csrf_under_wsgi_keeps_djangos_sync_check():
+    middleware = CsrfViewMiddleware(form_view)
+    assert not asyncio.iscoroutinefunction(middleware.process_view)
+    response = middleware.process_view(RequestFactory().post("/form/", {"name": "x"}), form_view, (), {})
+    assert response.status_code == 403
+
+
 def test_the_deploy_checks_that_depend_on_the_middleware_still_run(settings):
     settings.SECURE_HSTS_SECONDS = 0
     settings.CSRF_COOKIE_SECURE = False
@@ -112,6 +158,12 @@ def test_the_deploy_checks_that_depend_on_the_middleware_still_run(settings):
     settings.SECURE_HSTS_SECONDS = 3600
     settings.CSRF_COOKIE_SECURE = True
     assert not {"security.W004", "security.W016"} & {message.id for message in check_security_middleware(None)}
+
+
+def test_the_deploy_checks_are_registered(settings):
+    settings.SECURE_HSTS_SECONDS = 0
+    messages = checks.run_checks(tags=[checks.Tags.security], include_deployment_checks=True)
+    assert "security.W004" in {message.id for message in messages}
 
 
 def test_the_deploy_checks_report_missing_security_middleware(settings):

@@ -18,11 +18,12 @@ class NoteSerializer(FieldsOnceMixin, serializers.Serializer):
 class CitationWithNotesSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     label = serializers.CharField(source="source_name")
     notes = NoteSerializer(many=True, source="note_list")
+    note_lists = serializers.ListField(child=NoteSerializer(), source="note_list")
     reader = serializers.SerializerMethodField()
 
     class Meta:
         model = Citation
-        fields = ["number", "label", "notes", "reader"]
+        fields = ["number", "label", "notes", "note_lists", "reader"]
 
     def get_reader(self, citation) -> str:
         return self.context["reader"]
@@ -49,8 +50,11 @@ def test_it_represents_each_instance_with_its_own_context_and_nested_context():
             "number": 2,
             "label": reader,
             "notes": [{"text": f"note of {reader}", "reader": reader}],
+            "note_lists": [{"text": f"note of {reader}", "reader": reader}],  # a child field gets the context too
             "reader": reader,
         }
+    prototype = CitationWithNotesSerializer.__dict__["_fields_prototype"]
+    assert all(field.parent is None for field in prototype.values())  # copies were bound, never the prototype
 
 
 def test_many_and_single_instances_agree():
@@ -66,4 +70,4 @@ def test_a_subclass_builds_its_own_fields():
 
     assert CitationWithNotesSerializer().fields  # the parent class builds its prototype first
     assert WithoutNotes(citation(1, "a"), context={"reader": "r"}).data == {"number": 1, "reader": "r"}
-    assert list(CitationWithNotesSerializer().fields) == ["number", "label", "notes", "reader"]
+    assert list(CitationWithNotesSerializer().fields) == ["number", "label", "notes", "note_lists", "reader"]
