@@ -12,6 +12,9 @@ conversation per request, serves the project with ONE daphne process under `benc
 - the server process's peak thread count and peak RSS (sampled every 50 ms), and the peak number of
   PostgreSQL connections (to this database, and to the whole server, whose max_connections is shared).
 
+The client is aiohttp, not httpx as in the other benchmarks: on this 2-CPU machine httpx's client
+spent 2.0 s of CPU on the 200 requests, beside the server and PostgreSQL; aiohttp's spends 0.2 s.
+
 Goal (issue 3): all succeed in under 2x the single-reply time, with fewer than 40 threads.
 Then it deletes the tenant.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import statistics
 import sys
@@ -31,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
 
-import httpx  # noqa: E402
+import aiohttp  # noqa: E402
+import psutil  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 
 from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
@@ -50,23 +55,30 @@ from conversations.models import Message, MessageStatus, Role  # noqa: E402
 
 
 async def post(
-    client: httpx.AsyncClient, url: str, question: str, arrivals: dict | None = None
+    client: aiohttp.ClientSession, url: str, question: str, arrivals: dict | None = None
 ) -> tuple[str, float, str]:
     """(outcome, seconds, detail): outcome is "ok", "HTTP <status>" or the exception's name."""
     start = time.perf_counter()
     try:
-        response = await client.post(url, json={"content": question})
-    except httpx.HTTPError as exc:
+        async with client.post(url, json={"content": question}) as response:
+            body = await response.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return type(exc).__name__, time.perf_counter() - start, str(exc)[:200]
     elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        return f"HTTP {response.status_code}", elapsed, response.text[:300]
-    assistant = response.json()["messages"][1]
+    if response.status != 200:
+        return f"HTTP {response.status}", elapsed, body[:300].decode(errors="replace")
+    assistant = json.loads(body)["messages"][1]
     if arrivals is not None:
         arrivals[assistant["id"]] = time.time()
     if assistant["status"] != MessageStatus.COMPLETED or question not in assistant["content"]:
         return f"reply {assistant['status']}", elapsed, assistant["content"][:100]
     return "ok", elapsed, ""
+
+
+def busy_seconds(before, after) -> float:
+    """CPU seconds the whole machine spent busy (not idle or waiting on I/O) between two psutil.cpu_times()."""
+    idle = (after.idle - before.idle) + (after.iowait - before.iowait)
+    return sum(after) - sum(before) - idle
 
 
 def phases(sent_at: float, arrivals: dict[str, float]) -> dict[str, list[float]]:
@@ -83,15 +95,15 @@ def phases(sent_at: float, arrivals: dict[str, float]) -> dict[str, list[float]]
 async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id: str, secret: str,
                   conversation_ids: list[str], question: str, sampler: ServerSampler) -> bool:  # fmt: skip
     url = f"{base}/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations/{{}}/messages"
-    limits = httpx.Limits(max_connections=args.requests + 10, max_keepalive_connections=args.requests + 10)
-    timeout = httpx.Timeout(120, pool=120)
+    connector = aiohttp.TCPConnector(limit=args.requests + 10)
+    timeout = aiohttp.ClientTimeout(total=120)
     warm, singles, loaded = (
         conversation_ids[0],
         conversation_ids[1 : 1 + args.singles],
         conversation_ids[1 + args.singles :],
     )
-    async with httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {secret}"}, limits=limits, timeout=timeout
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {secret}"}, connector=connector, timeout=timeout
     ) as client:
         outcome, elapsed, detail = await post(client, url.format(warm), question)
         if outcome != "ok":
@@ -109,7 +121,11 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
 
         await asyncio.sleep(0.5)
         sampler.reset()
-        server_cpu = sum(sampler.process.cpu_times()[:2])
+        server_cpu, client_cpu, machine = (
+            sum(sampler.process.cpu_times()[:2]),
+            time.process_time(),
+            psutil.cpu_times(),
+        )
         profiler = py_spy_start(sampler.process.pid, args.py_spy) if args.py_spy else None
         started, sent_at, arrivals = time.perf_counter(), time.time(), {}
         results = await asyncio.gather(*(post(client, url.format(cid), question, arrivals) for cid in loaded))
@@ -119,6 +135,8 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
         await asyncio.sleep(0.2)  # one more sample after the last response
         peaks = sampler.snapshot()
         server_cpu = sum(sampler.process.cpu_times()[:2]) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+        machine = busy_seconds(machine, psutil.cpu_times())
 
     outcomes = collections.Counter(outcome for outcome, _, _ in results)
     succeeded = outcomes["ok"]
@@ -147,7 +165,10 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
     for name, values in (await sync_to_async(phases)(sent_at, arrivals)).items():
         values.sort()
         print(f"    {name:<30} p50 {statistics.median(values):6.3f} s   max {values[-1]:6.3f} s")
-    print(f"  CPU time of the server process during the requests: {server_cpu:.1f} s over {total:.1f} s")
+    print(
+        f"  CPU time during the requests ({total:.1f} s, {os.cpu_count()} CPUs): server process {server_cpu:.1f} s, "
+        f"this client {client_cpu:.1f} s, the whole machine {machine:.1f} s"
+    )
     print(f"  peak threads of the server process: {peaks.threads}   ({peaks.samples} samples, every 50 ms)")
     print(f"  peak RSS of the server process: {mib(peaks.rss)}   (+{mib(peaks.rss - idle_rss)} over idle)")
     print(
