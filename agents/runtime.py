@@ -58,6 +58,17 @@ class TurnRequest:
 
 
 @dataclass
+class TurnRows:
+    """A turn's rows as it stored them: `_finish` applies the end it writes, so that the post-and-wait
+    response is built from them instead of read back. Someone else's change meanwhile (a rename, feedback
+    on the reply while it was generated) shows on the next read, not in this response."""
+
+    conversation: Conversation
+    user_message: Message
+    assistant: Message
+
+
+@dataclass
 class Turn:
     tenant_id: str
     conversation_id: str
@@ -74,6 +85,9 @@ class Turn:
     finishing: bool = False  # storing the final message: a cancel now would lose the stream's end
     title_from: str = ""  # the first question, when the conversation still waits for a proposed title
     agent: Agent | None = None
+    # None for `continue` (the reply's earlier citations and feedback are in the database), and once the
+    # end could not be stored as the turn knows it.
+    rows: TurnRows | None = None
 
 
 # --- starting a turn ---------------------------------------------------------------------------
@@ -121,10 +135,8 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     except Conversation.DoesNotExist:  # deleted since the request read it
         raise NotFound("Conversation not found.") from None
     agent = conversation.agent
-    # A query of its own, after the lock: one taken with it would not see a turn committed while it waited.
-    running = Message.objects.filter(conversation=conversation, status=MessageStatus.IN_PROGRESS).first()
-    if running is not None and not message_sweep_if_stale(running):
-        raise Conflict("A reply is already being generated in this conversation.", details={"message_id": running.id})
+    # A reply still being generated is not looked for here: the partial unique index on in-progress
+    # messages refuses this turn's when it is written (turn_start_or_conflict then names the running one).
 
     now = timezone.now()
     record = StreamRecord()
@@ -142,6 +154,8 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         assistant = conversation.current_message
         if assistant is None or assistant.role != Role.ASSISTANT:
             raise Invalid("continue: the last message is not the assistant's.", details={"continue": True})
+        if assistant.status == MessageStatus.IN_PROGRESS:  # updating it would not trip the index
+            raise ReplyRunning
         user_message = assistant.parent
         stored = StreamRecord(index=assistant.stream_index)
         if stored.index:
@@ -222,6 +236,12 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         has_indexed_files=conversation.has_indexed_files,
     )
     needs_title = not conversation.name and conversation.title_source == TitleSource.PROPOSED
+    if not request.continue_:
+        # New rows: nobody rated or cited them yet (and a user message never is), so the response built
+        # from them needs no query for either.
+        for message in (user_message, assistant):
+            Message.feedback.related.set_cached_value(message, None)
+            message.cited = []
     return Turn(
         agent=agent,
         title_from=branch[0].content if needs_title and branch else "",
@@ -235,14 +255,36 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
         base_input_tokens=base_tokens[0],
         base_output_tokens=base_tokens[1],
         started_at=started_at,
+        rows=None if request.continue_ else TurnRows(conversation, user_message, assistant),
     )
 
 
+class ReplyRunning(Exception):
+    """turn_start found the conversation's reply still being generated."""
+
+
+RUNNING = "A reply is already being generated in this conversation."
+RUNNING_CONSTRAINT = "one_generation_per_conversation"
+TURN_ATTEMPTS = 3
+
+
 def turn_start_or_conflict(*, conversation: Conversation, request: TurnRequest) -> Turn:
-    try:
-        return turn_start(conversation=conversation, request=request)
-    except IntegrityError:  # another process won the race past the row lock
-        raise Conflict("A reply is already being generated in this conversation.") from None
+    """turn_start, or 409 naming the reply being generated. Most posts find none, so it is looked for
+    only once the unique index refused this turn's reply; one left running by a dead process is swept,
+    and the turn tried again."""
+    for _ in range(TURN_ATTEMPTS):
+        try:
+            return turn_start(conversation=conversation, request=request)
+        except IntegrityError as exc:
+            if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != RUNNING_CONSTRAINT:
+                raise Conflict("The conversation changed while the turn started; try again.") from None
+        except ReplyRunning:
+            pass
+        # A query of its own, after the failed turn: it sees the reply that turn collided with.
+        running = Message.objects.filter(conversation_id=conversation.pk, status=MessageStatus.IN_PROGRESS).first()
+        if running is not None and not message_sweep_if_stale(running):
+            raise Conflict(RUNNING, details={"message_id": running.id})
+    raise Conflict(RUNNING)
 
 
 def _assistant(conversation: Conversation, *, parent: Message, now) -> Message:
@@ -357,46 +399,63 @@ def _finish(
 ) -> None:
     record = turn.record
     now = timezone.now()
+    end = {
+        "content": record.content,
+        "thinking": record.thinking,
+        "stream_index": record.index,
+        "extra_events": record.extra,
+        "status": status,
+        "error": error,
+        "input_tokens": turn.base_input_tokens + usage[0],
+        "output_tokens": turn.base_output_tokens + usage[1],
+        "completed_at": now,
+        "heartbeat_at": None,
+    }
     # Only a running message: the sweep may have failed it meanwhile (this process looked dead).
-    stored = Message.objects.filter(pk=turn.message_id, status=MessageStatus.IN_PROGRESS).update(
-        content=record.content,
-        thinking=record.thinking,
-        stream_index=record.index,
-        extra_events=record.extra,
-        status=status,
-        error=error,
-        input_tokens=turn.base_input_tokens + usage[0],
-        output_tokens=turn.base_output_tokens + usage[1],
-        completed_at=now,
-        heartbeat_at=None,
-    )
+    stored = Message.objects.filter(pk=turn.message_id, status=MessageStatus.IN_PROGRESS).update(**end)
     if not stored:  # deleted with its conversation, or swept
+        turn.rows = None
         return
-    if citations:
-        Citation.objects.bulk_create(
-            [
-                Citation(
-                    tenant_id=turn.tenant_id,
-                    message_id=turn.message_id,
-                    number=item["number"],
-                    source_id=item.get("source_id", ""),
-                    source_name=(item.get("source_name") or "")[:255],
-                    url=item.get("url") or "",
-                    page=item.get("page"),
-                    snippet=item.get("snippet") or "",
-                    relevance_score=item.get("relevance_score") or 0,
-                    quality_score=item.get("quality_score") or 0,
-                )
-                for item in citations
-            ],
-            ignore_conflicts=True,
-        )
+    cited = _citations(turn, citations)
+    if cited:  # a continued reply's numbers already stored are kept
+        Citation.objects.bulk_create(cited, ignore_conflicts=True)
     changes: dict[str, Any] = {"updated_at": now}
     if title:  # fills an untitled conversation, never over a name someone gave it meanwhile
         untitled = Q(name="", title_source=TitleSource.PROPOSED)
         changes["name"] = Case(When(untitled, then=Value(title)), default=F("name"))
     Conversation.objects.filter(pk=turn.conversation_id).update(**changes)
     usage_record(tenant_id=turn.tenant_id, requests=1, input_tokens=usage[0], output_tokens=usage[1])
+
+    if turn.rows is not None:  # the same end on the turn's rows (again, if a failed commit is retried)
+        assistant, conversation = turn.rows.assistant, turn.rows.conversation
+        for name, value in end.items():
+            setattr(assistant, name, value)
+        assistant.cited = cited
+        conversation.updated_at = now
+        if title and not conversation.name and conversation.title_source == TitleSource.PROPOSED:
+            conversation.name = title
+
+
+def _citations(turn: Turn, items: list[dict[str, Any]]) -> list[Citation]:
+    """The engine's citations as rows, by number, the first of each number."""
+    rows: dict[int, Citation] = {}
+    for item in items:
+        rows.setdefault(
+            item["number"],
+            Citation(
+                tenant_id=turn.tenant_id,
+                message_id=turn.message_id,
+                number=item["number"],
+                source_id=item.get("source_id", ""),
+                source_name=(item.get("source_name") or "")[:255],
+                url=item.get("url") or "",
+                page=item.get("page"),
+                snippet=item.get("snippet") or "",
+                relevance_score=item.get("relevance_score") or 0,
+                quality_score=item.get("quality_score") or 0,
+            ),
+        )
+    return [rows[number] for number in sorted(rows)]
 
 
 async def _tend(turn: Turn, task: asyncio.Task) -> None:
@@ -506,6 +565,7 @@ async def _store_final(turn: Turn, **outcome) -> bool:
         except DatabaseErrors:
             logger.exception("Storing the end of generation %s failed (attempt %d)", turn.message_id, attempt + 1)
             await asyncio.sleep(0.5 * (attempt + 1))
+    turn.rows = None  # they may hold an end that was never committed
     return False
 
 
@@ -516,4 +576,5 @@ async def _title_conversation(turn: Turn) -> None:
     except EngineFailure:
         title = title_from_keywords(turn.title_from)
     untitled = Conversation.objects.filter(pk=turn.conversation_id, name="", title_source=TitleSource.PROPOSED)
-    await in_worker(untitled.update)(name=title)
+    if await in_worker(untitled.update)(name=title) and turn.rows is not None:
+        turn.rows.conversation.name = title

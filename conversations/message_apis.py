@@ -68,20 +68,23 @@ async def turn_prepare(request, conversation: Conversation) -> TurnRequest:
     return turn_request
 
 
-def _turn_body(conversation_id: str, user_message_id: str, message_id: str) -> tuple[int, dict]:
-    pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
-    user, assistant = pair[user_message_id], pair[message_id]
-    conversation = assistant.conversation
+def _turn_body(conversation: Conversation, user: Message, assistant: Message) -> tuple[int, dict]:
     if assistant.status == MessageStatus.FAILED:
         return 502, error_body(
             "engine_error",
             assistant.error or "The agent's engine failed.",
-            {"message_id": assistant.id, "conversation_id": conversation_id},
+            {"message_id": assistant.id, "conversation_id": conversation.id},
         )
     body = TurnResponseSerializer(
         {"conversation": conversation, "messages": [user, assistant], "current_message_id": assistant.id}
     ).data
     return 200, body
+
+
+def _turn_body_read(user_message_id: str, message_id: str) -> tuple[int, dict]:
+    pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
+    assistant = pair[message_id]
+    return _turn_body(assistant.conversation, pair[user_message_id], assistant)
 
 
 async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
@@ -90,7 +93,9 @@ async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, 
     started.append(turn.message_id)
     await release_request_thread()
     await asyncio.shield(generation)
-    return await in_worker(_turn_body)(conversation.id, turn.user_message_id, turn.message_id)
+    if turn.rows is not None:  # the rows as the turn stored them: no query, so no thread either
+        return _turn_body(turn.rows.conversation, turn.rows.user_message, turn.rows.assistant)
+    return await in_worker(_turn_body_read)(turn.user_message_id, turn.message_id)
 
 
 async def _turn_once(

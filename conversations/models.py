@@ -1,8 +1,11 @@
+from operator import attrgetter
+
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from core.ids import PublicIdField
 from core.models import TenantOwned, TenantQuerySet
@@ -104,6 +107,12 @@ class Message(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.role} {self.id}"
+
+    @cached_property
+    def cited(self) -> list["Citation"]:
+        """The citations the API shows, by number: from for_display()'s prefetch, or set by the turn that
+        stored them."""
+        return sorted(self.citations.all(), key=attrgetter("number"))
 
 
 class Citation(TenantOwned):

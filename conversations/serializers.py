@@ -71,7 +71,7 @@ class FeedbackInputSerializer(serializers.Serializer):
 class MessageSerializer(FieldsOnceMixin, serializers.ModelSerializer):
     conversation_id = serializers.CharField(read_only=True)
     parent_id = serializers.CharField(read_only=True, allow_null=True)
-    citations = CitationSerializer(many=True, read_only=True)
+    citations = CitationSerializer(many=True, read_only=True, source="cited")
     feedback = serializers.SerializerMethodField()
 
     @extend_schema_field(FeedbackSerializer(allow_null=True))

@@ -1,6 +1,6 @@
 import pytest
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, TitleSource
 from tenants.models import DailyUsage
 
 # Generations write from worker threads with their own connections: rows must be committed.
@@ -34,6 +34,39 @@ def test_post_and_wait_returns_the_turn_and_stores_it(owner):
     assert conversation.updated_at >= stored.created_at
     usage = DailyUsage.objects.get(tenant=owner.tenant)
     assert usage.requests == 1 and usage.output_tokens == stored.output_tokens
+
+
+def as_read_back(ctx, conversation, body) -> tuple[dict, list[dict]]:
+    """The post-and-wait body's conversation and messages as the API shows them when read afterwards."""
+    conversation_read = ctx.client.get(ctx.conversation_url(conversation)).json()
+    listing = ctx.client.get(f"{ctx.conversation_url(conversation)}/messages", {"branch": "all"}).json()["items"]
+    messages = {message["id"]: message for message in listing}
+    return {key: conversation_read[key] for key in body["conversation"]}, [
+        messages[message["id"]] for message in body["messages"]
+    ]
+
+
+def test_the_response_is_the_turn_as_read_back_afterwards(owner):
+    # Built from the rows the turn stored, not read back: every field must still be what a read shows.
+    conversation = Conversation.objects.create(
+        tenant=owner.tenant, agent=owner.agent, name="", title_source=TitleSource.PROPOSED
+    )
+    first = post(owner, conversation, {"content": "What does a warehouse in Rotterdam store?"}).json()
+    assert first["conversation"]["name"]  # titled by the turn
+    assert (first["conversation"], first["messages"]) == as_read_back(owner, conversation, first)
+
+    again = post(owner, conversation, {"regenerate": first["current_message_id"], "reasoning": True}).json()
+    assert again["messages"][1]["thinking"]
+    assert (again["conversation"], again["messages"]) == as_read_back(owner, conversation, again)
+
+    owner.client.put(
+        f"{owner.conversation_url(conversation)}/messages/{again['current_message_id']}/feedback",
+        {"thumbs_up": True},
+        format="json",
+    )
+    continued = post(owner, conversation, {"continue": True}).json()
+    assert continued["messages"][1]["feedback"]["thumbs_up"] is True  # read back: the reply was rated before
+    assert (continued["conversation"], continued["messages"]) == as_read_back(owner, conversation, continued)
 
 
 def test_reasoning_is_stored_as_thinking(owner):

@@ -94,6 +94,19 @@ def test_it_cites_the_right_file_and_page(owner, library):
     assert answer.steps[0].startswith("Searching 3 indexed file(s)")
 
 
+@pytest.mark.django_db(transaction=True)  # the turn runs in worker threads, on their own connections
+def test_a_posted_question_returns_its_citations_as_stored(owner, library):
+    conversation, refs = library
+    url = f"{owner.conversation_url(conversation)}/messages"
+    response = owner.client.post(url, {"content": "When are refunds for damaged goods issued?"}, format="json")
+    body = response.json()
+    cited = body["messages"][1]["citations"]
+    assert [item["number"] for item in cited] == list(range(1, len(cited) + 1))
+    assert cited[0]["source_id"] == refs["policy.md"]
+    listed = owner.client.get(url).json()["items"]
+    assert listed[-1]["id"] == body["current_message_id"] and listed[-1]["citations"] == cited
+
+
 def test_it_cites_a_text_file(owner, library):
     conversation, refs = library
     answer = answer_from_files(turn(owner, conversation.id, "When are refunds for damaged goods issued?"))

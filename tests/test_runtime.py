@@ -127,13 +127,17 @@ def test_a_post_behind_a_stale_generation_heals_the_conversation(owner):
     assert stale.status == "failed" and stale.content == "partial"
 
 
-def test_a_post_behind_a_live_generation_is_409(owner):
-    live = reply_in_progress(owner, heartbeat_age=timedelta(0))
-    response = owner.client.post(
-        f"{owner.conversation_url(live.conversation)}/messages", {"content": "x"}, format="json"
-    )
+@pytest.mark.parametrize("body", [{"content": "x"}, {"regenerate": "live"}, {"continue": True}])
+def test_a_post_behind_a_live_generation_is_409(owner, body):
+    live = reply_in_progress(owner, "so far", heartbeat_age=timedelta(0))
+    body = {key: live.id if value == "live" else value for key, value in body.items()}
+    response = owner.client.post(f"{owner.conversation_url(live.conversation)}/messages", body, format="json")
     assert response.status_code == 409
     assert response.json()["error"]["details"]["message_id"] == live.id
+    assert Message.objects.filter(conversation=live.conversation).count() == 2  # nothing stored
+    live.refresh_from_db()
+    assert live.status == "in_progress" and live.content == "so far"
+    assert Conversation.objects.get(pk=live.conversation_id).current_message_id == live.id
 
 
 async def test_continue_after_a_cancel_runs_to_completion(slow_agent):
