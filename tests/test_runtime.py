@@ -365,6 +365,9 @@ async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(s
         calls.append((started, time.monotonic()))
 
     monkeypatch.setattr(runtime, "_flush", slow_flush)
+    # 89 chunks 30 ms apart: room for three flushes even when a busy machine delays the first one.
+    slow_agent.agent.options = {"chunk_delay_ms": 30}
+    await slow_agent.agent.asave()
     conversation = await sync_to_async(slow_agent.conversation)()
     response = await apost(
         async_client(slow_agent),
