@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
@@ -36,6 +36,7 @@ from conversations.services import INTERRUPTED, message_sweep_if_stale
 from conversations.streams import streams
 from core.db import in_worker
 from core.errors import Conflict, Invalid, NotFound
+from files.selectors import conversation_has_indexed_files
 from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
@@ -123,18 +124,17 @@ def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
     started_at = time.time()
-    # With whether any of its files has passages, for engines that search them (the builtin's retrieval).
-    indexed = Conversation.objects.filter(pk=OuterRef("pk"), files__passages__isnull=False)
+    agent = conversation.agent  # as the request read it (a conversation keeps its agent)
     try:
+        # With whether any of its files has passages, for engines that search them (the builtin's retrieval).
         conversation = (
-            Conversation.objects.select_for_update(of=("self",))
-            .select_related("agent")
-            .annotate(has_indexed_files=Exists(indexed))
+            Conversation.objects.select_for_update()
+            .annotate(has_indexed_files=conversation_has_indexed_files())
             .get(pk=conversation.pk)
         )
     except Conversation.DoesNotExist:  # deleted since the request read it
         raise NotFound("Conversation not found.") from None
-    agent = conversation.agent
+    conversation.agent = agent
     # A reply still being generated is not looked for here: the partial unique index on in-progress
     # messages refuses this turn's when it is written (turn_start_or_conflict then names the running one).
 

@@ -11,6 +11,7 @@ import time_machine
 from asgiref.sync import async_to_sync
 
 from agents.engines.base import ChatMessage, Citations, TurnContext
+from agents.runtime import TurnRequest, turn_start
 from agents.tools import ToolContext, registry
 from conversations.models import Citation, Message
 from files.builtin import answer_from_files
@@ -105,6 +106,18 @@ def test_a_posted_question_returns_its_citations_as_stored(owner, library):
     assert cited[0]["source_id"] == refs["policy.md"]
     listed = owner.client.get(url).json()["items"]
     assert listed[-1]["id"] == body["current_message_id"] and listed[-1]["citations"] == cited
+
+
+def test_a_turn_knows_whether_its_conversation_has_indexed_files(owner, library):
+    conversation, _ = library
+    unindexed = owner.conversation()
+    File.objects.create(
+        tenant=owner.tenant, conversation=unindexed, name="a.txt", content_type="text/plain", size=1, sha256="0" * 64,
+        storage_key="unindexed-a",
+    )  # fmt: skip
+    for candidate, expected in ((conversation, True), (unindexed, False), (owner.conversation(), False)):
+        turn = turn_start(conversation=candidate, request=TurnRequest(content="Where are the pallets?"))
+        assert turn.context.has_indexed_files is expected
 
 
 def test_it_cites_a_text_file(owner, library):
