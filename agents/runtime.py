@@ -32,7 +32,7 @@ from agents.titles import title_from_keywords, title_propose, title_without_mode
 from conversations.events import END_KINDS, StreamRecord, rebuild_events, wire_event
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
 from conversations.selectors import message_branch
-from conversations.services import INTERRUPTED, message_sweep_if_stale
+from conversations.services import INTERRUPTED, attachments_validate, message_sweep_if_stale
 from conversations.streams import streams
 from core.db import in_worker
 from core.errors import Conflict, Invalid, NotFound
@@ -56,6 +56,20 @@ class TurnRequest:
     continue_: bool = False
     reasoning: bool = False
     on_disconnect: str = "continue"  # or "cancel"
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    """The conversation a turn is for, as the request names it: turn_start reads it once, locked, and a
+    conversation of another tenant or agent is not found."""
+
+    tenant_id: str
+    agent_id: str
+    conversation_id: str
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> ConversationRef:
+        return cls(conversation.tenant_id, conversation.agent_id, conversation.pk)
 
 
 @dataclass
@@ -119,22 +133,26 @@ def _history(agent, branch: list[Message]) -> list[ChatMessage]:
 
 
 @transaction.atomic
-def turn_start(*, conversation: Conversation, request: TurnRequest) -> Turn:
-    """Validate the request against the tree and create the turn's messages; 409 while another runs."""
+def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
+    """Validate the request against the tree and create the turn's messages; 404 for a conversation that
+    is not the tenant's under that agent, 400 for attachments that are not its files, 409 while another
+    reply runs."""
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
     started_at = time.time()
-    agent = conversation.agent  # as the request read it (a conversation keeps its agent)
     try:
         # With whether any of its files has passages, for engines that search them (the builtin's retrieval).
         conversation = (
-            Conversation.objects.select_for_update()
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("agent")
             .annotate(has_indexed_files=conversation_has_indexed_files())
-            .get(pk=conversation.pk)
+            .get(tenant_id=ref.tenant_id, agent_id=ref.agent_id, pk=ref.conversation_id)
         )
-    except Conversation.DoesNotExist:  # deleted since the request read it
+    except Conversation.DoesNotExist:
         raise NotFound("Conversation not found.") from None
-    conversation.agent = agent
+    agent = conversation.agent
+    if request.attachments:
+        attachments_validate(conversation=conversation, refs=request.attachments)
     # A reply still being generated is not looked for here: the partial unique index on in-progress
     # messages refuses this turn's when it is written (turn_start_or_conflict then names the running one).
 
@@ -268,20 +286,20 @@ RUNNING_CONSTRAINT = "one_generation_per_conversation"
 TURN_ATTEMPTS = 3
 
 
-def turn_start_or_conflict(*, conversation: Conversation, request: TurnRequest) -> Turn:
+def turn_start_or_conflict(*, ref: ConversationRef, request: TurnRequest) -> Turn:
     """turn_start, or 409 naming the reply being generated. Most posts find none, so it is looked for
     only once the unique index refused this turn's reply; one left running by a dead process is swept,
     and the turn tried again."""
     for _ in range(TURN_ATTEMPTS):
         try:
-            return turn_start(conversation=conversation, request=request)
+            return turn_start(ref=ref, request=request)
         except IntegrityError as exc:
             if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != RUNNING_CONSTRAINT:
                 raise Conflict("The conversation changed while the turn started; try again.") from None
         except ReplyRunning:
             pass
         # A query of its own, after the failed turn: it sees the reply that turn collided with.
-        running = Message.objects.filter(conversation_id=conversation.pk, status=MessageStatus.IN_PROGRESS).first()
+        running = Message.objects.filter(conversation_id=ref.conversation_id, status=MessageStatus.IN_PROGRESS).first()
         if running is not None and not message_sweep_if_stale(running):
             raise Conflict(RUNNING, details={"message_id": running.id})
     raise Conflict(RUNNING)
@@ -309,13 +327,13 @@ def _message_event(message_id: str, user_message_id: str, conversation_id: str) 
 _running: dict[str, tuple[asyncio.Task, Turn]] = {}
 
 
-async def turn_launch(*, conversation: Conversation, request: TurnRequest) -> tuple[Turn, asyncio.Task]:
+async def turn_launch(*, ref: ConversationRef, request: TurnRequest) -> tuple[Turn, asyncio.Task]:
     """Start a turn and its generation as one unit that runs to its end even if the request is cancelled
     (its client went away) meanwhile: a committed turn always gets its generation. With
     `on_disconnect: "cancel"`, a request cancelled here cancels the generation once it exists."""
 
     async def launch() -> tuple[Turn, asyncio.Task]:
-        turn = await in_worker(turn_start_or_conflict)(conversation=conversation, request=request)
+        turn = await in_worker(turn_start_or_conflict)(ref=ref, request=request)
         return turn, await generation_start(turn)
 
     launching = asyncio.ensure_future(launch())

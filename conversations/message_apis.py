@@ -16,7 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.response import Response
 
 from agents.engines import EngineFailure
-from agents.runtime import TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
+from agents.runtime import ConversationRef, TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
 from agents.titles import title_propose
 from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_get, message_first_question, message_get, message_list
@@ -26,7 +26,7 @@ from conversations.serializers import (
     TitleSerializer,
     TurnResponseSerializer,
 )
-from conversations.services import attachments_validate, message_sweep_if_stale
+from conversations.services import message_sweep_if_stale
 from conversations.streaming import message_events
 from conversations.streams import is_terminal
 from core.db import in_worker, release_request_thread
@@ -59,13 +59,11 @@ async def conversation_for(request, agent_id: str, conversation_id: str) -> Conv
     )
 
 
-async def turn_prepare(request, conversation: Conversation) -> TurnRequest:
+def turn_prepare(request) -> TurnRequest:
+    """The body of a turn, checked for itself: what it names in the conversation is checked by turn_start."""
     serializer = MessagePostSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    turn_request = turn_request_from(serializer.validated_data)
-    if turn_request.attachments:
-        await sync_to_async(attachments_validate)(conversation=conversation, refs=turn_request.attachments)
-    return turn_request
+    return turn_request_from(serializer.validated_data)
 
 
 def _turn_body(conversation: Conversation, user: Message, assistant: Message) -> tuple[int, dict]:
@@ -87,9 +85,9 @@ def _turn_body_read(user_message_id: str, message_id: str) -> tuple[int, dict]:
     return _turn_body(assistant.conversation, pair[user_message_id], assistant)
 
 
-async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
+async def _post_and_wait(ref: ConversationRef, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
     # Runs as its own task when an Idempotency-Key is given (it may outlive the request): worker threads.
-    turn, generation = await turn_launch(conversation=conversation, request=turn_request)
+    turn, generation = await turn_launch(ref=ref, request=turn_request)
     started.append(turn.message_id)
     await release_request_thread()
     await asyncio.shield(generation)
@@ -99,16 +97,17 @@ async def _post_and_wait(conversation: Conversation, turn_request: TurnRequest, 
 
 
 async def _turn_once(
-    request, agent_id: str, conversation_id: str, *, start: Callable[[Conversation, TurnRequest], Awaitable]
+    request, agent_id: str, conversation_id: str, *, start: Callable[[ConversationRef, TurnRequest], Awaitable]
 ) -> tuple[int, dict, TurnRequest]:
-    """Validate a turn's body and start it, at most once per Idempotency-Key."""
-    conversation = await conversation_for(request, agent_id, conversation_id)
-    turn_request = await turn_prepare(request, conversation)
+    """Validate a turn's body and start it, at most once per Idempotency-Key. The conversation is read
+    when the turn starts, locked (one query for the 404 and the turn)."""
+    turn_request = turn_prepare(request)
+    ref = ConversationRef(tenant_id=request.tenant.id, agent_id=agent_id, conversation_id=conversation_id)
     status, body = await run_idempotent(
         tenant_id=request.tenant.id,
         key=request.headers.get(IDEMPOTENCY_HEADER),
         fingerprint=request_fingerprint("POST", request.path, request.data),
-        run=lambda: start(conversation, turn_request),
+        run=lambda: start(ref, turn_request),
     )
     return status, body, turn_request
 
@@ -257,8 +256,8 @@ _SSE_RESPONSE = OpenApiResponse(
 )
 
 
-async def _stream_start(conversation: Conversation, turn_request: TurnRequest) -> tuple[int, dict]:
-    turn, _ = await turn_launch(conversation=conversation, request=turn_request)
+async def _stream_start(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
+    turn, _ = await turn_launch(ref=ref, request=turn_request)
     return 200, {"message_id": turn.message_id}
 
 

@@ -11,7 +11,7 @@ import time_machine
 from asgiref.sync import async_to_sync
 
 from agents.engines.base import ChatMessage, Citations, TurnContext
-from agents.runtime import TurnRequest, turn_start
+from agents.runtime import ConversationRef, TurnRequest, turn_start
 from agents.tools import ToolContext, registry
 from conversations.models import Citation, Message
 from files.builtin import answer_from_files
@@ -116,7 +116,7 @@ def test_a_turn_knows_whether_its_conversation_has_indexed_files(owner, library)
         storage_key="unindexed-a",
     )  # fmt: skip
     for candidate, expected in ((conversation, True), (unindexed, False), (owner.conversation(), False)):
-        turn = turn_start(conversation=candidate, request=TurnRequest(content="Where are the pallets?"))
+        turn = turn_start(ref=ConversationRef.of(candidate), request=TurnRequest(content="Where are the pallets?"))
         assert turn.context.has_indexed_files is expected
 
 

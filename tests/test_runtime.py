@@ -15,6 +15,7 @@ from django.utils import timezone
 from agents import runtime
 from agents.engines import ChatMessage, Content, TurnContext
 from agents.engines.builtin import BuiltinEngine
+from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
 from conversations.services import SWEPT_SEQ_SKIP
 from core.errors import NotFound
@@ -184,12 +185,12 @@ async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_shor
 
 async def _committed_turn(owner, **request):
     """A turn as a request commits it, its generation not started yet."""
-    from agents.runtime import TurnRequest, turn_start_or_conflict
+    from agents.runtime import ConversationRef, TurnRequest, turn_start_or_conflict
     from core.db import in_worker
 
     conversation = await sync_to_async(owner.conversation)()
     turn = await in_worker(turn_start_or_conflict)(
-        conversation=conversation, request=TurnRequest(content="a long answer please", **request)
+        ref=ConversationRef.of(conversation), request=TurnRequest(content="a long answer please", **request)
     )
     return conversation, turn
 
@@ -227,12 +228,12 @@ async def test_a_cancel_before_the_generations_first_step_still_stores_its_end(s
 
 @pytest.mark.parametrize(("on_disconnect", "expected"), [("continue", "completed"), ("cancel", "cancelled")])
 async def test_a_request_cancelled_while_its_turn_starts_still_gets_a_generation(slow_agent, on_disconnect, expected):
-    from agents.runtime import TurnRequest, turn_launch
+    from agents.runtime import ConversationRef, TurnRequest, turn_launch
 
     owner = slow_agent
     conversation = await sync_to_async(owner.conversation)()
     request = TurnRequest(content="a long answer please", on_disconnect=on_disconnect)
-    launching = asyncio.ensure_future(turn_launch(conversation=conversation, request=request))
+    launching = asyncio.ensure_future(turn_launch(ref=ConversationRef.of(conversation), request=request))
     await asyncio.sleep(0)  # it is now waiting for the turn's commit in a worker thread
     launching.cancel()  # as Django does when the client goes away
     with pytest.raises(asyncio.CancelledError):
@@ -381,12 +382,19 @@ async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(s
         assert started - ended >= 0.2 - 0.02
 
 
-def test_a_turn_on_a_conversation_deleted_since_the_request_read_it_is_not_found(owner):
-    """The view reads the conversation, then the turn locks it: a delete in between is a 404, not a 500."""
-    conversation = owner.conversation()
-    read_by_the_view = Conversation.objects.get(pk=conversation.pk)
-    conversation.delete()
-
-    with pytest.raises(NotFound):
-        runtime.turn_start(conversation=read_by_the_view, request=runtime.TurnRequest(content="hello"))
-    assert not Message.objects.filter(conversation_id=read_by_the_view.pk).exists()
+def test_a_turn_finds_only_the_tenants_conversation_under_that_agent(owner, outsider):
+    """turn_start reads the conversation the request names, once and locked: a deleted one, another
+    agent's or another tenant's is a 404 (not a 500), and nothing is stored."""
+    conversation, deleted = owner.conversation(), owner.conversation()
+    ref = runtime.ConversationRef.of(deleted)
+    deleted.delete()
+    other_agent = Agent.objects.create(tenant=owner.tenant, name="Other")
+    refs = [
+        ref,
+        runtime.ConversationRef(owner.tenant.id, other_agent.id, conversation.id),
+        runtime.ConversationRef(outsider.tenant.id, conversation.agent_id, conversation.id),
+    ]
+    for ref in refs:
+        with pytest.raises(NotFound):
+            runtime.turn_start(ref=ref, request=runtime.TurnRequest(content="hello"))
+    assert not Message.objects.exists()
