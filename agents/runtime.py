@@ -22,7 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
@@ -135,8 +134,8 @@ def _history(agent, branch: list[Message]) -> list[ChatMessage]:
 @transaction.atomic
 def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
     """Validate the request against the tree and create the turn's messages; 404 for a conversation that
-    is not the tenant's under that agent, 400 for attachments that are not its files, 409 while another
-    reply runs."""
+    is not the tenant's under that agent, 400 for attachments that are not its files. While another reply
+    runs, the index refuses the turn's (IntegrityError), or ReplyRunning for a `continue` of it."""
     # The row lock serialises turns of one conversation across processes; the partial unique index on
     # in-progress messages is the backstop.
     started_at = time.time()
@@ -168,7 +167,7 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
         assistant.save(force_insert=True)
         added = 1
     elif request.continue_:
-        # Read now, after the lock and the sweep above: a reply finished or swept meanwhile is seen whole.
+        # Read now, after the lock: a reply finished or swept meanwhile is seen whole.
         assistant = conversation.current_message
         if assistant is None or assistant.role != Role.ASSISTANT:
             raise Invalid("continue: the last message is not the assistant's.", details={"continue": True})
@@ -299,7 +298,9 @@ def turn_start_or_conflict(*, ref: ConversationRef, request: TurnRequest) -> Tur
         except ReplyRunning:
             pass
         # A query of its own, after the failed turn: it sees the reply that turn collided with.
-        running = Message.objects.filter(conversation_id=ref.conversation_id, status=MessageStatus.IN_PROGRESS).first()
+        running = Message.objects.filter(
+            tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, status=MessageStatus.IN_PROGRESS
+        ).first()
         if running is not None and not message_sweep_if_stale(running):
             raise Conflict(RUNNING, details={"message_id": running.id})
     raise Conflict(RUNNING)
@@ -437,11 +438,13 @@ def _finish(
     cited = _citations(turn, citations)
     if cited:  # a continued reply's numbers already stored are kept
         Citation.objects.bulk_create(cited, ignore_conflicts=True)
-    changes: dict[str, Any] = {"updated_at": now}
-    if title:  # fills an untitled conversation, never over a name someone gave it meanwhile
-        untitled = Q(name="", title_source=TitleSource.PROPOSED)
-        changes["name"] = Case(When(untitled, then=Value(title)), default=F("name"))
-    Conversation.objects.filter(pk=turn.conversation_id).update(**changes)
+    conversations = Conversation.objects.filter(pk=turn.conversation_id)
+    # A title fills an untitled conversation, never over a name someone gave it meanwhile.
+    titled = title and conversations.filter(name="", title_source=TitleSource.PROPOSED).update(
+        name=title, updated_at=now
+    )
+    if not titled:
+        conversations.update(updated_at=now)
     usage_record(tenant_id=turn.tenant_id, requests=1, input_tokens=usage[0], output_tokens=usage[1])
 
     if turn.rows is not None:  # the same end on the turn's rows (again, if a failed commit is retried)
@@ -450,7 +453,7 @@ def _finish(
             setattr(assistant, name, value)
         assistant.cited = cited
         conversation.updated_at = now
-        if title and not conversation.name and conversation.title_source == TitleSource.PROPOSED:
+        if titled:
             conversation.name = title
 
 

@@ -81,6 +81,8 @@ def _turn_body(conversation: Conversation, user: Message, assistant: Message) ->
 
 def _turn_body_read(user_message_id: str, message_id: str) -> tuple[int, dict]:
     pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
+    if len(pair) < 2:  # deleted with its conversation while it was generated
+        raise NotFound("Conversation not found.")
     assistant = pair[message_id]
     return _turn_body(assistant.conversation, pair[user_message_id], assistant)
 

@@ -16,7 +16,7 @@ from agents import runtime
 from agents.engines import ChatMessage, Content, TurnContext
 from agents.engines.builtin import BuiltinEngine
 from agents.models import Agent
-from conversations.models import Conversation, Message, MessageStatus
+from conversations.models import Conversation, Message, MessageStatus, TitleSource
 from conversations.services import SWEPT_SEQ_SKIP
 from core.errors import NotFound
 from tests.conftest import async_client, reply_in_progress
@@ -156,6 +156,49 @@ async def test_continue_after_a_cancel_runs_to_completion(slow_agent):
     continued = await apost(client, url, {"continue": True})
     assert continued.status_code == 200
     assert continued.json()["messages"][1]["status"] == "completed"  # the old cancel does not stop it
+
+
+async def _while_the_reply_runs(owner, conversation, change):
+    """Post and wait; `change` (an async callable) runs once the reply is being generated."""
+    url = f"{owner.conversation_url(conversation)}/messages"
+    client = async_client(owner)
+    posting = asyncio.create_task(apost(client, url, {"content": "What does the Rotterdam warehouse store?"}))
+    while not await Message.objects.filter(conversation=conversation, status="in_progress").aexists():
+        await asyncio.sleep(0.01)
+    await change(client)
+    return await posting
+
+
+async def test_a_rename_while_the_reply_runs_is_kept_and_never_shown_as_titled(slow_agent):
+    owner = slow_agent
+    conversation = await Conversation.objects.acreate(
+        tenant=owner.tenant, agent=owner.agent, name="", title_source=TitleSource.PROPOSED
+    )
+
+    async def rename(client):
+        response = await client.patch(
+            owner.conversation_url(conversation), {"name": "Mine"}, content_type="application/json"
+        )
+        assert response.status_code == 200
+
+    response = await _while_the_reply_runs(owner, conversation, rename)
+    assert response.status_code == 200
+    assert response.json()["conversation"]["name"] in ("", "Mine")  # as the turn read it, or since: not titled
+    await conversation.arefresh_from_db()
+    assert (conversation.name, conversation.title_source) == ("Mine", "user")
+
+
+async def test_a_conversation_deleted_while_its_reply_runs_answers_404(slow_agent):
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+
+    async def delete(client):
+        assert (await client.delete(owner.conversation_url(conversation))).status_code == 200
+
+    response = await _while_the_reply_runs(owner, conversation, delete)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert not await Message.objects.filter(conversation_id=conversation.id).aexists()
 
 
 async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_short(owner, settings):
