@@ -230,7 +230,7 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
 
     if not record.index:
         record.add(_message_event(assistant.id, user_message.id, conversation.id))
-    conversation.current_message = assistant
+    conversation.current_message_id = assistant.id  # the id only: no reference cycle between the two rows
     conversation.message_count += added
     conversation.updated_at = now
     conversation.save(update_fields=["current_message", "message_count", "updated_at"])

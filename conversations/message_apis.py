@@ -260,6 +260,7 @@ _SSE_RESPONSE = OpenApiResponse(
 
 async def _stream_start(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
     turn, _ = await turn_launch(ref=ref, request=turn_request)
+    turn.rows = None  # the stream shows the reply: its rows need not live as long as its generation
     return 200, {"message_id": turn.message_id}
 
 
