@@ -461,20 +461,19 @@ def _citations(turn: Turn, items: list[dict[str, Any]]) -> list[Citation]:
     """The engine's citations as rows, by number, the first of each number."""
     rows: dict[int, Citation] = {}
     for item in items:
-        rows.setdefault(
-            item["number"],
-            Citation(
-                tenant_id=turn.tenant_id,
-                message_id=turn.message_id,
-                number=item["number"],
-                source_id=item.get("source_id", ""),
-                source_name=(item.get("source_name") or "")[:255],
-                url=item.get("url") or "",
-                page=item.get("page"),
-                snippet=item.get("snippet") or "",
-                relevance_score=item.get("relevance_score") or 0,
-                quality_score=item.get("quality_score") or 0,
-            ),
+        if item["number"] in rows:
+            continue
+        rows[item["number"]] = Citation(
+            tenant_id=turn.tenant_id,
+            message_id=turn.message_id,
+            number=item["number"],
+            source_id=item.get("source_id", ""),
+            source_name=(item.get("source_name") or "")[:255],
+            url=item.get("url") or "",
+            page=item.get("page"),
+            snippet=item.get("snippet") or "",
+            relevance_score=item.get("relevance_score") or 0,
+            quality_score=item.get("quality_score") or 0,
         )
     return [rows[number] for number in sorted(rows)]
 

@@ -54,7 +54,9 @@ class MemoryStreams:
 
     def append_now(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
         """`append` from code that cannot await (it never needs to wait)."""
-        log = self._logs.setdefault(message_id, _MemoryLog())
+        log = self._logs.get(message_id)
+        if log is None:  # not setdefault(): that would build a log for every event
+            log = self._logs[message_id] = _MemoryLog()
         log.entries.append((seq, event))
         if is_terminal(event):
             del self._logs[message_id]

@@ -441,3 +441,19 @@ def test_a_turn_finds_only_the_tenants_conversation_under_that_agent(owner, outs
         with pytest.raises(NotFound):
             runtime.turn_start(ref=ref, request=runtime.TurnRequest(content="hello"))
     assert not Message.objects.exists()
+
+
+def test_the_end_of_a_turn_stores_and_keeps_the_first_citation_of_each_number(owner):
+    conversation = owner.conversation()
+    turn = runtime.turn_start(ref=runtime.ConversationRef.of(conversation), request=runtime.TurnRequest(content="q"))
+    cited = [
+        {"number": 2, "source_name": "b.txt", "snippet": "second"},
+        {"number": 1, "source_name": "a.txt", "snippet": "first"},
+        {"number": 1, "source_name": "a.txt", "snippet": "again"},
+    ]
+    runtime._finish(turn, status="completed", error="", usage=[1, 2], citations=cited, title="")
+
+    stored = Message.objects.get(pk=turn.message_id)
+    assert [(c.number, c.snippet) for c in stored.cited] == [(1, "first"), (2, "second")]
+    assert [(c.number, c.snippet) for c in turn.rows.assistant.cited] == [(1, "first"), (2, "second")]
+    assert (turn.rows.assistant.status, turn.rows.assistant.output_tokens) == ("completed", 2)
