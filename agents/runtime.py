@@ -131,13 +131,22 @@ def _history(agent, branch: list[Message]) -> list[ChatMessage]:
     return list(reversed(chosen))
 
 
+class ReplyRunning(Exception):
+    """turn_start found the conversation's reply still being generated."""
+
+
+RUNNING = "A reply is already being generated in this conversation."
+RUNNING_CONSTRAINT = "one_generation_per_conversation"
+TURN_ATTEMPTS = 3
+
+
 @transaction.atomic
 def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
     """Validate the request against the tree and create the turn's messages; 404 for a conversation that
     is not the tenant's under that agent, 400 for attachments that are not its files. While another reply
     runs, the index refuses the turn's (IntegrityError), or ReplyRunning for a `continue` of it."""
     # The row lock serialises turns of one conversation across processes; the partial unique index on
-    # in-progress messages is the backstop.
+    # in-progress messages refuses a second running reply.
     started_at = time.time()
     try:
         # With whether any of its files has passages, for engines that search them (the builtin's retrieval).
@@ -274,15 +283,6 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
         started_at=started_at,
         rows=None if request.continue_ else TurnRows(conversation, user_message, assistant),
     )
-
-
-class ReplyRunning(Exception):
-    """turn_start found the conversation's reply still being generated."""
-
-
-RUNNING = "A reply is already being generated in this conversation."
-RUNNING_CONSTRAINT = "one_generation_per_conversation"
-TURN_ATTEMPTS = 3
 
 
 def turn_start_or_conflict(*, ref: ConversationRef, request: TurnRequest) -> Turn:
