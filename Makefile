@@ -1,20 +1,35 @@
 # Two commands set everything up: `make run` serves, `make test` runs the suite.
 # With no DATABASE_URL the project starts PostgreSQL from the pgserver package in var/pgdata.
+# requirements.txt is the runtime lock, requirements-test.txt the runtime set plus the test tools (both
+# generated with hashes from the .in files: edit those, then `make lock`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --require-hashes
+# `make lock` compiles the locks with uv from a throwaway venv outside the project.
+UV_VENV ?= /tmp/parley-uv
+UV_VERSION := 0.13.9
+UV_COMPILE := $(UV_VENV)/bin/uv pip compile --python-version 3.11 --python-platform linux --generate-hashes
 
-.PHONY: install run test lint migrate clean
+.PHONY: install install-test run test lint migrate lock clean
 
+# Runtime set only (make run, install). The stamps depend on the locks: editing a lock reinstalls.
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(PIP_INSTALL) -r requirements.txt
+	touch $@
+
+# The test tools on top (make test, lint); `make run` afterwards installs nothing.
+$(BIN)/.installed-test: requirements-test.txt $(BIN)/.installed
+	$(PIP_INSTALL) -r requirements-test.txt
 	touch $@
 
 install: $(BIN)/.installed
+
+install-test: $(BIN)/.installed-test
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
@@ -23,16 +38,21 @@ run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py sweep_stale_messages
 	$(BIN)/python manage.py ensure_demo_tenant --port $(PORT)
-	$(BIN)/daphne --bind $(HOST) --port $(PORT) --proxy-headers config.asgi:application
+	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --proxy-headers --loop uvloop --http httptools
 
-test: install
+test: install-test
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 1
 	$(BIN)/pytest
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lock:
+	test -x $(UV_VENV)/bin/uv || { $(PYTHON) -m venv $(UV_VENV) && $(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION); }
+	$(UV_COMPILE) requirements.in -o requirements.txt
+	$(UV_COMPILE) requirements-test.in -o requirements-test.txt
 
 clean:
 	rm -rf $(VENV) var/static

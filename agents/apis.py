@@ -4,7 +4,7 @@ from rest_framework.response import Response
 
 from agents.selectors import agent_get, agent_list
 from agents.serializers import AgentInputSerializer, AgentSerializer
-from agents.services import agent_create, agent_delete, agent_update
+from agents.services import agent_create, agent_update
 from core.pagination import keyset_pagination
 
 
@@ -13,7 +13,6 @@ from core.pagination import keyset_pagination
     create=extend_schema(summary="Create an agent", request=AgentInputSerializer, responses={201: AgentSerializer}),
     retrieve=extend_schema(summary="Get an agent", responses=AgentSerializer),
     partial_update=extend_schema(summary="Update an agent", request=AgentInputSerializer, responses=AgentSerializer),
-    destroy=extend_schema(summary="Delete an agent with its conversations", responses={200: AgentSerializer}),
 )
 class AgentViewSet(viewsets.GenericViewSet):
     serializer_class = AgentSerializer
@@ -41,9 +40,3 @@ class AgentViewSet(viewsets.GenericViewSet):
         serializer = AgentInputSerializer(instance=agent, data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         return Response(AgentSerializer(agent_update(agent=agent, data=serializer.validated_data)).data)
-
-    def destroy(self, request, tenant_id, agent_id):
-        agent = agent_get(tenant=request.tenant, agent_id=agent_id)
-        body = AgentSerializer(agent).data
-        agent_delete(agent=agent)
-        return Response(body)

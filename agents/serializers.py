@@ -4,7 +4,6 @@ from rest_framework import serializers
 from agents.engines.openai import model_allowed
 from agents.models import Agent, Engine
 from core.fields import StrictCharField
-from core.serializers import FieldsOnceMixin
 
 TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
 
@@ -33,7 +32,7 @@ class AgentOptionsSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-class AgentSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class AgentSerializer(serializers.ModelSerializer):
     options = AgentOptionsSerializer(required=False)
 
     class Meta:

@@ -1,7 +1,5 @@
 from typing import Any
 
-from django.db import transaction
-
 from agents.models import Agent
 from tenants.models import Tenant
 
@@ -18,12 +16,3 @@ def agent_update(*, agent: Agent, data: dict[str, Any]) -> Agent:
         setattr(agent, field, data[field])
     agent.save(update_fields=[*changed, "updated_at"])
     return agent
-
-
-@transaction.atomic
-def agent_delete(*, agent: Agent) -> None:
-    """Delete the agent with every conversation it owns (and what they own)."""
-    from conversations.services import conversation_delete_many
-
-    conversation_delete_many(tenant_id=agent.tenant_id, conversations=agent.conversations.all())
-    agent.delete()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 
+import openai
 from django.conf import settings
 
 from agents.engines.base import EngineFailure
+from agents.engines.openai import openai_client
 from agents.models import Agent, Engine
 
 TITLE_MAX_CHARS = 80
@@ -58,10 +60,6 @@ async def title_propose(*, agent: Agent, first_message: str) -> str:
     title = title_without_model(agent=agent, first_message=first_message)
     if title is not None:
         return title
-    import openai
-
-    from agents.engines.openai import openai_client
-
     try:
         async with openai_client() as client:
             stream = await client.chat.completions.create(

@@ -1,7 +1,8 @@
 """Tools an engine can call: the same code serves the builtin engine's modes and the openai tool loop.
 
-A tool is an async function `(context: ToolContext, arguments: dict) -> ToolResult`. The files app
-contributes search_files and read_file, the dataframes app run_sql and list_data_frames.
+A tool is an async function `(context: ToolContext, arguments: dict) -> ToolResult`. The apps above register
+theirs at start-up (turns.apps): the files app's search_files and read_file, the dataframes app's run_sql
+and list_data_frames.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ class Tool:
         }
 
 
-def registry() -> dict[str, Tool]:
-    """Every tool by name."""
-    # Imported here: the tools' modules import this one.
-    from dataframes.tools import TOOLS as DATAFRAME_TOOLS
-    from files.tools import TOOLS as FILE_TOOLS
+_registry: dict[str, Tool] = {}
 
-    return {tool.name: tool for tool in [*FILE_TOOLS, *DATAFRAME_TOOLS]}
+
+def tools_register(*tools: Tool) -> None:
+    for tool in tools:
+        _registry[tool.name] = tool
+
+
+def registry() -> dict[str, Tool]:
+    """Every registered tool by name."""
+    return _registry

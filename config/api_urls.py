@@ -7,4 +7,5 @@ urlpatterns = [
     path("", include("conversations.urls")),
     path("", include("dataframes.urls")),
     path("", include("files.urls")),
+    path("", include("turns.urls")),
 ]

@@ -78,19 +78,20 @@ INSTALLED_APPS = [
     "conversations",
     "files",
     "dataframes",
+    "turns",
 ]
 
 # Django's own middleware, whose hooks run on the event loop where they need no database (core/middleware.py).
 MIDDLEWARE = [
-    "core.middleware.SecurityMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     "core.middleware.AsyncWhiteNoiseMiddleware",
     "core.middleware.nul_characters_refused",
-    "core.middleware.SessionMiddleware",
-    "core.middleware.CommonMiddleware",
-    "core.middleware.CsrfViewMiddleware",
-    "core.middleware.AuthenticationMiddleware",
-    "core.middleware.MessageMiddleware",
-    "core.middleware.XFrameOptionsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -136,9 +137,6 @@ REDIS_URL = env_str("REDIS_URL")
 # Threads per server process for requests' sync code (auth, views, ORM); generations use the event
 # loop's own worker pool. Also the most PostgreSQL connections requests hold at once.
 REQUEST_SYNC_THREADS = env_int("REQUEST_SYNC_THREADS", 16)
-# Connections the kernel queues for a daphne listening socket before it accepts them (Twisted's
-# default is 50; the kernel caps it at net.core.somaxconn). See core/daphne.py.
-LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 1024)
 # Each stream reader blocks on one Redis connection while it waits for events.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000)
 # How long the stream log waits for Redis to connect or answer (a blocking read: this beyond its own
@@ -211,7 +209,6 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 # They look for Django's middleware by path; core.checks runs them for core.middleware's subclasses.
-SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 # The JSON API never needs a request body larger than this; uploads are streamed to storage.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
 

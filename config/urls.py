@@ -2,9 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from conversations.stateless_apis import ConversationV1View
 from core.views import healthz
 from files.v1_apis import FilesV1View, FileV1View
+from turns.stateless import ConversationV1View
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

@@ -1,35 +1,41 @@
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import models
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
+from agents.engines import EngineFailure
 from agents.selectors import agent_get
+from agents.titles import title_propose
 from conversations.search import conversation_search
-from conversations.selectors import conversation_get, conversation_list, conversation_state_messages, message_get
+from conversations.selectors import (
+    conversation_get,
+    conversation_list,
+    conversation_state_messages,
+    message_first_question,
+    message_get,
+)
 from conversations.serializers import (
-    BulkDeleteResultSerializer,
-    BulkDeleteSerializer,
     ConversationCreateSerializer,
     ConversationSerializer,
     ConversationStateSerializer,
     ConversationUpdateSerializer,
-    DeleteAllResultSerializer,
     FeedbackInputSerializer,
     FeedbackSerializer,
     SearchHitSerializer,
     TenantConversationSerializer,
+    TitleSerializer,
 )
 from conversations.services import (
     conversation_create,
-    conversation_delete,
-    conversation_delete_all,
-    conversation_delete_by_ids,
     conversation_update,
     feedback_submit,
 )
-from core.errors import Invalid, NotFound
+from core.errors import EngineError, Invalid, NotFound
 from core.pagination import decode_cursor, encode_cursor, keyset_pagination, parse_limit
+from core.schema import ErrorSerializer
 
 STATE_MESSAGES_DEFAULT = 100
 SEARCH_CURSOR_FIELDS = [models.FloatField(), models.DateTimeField(), models.CharField()]
@@ -49,9 +55,6 @@ SEARCH_CURSOR_FIELDS = [models.FloatField(), models.DateTimeField(), models.Char
     ),
     partial_update=extend_schema(
         summary="Rename a conversation or set its metadata", request=ConversationUpdateSerializer
-    ),
-    destroy=extend_schema(
-        summary="Delete a conversation and everything it owns; returns it", responses={200: ConversationSerializer}
     ),
 )
 class ConversationViewSet(viewsets.GenericViewSet):
@@ -88,12 +91,6 @@ class ConversationViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         conversation = conversation_update(conversation=conversation, data=serializer.validated_data)
         return Response(ConversationSerializer(conversation).data)
-
-    def destroy(self, request, tenant_id, agent_id, conversation_id):
-        conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
-        body = ConversationSerializer(conversation).data
-        conversation_delete(conversation=conversation)
-        return Response(body)
 
 
 @extend_schema_view(
@@ -146,27 +143,6 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
             next_cursor = encode_cursor([hits[-1].rank, hits[-1].updated_at, hits[-1].id])
         return Response({"items": SearchHitSerializer(hits, many=True).data, "next": next_cursor})
 
-    @extend_schema(
-        summary="Delete up to 100 conversations by id",
-        request=BulkDeleteSerializer,
-        responses=BulkDeleteResultSerializer,
-    )
-    def bulk_delete(self, request, tenant_id):
-        serializer = BulkDeleteSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        deleted, failed = conversation_delete_by_ids(tenant_id=request.tenant.id, ids=serializer.validated_data["ids"])
-        return Response({"deleted": deleted, "failed": failed})
-
-    @extend_schema(
-        summary="Delete all the tenant's conversations (needs ?confirm=true)",
-        parameters=[OpenApiParameter("confirm", bool, required=True)],
-        responses=DeleteAllResultSerializer,
-    )
-    def destroy_all(self, request, tenant_id):
-        if request.query_params.get("confirm") != "true":
-            raise Invalid("confirm: pass confirm=true to delete every conversation.", details={"confirm": False})
-        return Response({"deleted": conversation_delete_all(tenant_id=request.tenant.id)})
-
 
 class FeedbackViewSet(viewsets.GenericViewSet):
     serializer_class = FeedbackSerializer
@@ -202,3 +178,23 @@ class FeedbackViewSet(viewsets.GenericViewSet):
             raise NotFound("This message has no feedback.")
         message.feedback.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TitleView(AsyncAPIView):
+    @extend_schema(
+        summary="Propose a title from the conversation (not saved)",
+        request=None,
+        responses={200: TitleSerializer, 502: ErrorSerializer},
+    )
+    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
+        conversation = await sync_to_async(conversation_get)(
+            tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
+        )
+        first = await sync_to_async(message_first_question)(conversation=conversation)
+        if first is None:
+            raise Invalid("The conversation has no message to propose a title from.")
+        try:
+            title = await title_propose(agent=conversation.agent, first_message=first.content)
+        except EngineFailure as exc:
+            raise EngineError(str(exc)) from exc
+        return Response({"title": title})

@@ -6,12 +6,11 @@ from rest_framework import serializers
 
 from conversations.models import Citation, Conversation, Feedback, FeedbackCategory, Message
 from core.fields import StrictCharField
-from core.serializers import FieldsOnceMixin
 
 METADATA_MAX_BYTES = 16 * 1024
 
 
-class ConversationSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class ConversationSerializer(serializers.ModelSerializer):
     agent_id = StrictCharField(read_only=True)
 
     class Meta:
@@ -43,14 +42,14 @@ class ConversationUpdateSerializer(serializers.Serializer):
     metadata = serializers.JSONField(required=False, validators=[validate_metadata])
 
 
-class CitationSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class CitationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Citation
         fields = ["number", "source_id", "source_name", "url", "page", "snippet", "relevance_score", "quality_score"]
         read_only_fields = fields
 
 
-class FeedbackSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class FeedbackSerializer(serializers.ModelSerializer):
     class Meta:
         model = Feedback
         fields = ["thumbs_up", "category", "comment", "created_at", "updated_at"]
@@ -68,7 +67,7 @@ class FeedbackInputSerializer(serializers.Serializer):
         return attrs
 
 
-class MessageSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class MessageSerializer(serializers.ModelSerializer):
     conversation_id = serializers.CharField(read_only=True)
     parent_id = serializers.CharField(read_only=True, allow_null=True)
     citations = CitationSerializer(many=True, read_only=True, source="cited")

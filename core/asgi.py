@@ -5,32 +5,54 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
-import itertools
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext
 from django.urls import get_resolver
 
 
+class _SyncThread(ThreadPoolExecutor):
+    """One thread, counting the calls it has been given and not finished."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(max_workers=1, thread_name_prefix=name)
+        self.pending = 0
+        self._count = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        with self._count:
+            self.pending += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future) -> None:
+        with self._count:
+            self.pending -= 1
+
+
 class SharedSyncThreads:
     """Run every request's sync code (authentication, DRF views, ORM calls) on one of `size` shared
-    threads, instead of a thread per request that Django keeps until the response ends: waiting
-    requests and open streams hold no thread, and the thread count stays bounded under any load.
+    threads (asgiref's ThreadSensitiveContext with an executor), instead of a thread per request that
+    Django keeps, with its database connection, until the response ends: waiting requests and open
+    streams hold no thread, and the thread count stays bounded under any load.
 
-    Each thread runs one call at a time, and a call is always a whole unit of work (Django's async
-    ORM and sync_to_async never span a transaction across calls), so requests sharing a thread and its
-    connection do not see each other's state.
+    A request gets the thread with the fewest calls waiting, so a slow sync view delays others only once
+    every thread is busy. Each thread runs one call at a time, and a call is a whole unit of work (Django's
+    async ORM and sync_to_async never span a transaction across calls), so requests sharing a thread and
+    its connection do not see each other's state.
     """
 
     def __init__(self, application, *, size: int) -> None:
         self.application = application
-        self.executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sync-{n}") for n in range(size)]
-        self.turn = itertools.cycle(self.executors)
+        self.threads = [_SyncThread(f"sync-{n}") for n in range(size)]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.application(scope, receive, send)
-        async with ThreadSensitiveContext(executor=next(self.turn)):
+        thread = min(self.threads, key=lambda candidate: candidate.pending)
+        async with ThreadSensitiveContext(executor=thread):
             return await self.application(scope, receive, send)
 
 
@@ -39,10 +61,9 @@ def gc_prepare_for_serving(*modules: str) -> int:
 
     A full collection walks every tracked object, and a server process holds about 200,000 of them from
     its imports alone (Django, DRF, pandas, pyarrow, DuckDB, the OpenAI SDK): each one stopped the event
-    loop for 100-180 ms, stalling every open stream at once, about once a second under load. Objects
-    made at start-up live as long as the process, so `gc.freeze()` moves them to a generation the
-    collector never scans; what requests create is collected as before. Returns how many objects were
-    frozen.
+    loop for 100-180 ms, stalling every open stream at once. Objects made at start-up live as long as the
+    process, so `gc.freeze()` moves them to a generation the collector never scans; what requests create
+    is collected as before. Returns how many objects were frozen.
     """
     for module in modules:
         importlib.import_module(module)

@@ -65,15 +65,25 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def _validation_message(detail: Any) -> str:
-    """A one-line message naming the first invalid field, e.g. "name: This field is required."."""
-    if isinstance(detail, dict) and detail:
-        field, errors = next(iter(detail.items()))
-        inner = _validation_message(errors)
-        return inner if field == "non_field_errors" else f"{field}: {inner}"
-    if isinstance(detail, list) and detail:
-        return _validation_message(detail[0])
-    return str(detail)
+def _validation_message(detail: Any, path: str = "") -> str:
+    """A one-line message naming the first invalid field, e.g. "name: This field is required." or, inside
+    a list, "messages[0].role: ..."."""
+    if isinstance(detail, dict):
+        for key, errors in detail.items():
+            if not errors:
+                continue
+            if key == "non_field_errors":
+                return _validation_message(errors, path)
+            inner = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+            return _validation_message(errors, inner)
+    if isinstance(detail, list):
+        for position, errors in enumerate(detail):
+            if isinstance(errors, (dict, list)):
+                if errors:
+                    return _validation_message(errors, f"{path}[{position}]")
+            else:
+                return f"{path}: {errors}" if path else str(errors)
+    return f"{path}: {detail}" if path else str(detail)
 
 
 # DRF's own exceptions, mapped to the codes of the vocabulary.
@@ -125,6 +135,18 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         status, body = 500, error_body("server_error", "Internal server error.")
     set_rollback()
     return Response(body, status=status, headers=headers)
+
+
+def v1_error_body(message: str) -> dict[str, Any]:
+    """The stateless API's error shape (the seed's): `{"success": false, "error": "..."}`."""
+    return {"success": False, "error": message}
+
+
+def v1_exception_handler(exc: Exception, context: dict) -> Response:
+    """The /v1 error shape, with the status and headers the v2 handler chose."""
+    response = exception_handler(exc, context)
+    response.data = v1_error_body(response.data["error"]["message"])
+    return response
 
 
 def error_response(exc: ApplicationError) -> JsonResponse:

@@ -19,6 +19,11 @@ ErrorSerializer = inline_serializer(
     },
 )
 
+V1ErrorSerializer = inline_serializer(
+    name="V1Error",
+    fields={"success": serializers.BooleanField(default=False), "error": serializers.CharField()},
+)
+
 _ERROR_DESCRIPTIONS = {
     "400": "Invalid input (`invalid`): the message names the field.",
     "401": "Missing, unknown or revoked API key (`not_authenticated`).",

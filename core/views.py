@@ -1,9 +1,12 @@
 import logging
-from inspect import iscoroutinefunction
 
-from adrf.views import APIView as AdrfAPIView
+from adrf.views import APIView
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from core.errors import v1_exception_handler
+from core.schema import V1ErrorSerializer
+from core.sse import EventStreamNegotiation
 
 logger = logging.getLogger(__name__)
 
@@ -19,18 +22,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
-class AsyncAPIView(AdrfAPIView):
-    """An async DRF view (adrf): async handlers, with DRF's authentication, permissions and throttling.
+class V1APIView(EventStreamNegotiation, APIView):
+    """Base of the /v1 views: the tenant comes from the key, errors are `{"success": false, "error"}`."""
 
-    adrf checks throttles in the request's thread and then, for async ones, hops back to the event loop
-    with async_to_sync, even when there is none: two thread switches per request, each waiting its turn on
-    a loop that may be busy. Parley's throttle is sync (a cache counter), so only DRF's own check runs.
-    """
+    error_serializer = V1ErrorSerializer  # for the OpenAPI schema
 
-    def check_throttles(self, request) -> None:
-        throttles = self.get_throttles()
-        if any(iscoroutinefunction(throttle.allow_request) for throttle in throttles):
-            return super().check_throttles(request)
-        waits = [throttle.wait() for throttle in throttles if not throttle.allow_request(request, self)]
-        if waits:  # as DRF's own check: the longest wait (None where a throttle cannot tell)
-            self.throttled(request, max((wait for wait in waits if wait is not None), default=None))
+    def get_exception_handler(self):
+        return v1_exception_handler

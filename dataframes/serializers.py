@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from core.serializers import FieldsOnceMixin
 from dataframes.models import DataFrame
 
 OUTPUT_FORMATS = ["records", "split", "csv", "parquet"]
@@ -65,7 +64,7 @@ class ColumnSerializer(serializers.Serializer):
     dtype = serializers.CharField(help_text="Arrow type, e.g. `int64`, `string`, `timestamp[us, tz=UTC]`.")
 
 
-class DataFrameSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class DataFrameSerializer(serializers.ModelSerializer):
     columns = ColumnSerializer(many=True, source="schema")
     message_id = serializers.CharField(allow_null=True, help_text="The assistant message that produced it.")
     samples = serializers.SerializerMethodField()

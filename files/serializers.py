@@ -1,10 +1,9 @@
 from rest_framework import serializers
 
-from core.serializers import FieldsOnceMixin
 from files.models import File
 
 
-class FileSerializer(FieldsOnceMixin, serializers.ModelSerializer):
+class FileSerializer(serializers.ModelSerializer):
     file_ref = serializers.CharField(source="id", help_text="The file's reference (`file_…`).")
     conversation_id = serializers.CharField(allow_null=True)
 

@@ -7,8 +7,9 @@ from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from conversations.stateless_apis import V1_ERROR, V1APIView
 from core.pagination import KeysetPagination
+from core.schema import V1ErrorSerializer
+from core.views import V1APIView
 from files.apis import uploaded_files
 from files.selectors import file_get, file_list
 from files.serializers import FileSerializer, FileUploadSerializer
@@ -31,8 +32,6 @@ class FilesV1View(V1APIView):
                     "next": serializers.CharField(allow_null=True),
                 },
             ),
-            401: V1_ERROR,
-            429: V1_ERROR,
         },
     )
     def get(self, request):
@@ -43,7 +42,7 @@ class FilesV1View(V1APIView):
     @extend_schema(
         summary="Upload files for the stateless API; refer to them in messages' `files`",
         request={"multipart/form-data": FileUploadSerializer},
-        responses={201: V1_FILES, 400: V1_ERROR, 401: V1_ERROR, 413: V1_ERROR, 429: V1_ERROR},
+        responses={201: V1_FILES, 413: V1ErrorSerializer, 429: V1ErrorSerializer},
     )
     def post(self, request):
         files = file_create_many(tenant=request.tenant, conversation_id=None, uploads=uploaded_files(request))
@@ -57,8 +56,6 @@ class FileV1View(V1APIView):
         summary="Delete a tenant-level file",
         responses={
             200: inline_serializer("V1FileDeleted", {"success": serializers.BooleanField(), "file": FileSerializer()}),
-            401: V1_ERROR,
-            404: V1_ERROR,
         },
     )
     def delete(self, request, file_ref: str):

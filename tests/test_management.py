@@ -10,8 +10,8 @@ from django.utils import timezone
 from agents.models import Agent
 from conversations import search as search_module
 from conversations.models import Conversation, Feedback, Message
-from conversations.streams import streams
 from tests.openai_server import OpenAIServer
+from turns.log import stream_log
 
 # Posting messages runs generations in worker threads: rows must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -188,10 +188,10 @@ def test_deleting_a_conversation_cancels_its_running_generation(owner):
     running = Message.objects.create(
         tenant=owner.tenant, conversation=conversation, parent=user, role="assistant", status="in_progress"
     )
-    async_to_sync(streams().append)(running.id, 0, {"message": {"id": running.id}})  # its live log
+    async_to_sync(stream_log().append)(running.id, 0, {"message": {"id": running.id}})  # its live log
     response = owner.client.post(f"{owner.base}/conversations/bulk-delete", {"ids": [conversation.id]}, format="json")
     assert response.json()["deleted"] == 1
-    assert async_to_sync(streams().is_cancel_requested)(running.id)
+    assert async_to_sync(stream_log().is_cancel_requested)(running.id)
     assert not Message.objects.filter(id=running.id).exists()
 
 

@@ -11,7 +11,6 @@ import time_machine
 from asgiref.sync import async_to_sync
 
 from agents.engines.base import ChatMessage, Citations, TurnContext
-from agents.runtime import ConversationRef, TurnRequest, turn_start
 from agents.tools import ToolContext, registry
 from conversations.models import Citation, Message
 from files.builtin import answer_from_files
@@ -19,6 +18,7 @@ from files.models import File
 from files.selectors import file_refs_validate
 from files.services import file_create_many
 from tests.file_factories import pdf_bytes, upload
+from turns.runtime import ConversationRef, TurnRequest, turn_start
 
 pytestmark = pytest.mark.django_db
 

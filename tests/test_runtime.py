@@ -12,14 +12,14 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from agents import runtime
 from agents.engines import ChatMessage, Content, TurnContext
 from agents.engines.builtin import BuiltinEngine
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus, TitleSource
-from conversations.services import SWEPT_SEQ_SKIP
 from core.errors import NotFound
 from tests.conftest import async_client, reply_in_progress
+from turns import runtime
+from turns.services import SWEPT_SEQ_SKIP
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -202,9 +202,9 @@ async def test_a_conversation_deleted_while_its_reply_runs_answers_404(slow_agen
 
 
 async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_short(owner, settings):
-    from conversations.events import StreamRecord
-    from conversations.streaming import message_events
-    from conversations.streams import streams
+    from turns.events import StreamRecord
+    from turns.follow import message_events
+    from turns.log import stream_log
 
     settings.STREAM_KEEPALIVE_SECONDS = 0.1
     conversation = await sync_to_async(owner.conversation)()
@@ -213,7 +213,7 @@ async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_shor
     )
     record = StreamRecord()
     for event in ({"message": {"id": reply.id}}, {"content": "Half"}):
-        await streams().append(reply.id, record.add(event), event)  # the live log, then its process died
+        await stream_log().append(reply.id, record.add(event), event)  # the live log, then its process died
     record.add({"error": "interrupted"})
     await Message.objects.filter(pk=reply.pk).aupdate(
         status=MessageStatus.FAILED, content="Half", stream_index=record.index, extra_events=record.extra
@@ -228,8 +228,8 @@ async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_shor
 
 async def _committed_turn(owner, **request):
     """A turn as a request commits it, its generation not started yet."""
-    from agents.runtime import ConversationRef, TurnRequest, turn_start_or_conflict
     from core.db import in_worker
+    from turns.runtime import ConversationRef, TurnRequest, turn_start_or_conflict
 
     conversation = await sync_to_async(owner.conversation)()
     turn = await in_worker(turn_start_or_conflict)(
@@ -239,7 +239,7 @@ async def _committed_turn(owner, **request):
 
 
 async def _stored_end(message_id: str) -> tuple[str, list[dict]]:
-    from conversations.streaming import message_events
+    from turns.follow import message_events
 
     message = await Message.objects.aget(pk=message_id)
     events = [event async for batch in message_events(message_id) for _, event in batch]
@@ -247,7 +247,7 @@ async def _stored_end(message_id: str) -> tuple[str, list[dict]]:
 
 
 async def test_a_cancel_between_commit_and_generation_start_is_not_lost(slow_agent):
-    from agents.runtime import generation_cancel, generation_start
+    from turns.runtime import generation_cancel, generation_start
 
     _, turn = await _committed_turn(slow_agent)
     await generation_cancel(turn.message_id)  # no generation to stop yet, not even a live log
@@ -258,7 +258,7 @@ async def test_a_cancel_between_commit_and_generation_start_is_not_lost(slow_age
 
 
 async def test_a_cancel_before_the_generations_first_step_still_stores_its_end(slow_agent):
-    from agents.runtime import generation_cancel, generation_start
+    from turns.runtime import generation_cancel, generation_start
 
     _, turn = await _committed_turn(slow_agent)
     generation = await generation_start(turn)
@@ -271,7 +271,7 @@ async def test_a_cancel_before_the_generations_first_step_still_stores_its_end(s
 
 @pytest.mark.parametrize(("on_disconnect", "expected"), [("continue", "completed"), ("cancel", "cancelled")])
 async def test_a_request_cancelled_while_its_turn_starts_still_gets_a_generation(slow_agent, on_disconnect, expected):
-    from agents.runtime import ConversationRef, TurnRequest, turn_launch
+    from turns.runtime import ConversationRef, TurnRequest, turn_launch
 
     owner = slow_agent
     conversation = await sync_to_async(owner.conversation)()
@@ -313,7 +313,7 @@ def test_an_idempotency_claim_whose_process_died_is_taken_over_by_the_retry(owne
 
 
 async def test_following_a_reply_through_its_flushes_keeps_alive_and_ends_if_it_is_deleted(owner, settings):
-    from conversations.streaming import message_events
+    from turns.follow import message_events
 
     settings.STREAM_KEEPALIVE_SECONDS = 0.1
     conversation = await sync_to_async(owner.conversation)()

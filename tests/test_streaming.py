@@ -482,10 +482,10 @@ def test_on_disconnect_cancel_also_works_with_an_idempotency_key(server, owner):
 def test_an_append_cancelled_midway_is_neither_lost_nor_overtaken():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> list[int]:
-        log = RedisStreams(REDIS_URL)  # no connection yet: the first append waits for one
+        log = RedisLog(REDIS_URL)  # no connection yet: the first append waits for one
         message_id = f"msg_append_{random.randrange(10**9)}"
         appending = asyncio.ensure_future(log.append(message_id, 0, {"content": "a"}))
         await asyncio.sleep(0)  # the append has begun
@@ -534,10 +534,10 @@ def test_a_continued_reply_keeps_its_ids_so_resuming_from_the_first_run_is_exact
 def test_appends_of_many_generations_share_pipelines_and_keep_each_logs_order():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> None:
-        log, elsewhere = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)  # `elsewhere` reads Redis only
+        log, elsewhere = RedisLog(REDIS_URL), RedisLog(REDIS_URL)  # `elsewhere` reads Redis only
         prefix = f"msg_batch_{random.randrange(10**9)}"
 
         async def generation(n: int) -> None:
@@ -558,27 +558,27 @@ def test_appends_of_many_generations_share_pipelines_and_keep_each_logs_order():
 
 
 @needs_redis
-def test_an_append_redis_already_has_from_a_dropped_connection_is_not_a_failure():
+def test_an_append_redis_already_has_from_a_dropped_connection_is_applied_once():
     """redis-py sends a pipeline again after its connection drops, and Redis may have run the first
-    attempt: its XADDs then come back refused for their ids. The same event at that id is the append done."""
+    attempt: an append of a seq the stream already holds is the append done, not a second entry."""
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> None:
-        log = RedisStreams(REDIS_URL)
+        log = RedisLog(REDIS_URL)
         message_id = f"msg_retried_{random.randrange(10**9)}"
         key = f"parley:stream:{message_id}"
         await log.append(message_id, 0, {"message": {"id": message_id}})
         # What the first attempt of the pipeline carrying seq 1 left in Redis before the connection dropped.
-        await log._client().xadd(key, {"e": json.dumps({"content": "a"})}, id="0-2")
+        await log.writer.clients.get().xadd(key, {"e": json.dumps({"content": "a"})}, id="0-2")
 
-        await log.append(message_id, 1, {"content": "a"})  # the retry: refused for its id, yet done
-        with pytest.raises(redis.exceptions.ResponseError):
-            await log.append(message_id, 1, {"content": "something else"})  # a real conflict stays one
+        await log.append(message_id, 1, {"content": "a"})  # the retry: done already
+        await log.append(message_id, 1, {"content": "a"})  # and again
+        await log.append(message_id, 2, {"content": "b"})  # the next one goes on
         entries, _ = await log.read(message_id, -1, 1, wait=False)
         await log.reset(message_id)
-        assert entries == [(0, {"message": {"id": message_id}}), (1, {"content": "a"})]
+        assert entries == [(0, {"message": {"id": message_id}}), (1, {"content": "a"}), (2, {"content": "b"})]
 
     async_to_sync(scenario)()
 
@@ -587,14 +587,14 @@ def test_an_append_redis_already_has_from_a_dropped_connection_is_not_a_failure(
 def test_the_cancel_checks_of_many_generations_are_one_round_trip_and_each_right():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> None:
-        log = RedisStreams(REDIS_URL)
+        log = RedisLog(REDIS_URL)
         ids = [f"msg_cancels_{random.randrange(10**9)}_{n}" for n in range(50)]
         for message_id in ids[::2]:
             await log.request_cancel(message_id)
-        client = log._client()
+        client = log.cancel_flags.clients.get()
         reads, mget = [], client.mget
 
         async def counted_mget(keys):
@@ -615,14 +615,14 @@ def test_the_cancel_checks_of_many_generations_are_one_round_trip_and_each_right
 def test_an_append_to_a_redis_that_stopped_answering_fails_after_redis_timeout():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     silent = socket.socket()  # the kernel completes connections to it; nothing ever answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
 
     async def scenario() -> float:
-        log = RedisStreams(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        log = RedisLog(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
         started = time.monotonic()
         async with asyncio.timeout(15):
             with pytest.raises(redis.exceptions.TimeoutError):
@@ -639,10 +639,10 @@ def test_a_reader_elsewhere_waits_through_a_quiet_spell_longer_than_redis_timeou
     longer than a command's timeout. A model thinking for 6 s must not break its stream."""
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> tuple:
-        writer, elsewhere = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
+        writer, elsewhere = RedisLog(REDIS_URL), RedisLog(REDIS_URL)
         message_id = f"msg_quiet_{random.randrange(10**9)}"
         await writer.append(message_id, 0, {"message": {"id": message_id}})
         try:
@@ -657,15 +657,15 @@ def test_a_reader_elsewhere_waits_through_a_quiet_spell_longer_than_redis_timeou
 def test_a_cancel_check_redis_cannot_answer_fails_for_each_caller():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> None:
-        log = RedisStreams(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+        log = RedisLog(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
         answers = await asyncio.gather(
             log.is_cancel_requested("msg_a"), log.is_cancel_requested("msg_b"), return_exceptions=True
         )
         assert all(isinstance(answer, redis.exceptions.ConnectionError) for answer in answers), answers
-        assert not log._lookups[asyncio.get_running_loop()].waiting  # nothing left behind
+        assert not log.cancel_flags._lookups[asyncio.get_running_loop()].waiting  # nothing left behind
 
     async_to_sync(scenario)()
 
@@ -673,18 +673,18 @@ def test_a_cancel_check_redis_cannot_answer_fails_for_each_caller():
 def test_an_append_redis_refuses_fails_for_its_caller_and_frees_the_mirror():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import RedisStreams
+    from turns.log.redis import RedisLog
 
     async def scenario() -> None:
-        log = RedisStreams(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-        log._local.append_now("msg_unreachable", 0, {"content": "a"})  # a run under way, mirrored here
+        log = RedisLog(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+        log.writer.local.append_now("msg_unreachable", 0, {"content": "a"})  # a run under way, mirrored here
         with pytest.raises(redis.exceptions.ConnectionError):
             await log.append("msg_unreachable", 1, {"content": "b"})
         # The mirror stops where Redis did and is freed: readers here go on from Redis or the stored reply.
-        assert await log._local.read("msg_unreachable", -1, 0.1, wait=False) is None
+        assert await log.writer.local.read("msg_unreachable", -1, 0.1, wait=False) is None
         with pytest.raises(redis.exceptions.ConnectionError):
             await log.append("msg_unreachable", 2, {"done": True, "status": "completed"})
-        assert await log._local.read("msg_unreachable", -1, 0.1, wait=False) is None
+        assert await log.writer.local.read("msg_unreachable", -1, 0.1, wait=False) is None
 
     async_to_sync(scenario)()
 
@@ -692,10 +692,10 @@ def test_an_append_redis_refuses_fails_for_its_caller_and_frees_the_mirror():
 def test_a_reader_of_the_in_process_log_wakes_for_an_append_or_at_its_timeout():
     from asgiref.sync import async_to_sync
 
-    from conversations.streams import MemoryStreams
+    from turns.log.memory import MemoryLog
 
     async def scenario() -> None:
-        log = MemoryStreams()
+        log = MemoryLog()
         log.append_now("msg_live", 0, {"message": {"id": "msg_live"}})
 
         started = time.monotonic()

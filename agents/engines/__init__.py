@@ -13,6 +13,8 @@ from agents.engines.base import (
     TurnContext,
     Usage,
 )
+from agents.engines.builtin import BuiltinEngine
+from agents.engines.openai import OpenAIEngine
 
 __all__ = [
     "ChatMessage",
@@ -31,7 +33,4 @@ __all__ = [
 
 
 def engine_for(engine_name: str) -> Engine:
-    from agents.engines.builtin import BuiltinEngine
-    from agents.engines.openai import OpenAIEngine
-
     return OpenAIEngine() if engine_name == "openai" else BuiltinEngine()

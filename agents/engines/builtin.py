@@ -26,23 +26,21 @@ CONFIGURE_HINT = (
 
 
 @dataclass(frozen=True)
-class _Mode:
+class BuiltinMode:
+    """A way the builtin engine answers from a conversation's data (its apps register theirs)."""
+
     label: str
     may_apply: Callable[[TurnContext], bool]  # cheap and without the database: False means surely not
     answer: Callable[[TurnContext], BuiltinAnswer | None]  # None when it does not apply (may query)
-    not_applicable: str
+    not_applicable: str  # what it means when it does not apply, for the reasoning steps
 
 
-def _modes() -> list[_Mode]:
-    """The data modes, most specific first, with what it means when one does not apply."""
-    # Imported here: these apps' tools import the engine interface.
-    from dataframes.builtin import answer_with_sql, may_answer_with_sql
-    from files.builtin import answer_from_files, may_answer_from_files
+# The data modes, tried in the order they were registered (most specific first).
+_modes: list[BuiltinMode] = []
 
-    return [
-        _Mode("SQL", may_answer_with_sql, answer_with_sql, "no SQL query in the message"),
-        _Mode("retrieval", may_answer_from_files, answer_from_files, "no indexed files"),
-    ]
+
+def builtin_modes_register(*modes: BuiltinMode) -> None:
+    _modes.extend(mode for mode in modes if mode not in _modes)
 
 
 def plain_answer(context: TurnContext) -> BuiltinAnswer:
@@ -71,7 +69,7 @@ def chunks(text: str) -> list[str]:
 
 
 def _queries_database(context: TurnContext) -> bool:
-    return not context.continue_from and any(mode.may_apply(context) for mode in _modes())
+    return not context.continue_from and any(mode.may_apply(context) for mode in _modes)
 
 
 def answer_for(context: TurnContext) -> tuple[list[str], BuiltinAnswer]:
@@ -79,7 +77,7 @@ def answer_for(context: TurnContext) -> tuple[list[str], BuiltinAnswer]:
     In a worker thread when `_queries_database(context)`."""
     steps: list[str] = []
     if not context.continue_from:
-        for mode in _modes():
+        for mode in _modes:
             answer = mode.answer(context) if mode.may_apply(context) else None
             if answer is not None:
                 return steps, answer

@@ -1,31 +1,27 @@
 """Following a generation's events: from the live log while it has one, else rebuilt from the stored
-message (exactly: see conversations.events), polling its flushes while it still runs elsewhere."""
+message (exactly: see turns.events), polling its flushes while it still runs elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from django.conf import settings
 
-from conversations.events import rebuild_events
 from conversations.models import Message, MessageStatus
-from conversations.streams import is_terminal, streams
-from core.db import release_request_thread
+from turns.events import Entry, is_terminal, rebuild_events
+from turns.log import stream_log
 
 logger = logging.getLogger(__name__)
 
 STORED_POLL_SECONDS = 0.5
 
-Entry = tuple[int, dict[str, Any]]
-
 
 async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[list[Entry]]:
     """The events after `after`, in batches (one per read of the log), ending with the terminal event.
     An empty batch means "nothing for a while": the writer sends a keep-alive comment."""
-    log = streams()
+    log = stream_log()
     loop = asyncio.get_running_loop()
     last, quiet_since = after, loop.time()
     waiting = False  # the first read never blocks: a log that has ended (or is missing) answers at once
@@ -78,9 +74,7 @@ def _through_terminal(entries: list[Entry]) -> list[Entry]:
 
 
 async def _running(message_id: str) -> bool:
-    running = await Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).aexists()
-    await release_request_thread()
-    return running
+    return await Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).aexists()
 
 
 async def _stored_events(message_id: str, *, after: int) -> list[Entry]:
@@ -89,8 +83,6 @@ async def _stored_events(message_id: str, *, after: int) -> list[Entry]:
         message = await Message.objects.only("content", "thinking", "stream_index", "extra_events").aget(pk=message_id)
     except Message.DoesNotExist:  # deleted with its conversation while followed
         return [(after + 1, {"error": "The message was deleted."})]
-    finally:
-        await release_request_thread()
     return rebuild_events(
         content=message.content,
         thinking=message.thinking,

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from conversations.services import message_sweep_stale
 from core.idempotency import idempotency_purge_expired
+from turns.services import message_sweep_stale
 
 
 class Command(BaseCommand):

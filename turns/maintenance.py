@@ -7,9 +7,9 @@ import logging
 
 from django.conf import settings
 
-from conversations.services import message_sweep_stale
 from core.db import in_worker
 from core.idempotency import idempotency_purge_expired
+from turns.services import message_sweep_stale
 
 logger = logging.getLogger(__name__)
 

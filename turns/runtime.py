@@ -28,15 +28,15 @@ from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, U
 from agents.engines.base import estimate_tokens
 from agents.models import Agent
 from agents.titles import title_from_keywords, title_propose, title_without_model
-from conversations.events import END_KINDS, StreamRecord, rebuild_events, wire_event
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
 from conversations.selectors import message_branch
-from conversations.services import INTERRUPTED, attachments_validate, message_sweep_if_stale
-from conversations.streams import streams
 from core.db import in_worker
 from core.errors import Conflict, Invalid, NotFound
-from files.selectors import conversation_has_indexed_files
+from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
+from turns.events import END_KINDS, StreamRecord, rebuild_events, wire_event
+from turns.log import stream_log
+from turns.services import INTERRUPTED, message_sweep_if_stale
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> Turn:
         raise NotFound("Conversation not found.") from None
     agent = conversation.agent
     if request.attachments:
-        attachments_validate(conversation=conversation, refs=request.attachments)
+        file_refs_validate(tenant_id=conversation.tenant_id, conversation_id=conversation.id, refs=request.attachments)
     # A reply still being generated is not looked for here: the partial unique index on in-progress
     # messages refuses this turn's when it is written (turn_start_or_conflict then names the running one).
 
@@ -365,7 +365,7 @@ def generation_cancel_soon(message_id: str) -> None:
 
 async def generation_start(turn: Turn) -> asyncio.Task:
     """Open the message's live log with its first events, then run the generation in its own task."""
-    log = streams()
+    log = stream_log()
     await log.reset(turn.message_id)
     for seq, event in rebuild_events(
         content=turn.record.content,
@@ -392,7 +392,7 @@ def _forget(message_id: str, task: asyncio.Task) -> None:
 
 async def generation_cancel(message_id: str) -> None:
     """Ask the generation to stop, wherever it runs (this process directly, others via the stream log)."""
-    await streams().request_cancel(message_id)
+    await stream_log().request_cancel(message_id)
     task, turn = _running.get(message_id, (None, None))
     if task is not None and not task.done() and not turn.finishing:
         turn.cancel_requested = True
@@ -484,7 +484,7 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
     engine is silent. Counted from when a write ended, not began: when the database (or the worker
     threads) answer slower than the interval, a generation still waits between two flushes, instead of
     queueing one after another and slowing every other query further."""
-    log = streams()
+    log = stream_log()
     flushed_seq, last_write = turn.record.next_seq, time.monotonic()
     while True:
         pause = CANCEL_POLL_SECONDS
@@ -511,7 +511,7 @@ async def _tend(turn: Turn, task: asyncio.Task) -> None:
 
 
 async def _generate(turn: Turn) -> str:
-    log = streams()
+    log = stream_log()
     record = turn.record
     usage = [0, 0]
     citations: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""Async endpoints that wait on generations: post-and-wait, the messages list, cancel (and streams).
+"""Async endpoints of a turn: post-and-wait (and the messages list on the same path), cancel, streams.
 
 They are adrf views: DRF's authentication, tenant permission, throttling and error shape, but async
 handlers, so a request waiting tens of seconds for an engine holds no thread.
@@ -10,33 +10,26 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
-from agents.engines import EngineFailure
-from agents.runtime import ConversationRef, TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
-from agents.titles import title_propose
 from conversations.models import Conversation, Message, MessageStatus, Role
-from conversations.selectors import conversation_get, message_first_question, message_get, message_list
-from conversations.serializers import (
-    MessagePostSerializer,
-    MessageSerializer,
-    TitleSerializer,
-    TurnResponseSerializer,
-)
-from conversations.services import message_sweep_if_stale
-from conversations.streaming import message_events
-from conversations.streams import is_terminal
-from core.db import in_worker, release_request_thread
-from core.errors import EngineError, Invalid, NotFound, error_body
+from conversations.selectors import conversation_get, message_get, message_list
+from conversations.serializers import MessagePostSerializer, MessageSerializer, TurnResponseSerializer
+from core.db import in_worker
+from core.errors import Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
 from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_response
-from core.views import AsyncAPIView
+from turns.events import is_terminal
+from turns.follow import message_events
+from turns.runtime import ConversationRef, TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
+from turns.services import message_sweep_if_stale
 
 CANCEL_WAIT_SECONDS = 3.0
 
@@ -91,7 +84,6 @@ async def _post_and_wait(ref: ConversationRef, turn_request: TurnRequest, starte
     # Runs as its own task when an Idempotency-Key is given (it may outlive the request): worker threads.
     turn, generation = await turn_launch(ref=ref, request=turn_request)
     started.append(turn.message_id)
-    await release_request_thread()
     await asyncio.shield(generation)
     if turn.rows is not None:  # the rows as the turn stored them: no query, so no thread either
         return _turn_body(turn.rows.conversation, turn.rows.user_message, turn.rows.assistant)
@@ -275,7 +267,6 @@ class StreamView(EventStreamView):
         status, body, turn_request = await _turn_once(request, agent_id, conversation_id, start=_stream_start)
         if status != 200:
             return Response(body, status=status)
-        await release_request_thread()
         return sse_response(
             _event_stream(body["message_id"], after=-1, cancel_on_disconnect=turn_request.on_disconnect == "cancel")
         )
@@ -300,25 +291,4 @@ class MessageStreamView(EventStreamView):
         if message.role != Role.ASSISTANT:
             raise NotFound("Message not found.")
         after = _resume_point(request, message.id)
-        await release_request_thread()
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
-
-
-class TitleView(AsyncAPIView):
-    @extend_schema(
-        summary="Propose a title from the conversation (not saved)",
-        parameters=_ID_PARAMS,
-        request=None,
-        responses={200: TitleSerializer, 502: ErrorSerializer},
-    )
-    async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        conversation = await conversation_for(request, agent_id, conversation_id)
-        first = await sync_to_async(message_first_question)(conversation=conversation)
-        if first is None:
-            raise Invalid("The conversation has no message to propose a title from.")
-        await release_request_thread()
-        try:
-            title = await title_propose(agent=conversation.agent, first_message=first.content)
-        except EngineFailure as exc:
-            raise EngineError(str(exc)) from exc
-        return Response({"title": title})

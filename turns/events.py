@@ -14,6 +14,12 @@ from agents.engines import Citations, Content, DataFrameProduced, Event, FilePro
 TEXT_KINDS = ("content", "thinking")
 END_KINDS = ("done", "error")
 
+Entry = tuple[int, dict[str, Any]]  # (seq, event)
+
+
+def is_terminal(event: dict[str, Any]) -> bool:
+    return any(kind in event for kind in END_KINDS)
+
 
 def wire_event(event: Event) -> dict[str, Any] | None:
     """The SSE payload of an engine event (usage is summed and sent once, as `tokens`, at the end)."""

@@ -1,0 +1,177 @@
+"""`POST /v1/conversation`: the stateless conversation API. The client sends the whole history each time,
+the agent answers, and nothing is stored but the tenant's usage. Request and response shapes are the
+seed's: `{"success": true, "response": ...}`, errors `{"success": false, "error": ...}`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from agents.engines import ChatMessage, Content, EngineFailure, Event, TurnContext, Usage, engine_for
+from agents.models import Engine
+from agents.selectors import agent_get
+from core.errors import EngineError, Invalid, PayloadTooLarge
+from core.fields import StrictBooleanField, StrictCharField
+from core.schema import V1ErrorSerializer
+from core.sse import sse_event, sse_response
+from core.views import V1APIView
+from files.selectors import file_refs_validate, files_as_context
+from tenants.models import Tenant
+from tenants.services import usage_record
+from turns.events import wire_event
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+MAX_FILE_REFS = 20  # as for a message's attachments in the v2 API
+
+
+class V1MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    content = StrictCharField(trim_whitespace=False)
+    files = serializers.ListField(child=serializers.CharField(), required=False, default=list, help_text="File refs.")
+
+    def validate_content(self, content: str) -> str:
+        if not content.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return content
+
+
+class V1ConversationSerializer(serializers.Serializer):
+    messages = V1MessageSerializer(many=True, allow_empty=False, help_text="The whole history; the last from the user.")
+    system_prompt = StrictCharField(required=False, default=DEFAULT_SYSTEM_PROMPT, trim_whitespace=False)
+    stream = StrictBooleanField(required=False, default=False)
+    reasoning = StrictBooleanField(required=False, default=False)
+    agent_id = serializers.CharField(required=False, help_text="Use this agent's engine and model.")
+
+    def validate_messages(self, messages: list[dict]) -> list[dict]:
+        if messages[-1]["role"] != "user":
+            raise serializers.ValidationError("The last message must be from the user.")
+        if len({ref for message in messages for ref in message["files"]}) > MAX_FILE_REFS:
+            raise serializers.ValidationError(f"At most {MAX_FILE_REFS} different files can be attached.")
+        return messages
+
+
+def stateless_request_parse(data) -> dict:
+    """The validated body (400 naming the field), or 413 for a history over STATELESS_MAX_BYTES."""
+    if isinstance(data, dict):
+        size = len(json.dumps(data.get("messages"))) + len(json.dumps(data.get("system_prompt", "")))
+        if size > settings.STATELESS_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"The conversation is {size} bytes; the limit is {settings.STATELESS_MAX_BYTES} bytes.",
+                details={"limit": settings.STATELESS_MAX_BYTES, "setting": "STATELESS_MAX_BYTES"},
+            )
+    serializer = V1ConversationSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def stateless_context(*, tenant: Tenant, request: dict) -> tuple[str, TurnContext]:
+    """The engine and the engine's context: the agent's if one is named, else the operator's default
+    model when an OpenAI-compatible server is configured, else the builtin engine."""
+    engine, model, options = Engine.BUILTIN, "", {}
+    if request.get("agent_id"):
+        agent = agent_get(tenant=tenant, agent_id=request["agent_id"])
+        engine, model, options = agent.engine, agent.model, dict(agent.options)
+    elif settings.DEFAULT_MODEL and (settings.OPENAI_BASE_URL or settings.OPENAI_API_KEY):
+        engine, model = Engine.OPENAI, settings.DEFAULT_MODEL
+    system_prompt = request["system_prompt"]
+    file_refs = list(dict.fromkeys(ref for message in request["messages"] for ref in message["files"]))
+    if file_refs:
+        files = file_refs_validate(tenant_id=tenant.id, conversation_id=None, refs=file_refs, field="files")
+        if engine == Engine.OPENAI:  # the builtin engine retrieves from them itself, with citations
+            system_prompt += files_as_context(files, max_chars=settings.STATELESS_FILE_CONTEXT_CHARS)
+    context = TurnContext(
+        tenant_id=tenant.id,
+        conversation_id=None,
+        message_id=None,
+        system_prompt=system_prompt,
+        history=[ChatMessage(role=message["role"], content=message["content"]) for message in request["messages"]],
+        model=model,
+        options=options,
+        attachments=file_refs,
+        reasoning=request["reasoning"],
+        has_indexed_files=False,  # no conversation: only the attached files are searched
+    )
+    return engine, context
+
+
+async def stateless_events(*, tenant: Tenant, engine: str, context: TurnContext) -> AsyncIterator[Event]:
+    """The engine's events; usage is recorded when the reply ends (fully or not)."""
+    input_tokens = output_tokens = 0
+    try:
+        async with contextlib.aclosing(engine_for(engine).run(context)) as events:
+            async for event in events:
+                if isinstance(event, Usage):
+                    input_tokens += event.input_tokens
+                    output_tokens += event.output_tokens
+                yield event
+    finally:
+        await sync_to_async(usage_record)(
+            tenant_id=tenant.id, requests=1, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+
+
+async def stateless_answer(*, tenant: Tenant, engine: str, context: TurnContext) -> str:
+    parts = []
+    async for event in stateless_events(tenant=tenant, engine=engine, context=context):
+        if isinstance(event, Content):
+            parts.append(event.text)
+    return "".join(parts)
+
+
+async def stateless_stream(tenant: Tenant, engine: str, context: TurnContext) -> AsyncIterator[bytes]:
+    """The v2 stream's events without ids; usage is summed and sent once, as `tokens`, before `done`.
+    Nothing outlives the request: when the client leaves, closing these generators closes the engine's
+    (and its HTTP stream to the model)."""
+    tokens = 0
+    try:
+        async with contextlib.aclosing(stateless_events(tenant=tenant, engine=engine, context=context)) as events:
+            async for event in events:
+                if isinstance(event, Usage):
+                    tokens += event.input_tokens + event.output_tokens
+                payload = wire_event(event)
+                if payload is not None:
+                    yield sse_event(payload)
+    except EngineFailure as exc:
+        yield sse_event({"error": str(exc) or "The engine failed."})
+        return
+    yield sse_event({"tokens": tokens})
+    yield sse_event({"done": True})
+
+
+class ConversationV1View(V1APIView):
+    @extend_schema(
+        summary="Stateless multi-turn conversation: send the whole history, get the reply",
+        request=V1ConversationSerializer,
+        responses={
+            200: inline_serializer(
+                "V1ConversationResponse", {"success": serializers.BooleanField(), "response": serializers.CharField()}
+            ),
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description='With `"stream": true`: `data:` lines `{"thinking"}`, `{"content"}` deltas, '
+                '`{"citations"}`, `{"tokens"}`, then `{"done": true}` (or `{"error"}`).',
+            ),
+            413: V1ErrorSerializer,
+            502: V1ErrorSerializer,
+        },
+    )
+    async def post(self, request):
+        if not isinstance(request.data, dict):
+            raise Invalid("The body must be a JSON object.")
+        validated = stateless_request_parse(request.data)
+        engine, context = await sync_to_async(stateless_context)(tenant=request.tenant, request=validated)
+        if validated["stream"]:
+            return sse_response(stateless_stream(request.tenant, engine, context))
+        try:
+            text = await stateless_answer(tenant=request.tenant, engine=engine, context=context)
+        except EngineFailure as exc:
+            raise EngineError(str(exc)) from exc
+        return Response({"success": True, "response": text})

@@ -1,0 +1,32 @@
+from django.urls import path
+
+from conversations.urls import AGENT, CONVERSATION
+from turns.apis import MessageCancelView, MessageStreamView, MessagesView, StreamView
+from turns.deletion_apis import AgentViewSet, ConversationViewSet, TenantConversationViewSet
+
+urlpatterns = [
+    path(
+        AGENT,
+        AgentViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="agent-detail",
+    ),
+    path(
+        "conversations",
+        TenantConversationViewSet.as_view({"get": "list", "delete": "destroy_all"}),
+        name="tenant-conversation-list",
+    ),
+    path(
+        "conversations/bulk-delete",
+        TenantConversationViewSet.as_view({"post": "bulk_delete"}),
+        name="conversation-bulk-delete",
+    ),
+    path(
+        CONVERSATION,
+        ConversationViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="conversation-detail",
+    ),
+    path(f"{CONVERSATION}/messages", MessagesView.as_view(), name="message-list"),
+    path(f"{CONVERSATION}/stream", StreamView.as_view(), name="conversation-stream"),
+    path(f"{CONVERSATION}/messages/<str:message_id>/stream", MessageStreamView.as_view(), name="message-stream"),
+    path(f"{CONVERSATION}/messages/<str:message_id>/cancel", MessageCancelView.as_view(), name="message-cancel"),
+]
