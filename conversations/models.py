@@ -110,8 +110,7 @@ class Message(TenantOwned):
 
     @cached_property
     def cited(self) -> list["Citation"]:
-        """The citations the API shows, by number: from for_display()'s prefetch, or set by the turn that
-        stored them."""
+        """The citations the API shows, by number (for_display() prefetches them)."""
         return sorted(self.citations.all(), key=attrgetter("number"))
 
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import BooleanField, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from conversations.models import Citation, Conversation
 from core.errors import Invalid, NotFound
@@ -15,16 +14,9 @@ from tenants.models import Tenant
 PASSAGES_PER_DOCUMENT = 100
 
 
-def conversation_has_indexed_files() -> RawSQL:
-    """Whether any file of the conversation has passages: an annotation for a query of conversations
-    whose FROM is the conversations table itself (not aliased). Plain SQL: the Exists() of the same join
-    costs Django about 0.6 ms to compile, on every turn."""
-    return RawSQL(
-        f"EXISTS (SELECT 1 FROM {File._meta.db_table} f JOIN {Passage._meta.db_table} p ON p.file_id = f.id"
-        f" WHERE f.conversation_id = {Conversation._meta.db_table}.id)",
-        [],
-        output_field=BooleanField(),
-    )
+def conversation_has_indexed_files() -> Exists:
+    """Whether any file of the conversation has passages: an annotation for a query of conversations."""
+    return Exists(Passage.objects.filter(file__conversation_id=OuterRef("pk")))
 
 
 def file_list(*, tenant: Tenant, conversation: Conversation) -> QuerySet[File]:

@@ -18,7 +18,7 @@ from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus, TitleSource
 from core.errors import NotFound
 from tests.conftest import async_client, reply_in_progress
-from turns import runtime
+from turns import progress, runtime
 from turns.services import SWEPT_SEQ_SKIP
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -400,15 +400,15 @@ async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(s
     took 38 s instead of 8)."""
     settings.GENERATION_FLUSH_SECONDS = 0.2
     calls: list[tuple[float, float]] = []
-    flush = runtime._flush
+    store = progress.progress_store
 
-    def slow_flush(*args):
+    def slow_store(*args):
         started = time.monotonic()
         time.sleep(0.3)  # slower than the interval
-        flush(*args)
+        store(*args)
         calls.append((started, time.monotonic()))
 
-    monkeypatch.setattr(runtime, "_flush", slow_flush)
+    monkeypatch.setattr(progress, "progress_store", slow_store)
     # 89 chunks 30 ms apart: room for three flushes even when a busy machine delays the first one.
     slow_agent.agent.options = {"chunk_delay_ms": 30}
     await slow_agent.agent.asave()
@@ -451,9 +451,9 @@ def test_the_end_of_a_turn_stores_and_keeps_the_first_citation_of_each_number(ow
         {"number": 1, "source_name": "a.txt", "snippet": "first"},
         {"number": 1, "source_name": "a.txt", "snippet": "again"},
     ]
-    runtime._finish(turn, status="completed", error="", usage=[1, 2], citations=cited, title="")
+    outcome = runtime.Outcome("completed", input_tokens=1, output_tokens=2, citations=tuple(cited))
+    runtime._finish(turn, turn.stream, outcome)
 
     stored = Message.objects.get(pk=turn.message_id)
     assert [(c.number, c.snippet) for c in stored.cited] == [(1, "first"), (2, "second")]
-    assert [(c.number, c.snippet) for c in turn.rows.assistant.cited] == [(1, "first"), (2, "second")]
-    assert (turn.rows.assistant.status, turn.rows.assistant.output_tokens) == ("completed", 2)
+    assert (stored.status, stored.output_tokens) == ("completed", 2)

@@ -59,7 +59,13 @@ def turn_prepare(request) -> TurnRequest:
     return turn_request_from(serializer.validated_data)
 
 
-def _turn_body(conversation: Conversation, user: Message, assistant: Message) -> tuple[int, dict]:
+def _turn_body(user_message_id: str, message_id: str) -> tuple[int, dict]:
+    """The conversation and the turn's two messages as stored, or 502 when the reply failed."""
+    pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
+    if len(pair) < 2:  # deleted with its conversation while it was generated
+        raise NotFound("Conversation not found.")
+    user, assistant = pair[user_message_id], pair[message_id]
+    conversation = assistant.conversation
     if assistant.status == MessageStatus.FAILED:
         return 502, error_body(
             "engine_error",
@@ -72,22 +78,12 @@ def _turn_body(conversation: Conversation, user: Message, assistant: Message) ->
     return 200, body
 
 
-def _turn_body_read(user_message_id: str, message_id: str) -> tuple[int, dict]:
-    pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
-    if len(pair) < 2:  # deleted with its conversation while it was generated
-        raise NotFound("Conversation not found.")
-    assistant = pair[message_id]
-    return _turn_body(assistant.conversation, pair[user_message_id], assistant)
-
-
 async def _post_and_wait(ref: ConversationRef, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
     # Runs as its own task when an Idempotency-Key is given (it may outlive the request): worker threads.
-    turn, generation = await turn_launch(ref=ref, request=turn_request)
-    started.append(turn.message_id)
+    plan, generation = await turn_launch(ref=ref, request=turn_request)
+    started.append(plan.message_id)
     await asyncio.shield(generation)
-    if turn.rows is not None:  # the rows as the turn stored them: no query, so no thread either
-        return _turn_body(turn.rows.conversation, turn.rows.user_message, turn.rows.assistant)
-    return await in_worker(_turn_body_read)(turn.user_message_id, turn.message_id)
+    return await in_worker(_turn_body)(plan.user_message_id, plan.message_id)
 
 
 async def _turn_once(
@@ -251,9 +247,8 @@ _SSE_RESPONSE = OpenApiResponse(
 
 
 async def _stream_start(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
-    turn, _ = await turn_launch(ref=ref, request=turn_request)
-    turn.rows = None  # the stream shows the reply: its rows need not live as long as its generation
-    return 200, {"message_id": turn.message_id}
+    plan, _ = await turn_launch(ref=ref, request=turn_request)
+    return 200, {"message_id": plan.message_id}
 
 
 class StreamView(EventStreamView):

@@ -7,6 +7,7 @@ That is enough to rebuild any suffix of the stream exactly after the live log ha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agents.engines import Citations, Content, DataFrameProduced, Event, FileProduced, Thinking
@@ -36,8 +37,32 @@ def wire_event(event: Event) -> dict[str, Any] | None:
     return None
 
 
+@dataclass(frozen=True)
+class StreamSnapshot:
+    """A stream record at one moment: what is stored with the message (its index, text and other events)."""
+
+    content: str
+    thinking: str
+    index: tuple
+    extra: tuple
+    first_seq: int = 0
+
+
 class StreamRecord:
     """Builds a message's content, thinking and stream index as events are published."""
+
+    @classmethod
+    def of(cls, snapshot: StreamSnapshot) -> StreamRecord:
+        return cls(
+            content=snapshot.content,
+            thinking=snapshot.thinking,
+            index=snapshot.index,
+            extra=snapshot.extra,
+            first_seq=snapshot.first_seq,
+        )
+
+    def snapshot(self) -> StreamSnapshot:
+        return StreamSnapshot(self.content, self.thinking, tuple(self.index), tuple(self.extra), self.first_seq)
 
     def __init__(self, *, content: str = "", thinking: str = "", index=None, extra=None, first_seq: int = 0) -> None:
         self.first_seq = first_seq  # the lowest seq the next event may have

@@ -45,10 +45,13 @@ class MemoryLog:
         self.append_now(message_id, seq, event)
 
     def append_now(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
-        """`append` from code that cannot await (it never needs to wait)."""
+        """`append` from code that cannot await (it never needs to wait). A seq the log holds already is
+        not added again, as in Redis."""
         log = self._logs.get(message_id)
         if log is None:  # not setdefault(): that would build a log for every event
             log = self._logs[message_id] = _Log()
+        elif log.entries and seq <= log.entries[-1][0]:
+            return
         log.entries.append((seq, event))
         if is_terminal(event):
             del self._logs[message_id]

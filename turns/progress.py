@@ -1,0 +1,117 @@
+"""The progress of the replies running in this process, stored by one writer per event loop.
+
+Every GENERATION_FLUSH_SECONDS the writer stores the partial content of each running reply that streamed
+something since its last write, and a heartbeat for each that was silent for HEARTBEAT_SECONDS, in one
+statement each and one worker-thread call: a write per reply and per tick kept the event loop waiting
+for the GIL behind the worker threads while hundreds of replies streamed. The next tick is counted from
+when a write ended, so a database slower than the interval is not sent writes back to back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from conversations.models import Message, MessageStatus
+from core.db import in_worker
+from turns.events import StreamRecord, StreamSnapshot
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10
+
+
+def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str]) -> None:
+    """Store running replies' partial streams and the heartbeats of silent ones (a reply that ended or
+    was swept meanwhile is left alone)."""
+    now = timezone.now()
+    running = Message.objects.filter(status=MessageStatus.IN_PROGRESS)
+    if snapshots:
+        messages = [
+            Message(
+                pk=message_id,
+                content=snapshot.content,
+                thinking=snapshot.thinking,
+                stream_index=list(snapshot.index),
+                extra_events=list(snapshot.extra),
+                heartbeat_at=now,
+            )
+            for message_id, snapshot in snapshots.items()
+        ]
+        running.bulk_update(messages, ["content", "thinking", "stream_index", "extra_events", "heartbeat_at"])
+    if heartbeats:
+        running.filter(pk__in=heartbeats).update(heartbeat_at=now)
+
+
+@dataclass
+class _Tracked:
+    record: StreamRecord
+    stored_seq: int  # the record's next_seq when it was last stored
+    stored_at: float  # time.monotonic() of its last write
+
+
+class ProgressWriter:
+    def __init__(self) -> None:
+        self._tracked: dict[str, _Tracked] = {}
+        self._task: asyncio.Task | None = None
+
+    def track(self, message_id: str, record: StreamRecord) -> None:
+        """Store this reply's progress from now on (its record as it was is stored already)."""
+        self._tracked[message_id] = _Tracked(record, record.next_seq, time.monotonic())
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="progress writer")
+
+    def forget(self, message_id: str, record: StreamRecord) -> None:
+        tracked = self._tracked.get(message_id)
+        if tracked is not None and tracked.record is record:  # `continue` reuses the id: only this run's
+            del self._tracked[message_id]
+
+    async def _run(self) -> None:
+        try:
+            while self._tracked:
+                await asyncio.sleep(settings.GENERATION_FLUSH_SECONDS)
+                await self.write()
+        finally:
+            self._task = None
+
+    async def write(self) -> None:
+        now = time.monotonic()
+        snapshots: dict[str, StreamSnapshot] = {}
+        written: dict[str, tuple[_Tracked, int]] = {}
+        heartbeats: list[str] = []
+        for message_id, tracked in self._tracked.items():
+            # Taken on the event loop, so a stored index never points past the stored text.
+            if tracked.record.next_seq != tracked.stored_seq:
+                snapshots[message_id] = tracked.record.snapshot()
+                written[message_id] = (tracked, tracked.record.next_seq)
+            elif now - tracked.stored_at >= HEARTBEAT_SECONDS:
+                heartbeats.append(message_id)
+                written[message_id] = (tracked, tracked.stored_seq)
+        if not written:
+            return
+        try:
+            await in_worker(progress_store)(snapshots, heartbeats)
+        except Exception:  # a database blip: the next tick tries again; each reply's end is stored with retries
+            logger.warning("Storing the progress of %d replies failed", len(written), exc_info=True)
+            return
+        stored_at = time.monotonic()
+        for tracked, seq in written.values():
+            tracked.stored_seq, tracked.stored_at = seq, stored_at
+
+
+_writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def progress_writer() -> ProgressWriter:
+    """This event loop's writer."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = ProgressWriter()
+    return writer
