@@ -98,6 +98,54 @@ def _parse_and_probe(*, tenant: Tenant, q: str) -> Probe:
         return Probe(*cursor.fetchone())
 
 
+def _candidate_messages(probe: Probe, params: dict, candidate_filters: str) -> str:
+    """The SQL of the newest matching messages, read the way the probe's share of matches makes cheapest."""
+    messages = Message._meta.db_table
+    share = probe.matches / probe.probed if probe.probed == PROBE_MESSAGES else 0.0
+    if share >= COMMON_SHARE:
+        return f"""
+            SELECT recent.conversation_id, recent.search_vector FROM (
+                SELECT m.conversation_id, m.search_vector FROM {messages} m
+                WHERE m.tenant_id = %(tenant)s {candidate_filters}
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(read)s
+            ) recent
+            WHERE recent.search_vector @@ %(tsquery)s::tsquery
+            LIMIT %(candidates)s
+        """
+    elif share >= WINDOW_SHARE:
+        # The messages of about the newest WINDOW_FACTOR * CANDIDATE_MESSAGES / share, at the probe's rate.
+        window = WINDOW_FACTOR * CANDIDATE_MESSAGES / probe.matches
+        params["window_start"] = probe.until - (probe.until - probe.since) * window
+        # The tsquery goes in as a subquery here: the planner then assumes a default share for it rather than
+        # its estimate (for a phrase, the product of its words' shares, a hundred times too low), and so ANDs
+        # the GIN bitmap with the window's range of the (tenant, created_at) index instead of reading every
+        # match. Older matches are read only if the window held fewer than CANDIDATE_MESSAGES.
+        return f"""
+            WITH recent AS (
+                SELECT m.conversation_id, m.search_vector FROM {messages} m
+                WHERE m.tenant_id = %(tenant)s AND m.created_at >= %(window_start)s
+                  AND m.search_vector @@ (SELECT %(tsquery)s::tsquery) {candidate_filters}
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(candidates)s
+            )
+            SELECT conversation_id, search_vector FROM recent
+            UNION ALL (
+                SELECT m.conversation_id, m.search_vector FROM {messages} m
+                WHERE m.tenant_id = %(tenant)s AND m.created_at < %(window_start)s
+                  AND m.search_vector @@ %(tsquery)s::tsquery {candidate_filters}
+                ORDER BY m.created_at DESC, m.id DESC
+                LIMIT %(candidates)s - (SELECT count(*) FROM recent)
+            )
+        """
+    return f"""
+        SELECT m.conversation_id, m.search_vector FROM {messages} m
+        WHERE m.tenant_id = %(tenant)s AND m.search_vector @@ %(tsquery)s::tsquery {candidate_filters}
+        ORDER BY m.created_at DESC, m.id DESC
+        LIMIT %(candidates)s
+    """
+
+
 def conversation_search(
     *,
     tenant: Tenant,
@@ -112,7 +160,7 @@ def conversation_search(
     tsquery = probe.tsquery
     if not tsquery:  # only stop words or punctuation
         return []
-    messages, conversations = Message._meta.db_table, Conversation._meta.db_table
+    conversations = Conversation._meta.db_table
     params: dict = {
         "tsquery": tsquery,
         "tenant": tenant.id,
@@ -132,50 +180,7 @@ def conversation_search(
     if after is not None:
         filters += " AND (r.rank, c.updated_at, c.id) < (%(after_rank)s, %(after_updated)s, %(after_id)s)"
         params.update(after_rank=after[0], after_updated=after[1], after_id=after[2])
-    share = probe.matches / probe.probed if probe.probed == PROBE_MESSAGES else 0.0
-    if share >= COMMON_SHARE:
-        candidates = f"""
-            SELECT recent.conversation_id, recent.search_vector FROM (
-                SELECT m.conversation_id, m.search_vector FROM {messages} m
-                WHERE m.tenant_id = %(tenant)s {candidate_filters}
-                ORDER BY m.created_at DESC, m.id DESC
-                LIMIT %(read)s
-            ) recent
-            WHERE recent.search_vector @@ %(tsquery)s::tsquery
-            LIMIT %(candidates)s
-        """
-    elif share >= WINDOW_SHARE:
-        # The messages of about the newest WINDOW_FACTOR * CANDIDATE_MESSAGES / share, at the probe's rate.
-        window = WINDOW_FACTOR * CANDIDATE_MESSAGES / probe.matches
-        params["window_start"] = probe.until - (probe.until - probe.since) * window
-        # The tsquery goes in as a subquery here: the planner then assumes a default share for it rather than
-        # its estimate (for a phrase, the product of its words' shares, a hundred times too low), and so ANDs
-        # the GIN bitmap with the window's range of the (tenant, created_at) index instead of reading every
-        # match. Older matches are read only if the window held fewer than CANDIDATE_MESSAGES.
-        candidates = f"""
-            WITH recent AS (
-                SELECT m.conversation_id, m.search_vector FROM {messages} m
-                WHERE m.tenant_id = %(tenant)s AND m.created_at >= %(window_start)s
-                  AND m.search_vector @@ (SELECT %(tsquery)s::tsquery) {candidate_filters}
-                ORDER BY m.created_at DESC, m.id DESC
-                LIMIT %(candidates)s
-            )
-            SELECT conversation_id, search_vector FROM recent
-            UNION ALL (
-                SELECT m.conversation_id, m.search_vector FROM {messages} m
-                WHERE m.tenant_id = %(tenant)s AND m.created_at < %(window_start)s
-                  AND m.search_vector @@ %(tsquery)s::tsquery {candidate_filters}
-                ORDER BY m.created_at DESC, m.id DESC
-                LIMIT %(candidates)s - (SELECT count(*) FROM recent)
-            )
-        """
-    else:
-        candidates = f"""
-            SELECT m.conversation_id, m.search_vector FROM {messages} m
-            WHERE m.tenant_id = %(tenant)s AND m.search_vector @@ %(tsquery)s::tsquery {candidate_filters}
-            ORDER BY m.created_at DESC, m.id DESC
-            LIMIT %(candidates)s
-        """
+    candidates = _candidate_messages(probe, params, candidate_filters)
     sql = f"""
         WITH candidates AS ({candidates}),
         matches AS (

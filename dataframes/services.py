@@ -115,6 +115,13 @@ def _next_result_name(existing: set[str]) -> str:
     return f"result_{max(numbers, default=0) + 1}"
 
 
+def _result_name_check(name: str, *, taken: dict) -> None:
+    if not is_frame_name(name):
+        raise QueryFailed(f"{name!r} cannot name a data frame: use a letter or _, then up to 63 letters, digits or _.")
+    if name.lower() in taken:
+        raise QueryFailed(f"A data frame named {name!r} already exists here; choose another `-- name:`.")
+
+
 def dataframe_create_from_sql(
     *, tenant_id: str, conversation_id: str, message_id: str | None, query: str, name: str | None = None
 ) -> SqlRun:
@@ -129,12 +136,7 @@ def dataframe_create_from_sql(
         )
     }
     if name is not None:
-        if not is_frame_name(name):
-            raise QueryFailed(
-                f"{name!r} cannot name a data frame: use a letter or _, then up to 63 letters, digits or _."
-            )
-        if name.lower() in frames:
-            raise QueryFailed(f"A data frame named {name!r} already exists here; choose another `-- name:`.")
+        _result_name_check(name, taken=frames)
     wanted = referenced_tables(query)
     steps = []
     with ExitStack() as stack:

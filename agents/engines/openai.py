@@ -62,6 +62,24 @@ def build_messages(context: TurnContext) -> list[dict[str, Any]]:
     return messages
 
 
+@dataclasses.dataclass
+class _Completion:
+    """What one streamed completion said: its text and the tool calls it asked for, by index."""
+
+    text: list[str] = dataclasses.field(default_factory=list)
+    calls: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def assistant_message(self) -> dict[str, Any]:
+        return {
+            "role": "assistant",
+            "content": "".join(self.text) or None,
+            "tool_calls": [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in self.calls.values()
+            ],
+        }
+
+
 class OpenAIEngine:
     async def run(self, context: TurnContext) -> AsyncIterator[Event]:
         model = context.model or settings.DEFAULT_MODEL
@@ -72,6 +90,7 @@ class OpenAIEngine:
                 yield event
 
     async def _run(self, client: openai.AsyncOpenAI, context: TurnContext) -> AsyncIterator[Event]:
+        """Completions until the model answers without calling tools (at most TOOL_ROUNDS_MAX rounds)."""
         tools = registry()
         enabled = [tools[name] for name in context.options.get("tools", list(tools)) if name in tools]
         tool_context = ToolContext(
@@ -81,63 +100,22 @@ class OpenAIEngine:
             file_refs=tuple(context.attachments),
         )
         messages = build_messages(context)
-        extra: dict[str, Any] = {}
-        if "temperature" in context.options:
-            extra["temperature"] = context.options["temperature"]
-        if "max_tokens" in context.options:
-            extra["max_tokens"] = context.options["max_tokens"]
+        extra: dict[str, Any] = {
+            key: context.options[key] for key in ("temperature", "max_tokens") if key in context.options
+        }
         if enabled:
             extra["tools"] = [tool.openai_spec() for tool in enabled]
-
         try:
-            for _round in range(settings.TOOL_ROUNDS_MAX + 1):
-                calls: dict[int, dict[str, str]] = {}
-                text: list[str] = []
-                stream = await client.chat.completions.create(
-                    model=context.model or settings.DEFAULT_MODEL,
-                    messages=messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    **extra,
-                )
-                async with stream:
-                    async for chunk in stream:
-                        if chunk.usage:
-                            yield Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-                        if not chunk.choices:
-                            continue
-                        delta = chunk.choices[0].delta
-                        reasoning = getattr(delta, "reasoning_content", None)
-                        if reasoning and context.reasoning:
-                            yield Thinking(reasoning)
-                        if delta.content:
-                            text.append(delta.content)
-                            yield Content(delta.content)
-                        for call in delta.tool_calls or []:
-                            slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                            slot["id"] = call.id or slot["id"]
-                            if call.function:
-                                slot["name"] += call.function.name or ""
-                                slot["arguments"] += call.function.arguments or ""
-                if not calls:
+            for round_number in range(settings.TOOL_ROUNDS_MAX + 1):
+                completion = _Completion()
+                async for event in self._stream(client, context, messages, extra, completion):
+                    yield event
+                if not completion.calls:
                     return
-                if _round == settings.TOOL_ROUNDS_MAX:
+                if round_number == settings.TOOL_ROUNDS_MAX:
                     raise EngineFailure(f"The model kept calling tools after {settings.TOOL_ROUNDS_MAX} rounds.")
-                messages.append(
-                    {
-                        "role": "assistant",
-                        "content": "".join(text) or None,
-                        "tool_calls": [
-                            {
-                                "id": c["id"],
-                                "type": "function",
-                                "function": {"name": c["name"], "arguments": c["arguments"]},
-                            }
-                            for c in calls.values()
-                        ],
-                    }
-                )
-                for call in calls.values():
+                messages.append(completion.assistant_message())
+                for call in completion.calls.values():
                     result_text = await self._call_tool(tools, enabled, tool_context, call)
                     if isinstance(result_text, tuple):
                         result_text, events = result_text
@@ -153,6 +131,38 @@ class OpenAIEngine:
         except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
             logger.warning("OpenAI-compatible engine failed: %r", exc)
             raise EngineFailure(_describe(exc)) from exc
+
+    @staticmethod
+    async def _stream(
+        client: openai.AsyncOpenAI, context: TurnContext, messages: list, extra: dict, completion: _Completion
+    ) -> AsyncIterator[Event]:
+        """One streamed completion: its events, and its text and tool calls gathered in `completion`."""
+        stream = await client.chat.completions.create(
+            model=context.model or settings.DEFAULT_MODEL,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage:
+                    yield Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                reasoning = getattr(delta, "reasoning_content", None)
+                if reasoning and context.reasoning:
+                    yield Thinking(reasoning)
+                if delta.content:
+                    completion.text.append(delta.content)
+                    yield Content(delta.content)
+                for call in delta.tool_calls or []:
+                    slot = completion.calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                    slot["id"] = call.id or slot["id"]
+                    if call.function:
+                        slot["name"] += call.function.name or ""
+                        slot["arguments"] += call.function.arguments or ""
 
     @staticmethod
     async def _call_tool(tools, enabled, tool_context, call) -> str | tuple[str, list[Event]]:
