@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from django.conf import settings
@@ -29,14 +30,34 @@ async def maintenance_forever() -> None:
 
 
 class MaintainedApplication:
-    """An ASGI wrapper that starts `maintenance_forever` with the first request of the process
-    (daphne has no lifespan events to start it earlier)."""
+    """An ASGI wrapper that runs `maintenance_forever` beside the application: from the server's lifespan
+    start-up (uvicorn), or from the first request where the server sends no lifespan events (daphne's
+    runserver); it is stopped at the lifespan's shutdown."""
 
     def __init__(self, application) -> None:
         self.application = application
         self.task: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.lifespan(receive, send)
         if self.task is None and scope["type"] == "http":
-            self.task = asyncio.get_running_loop().create_task(maintenance_forever(), name="maintenance")
+            self.start()
         return await self.application(scope, receive, send)
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(maintenance_forever(), name="maintenance")
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.task is not None:
+                    self.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self.task
+                await send({"type": "lifespan.shutdown.complete"})
+                return
