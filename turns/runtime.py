@@ -25,8 +25,9 @@ from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceErr
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage, engine_for
+from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage
 from agents.engines.base import estimate_tokens
+from agents.engines.selection import engine_for
 from agents.models import Agent
 from agents.titles import title_from_keywords, title_propose, title_without_model
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource

@@ -15,7 +15,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agents.engines import ChatMessage, Content, EngineFailure, Event, TurnContext, Usage, engine_for
+from agents.engines import ChatMessage, Content, EngineFailure, Event, TurnContext, Usage
+from agents.engines.selection import engine_for
 from agents.models import Engine
 from agents.selectors import agent_get
 from core.errors import EngineError, Invalid, PayloadTooLarge

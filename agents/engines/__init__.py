@@ -1,4 +1,5 @@
-"""Engines: small classes behind one async interface (see base.Engine)."""
+"""Engines: small classes behind one async interface (base.Engine), re-exported here; `engine_for` (in
+agents.engines.selection) picks one by name."""
 
 from agents.engines.base import (
     ChatMessage,
@@ -13,8 +14,6 @@ from agents.engines.base import (
     TurnContext,
     Usage,
 )
-from agents.engines.builtin import BuiltinEngine
-from agents.engines.openai import OpenAIEngine
 
 __all__ = [
     "ChatMessage",
@@ -28,9 +27,4 @@ __all__ = [
     "Thinking",
     "TurnContext",
     "Usage",
-    "engine_for",
 ]
-
-
-def engine_for(engine_name: str) -> Engine:
-    return OpenAIEngine() if engine_name == "openai" else BuiltinEngine()
