@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -44,6 +48,48 @@ class TenantContext:
 
     def conversation_url(self, conversation: Conversation) -> str:
         return f"{self.base}/agents/{conversation.agent_id}/conversations/{conversation.id}"
+
+
+def _deadline(timeout: float, since: float | None) -> float:
+    return (time.monotonic() if since is None else since) + timeout
+
+
+def _timed_out(what: str | Callable, timeout: float, since: float | None, last) -> None:
+    name = what if isinstance(what, str) else getattr(what, "__name__", repr(what))
+    start = "" if since is None else " (counted from `since`)"
+    pytest.fail(f"timed out after {timeout} s{start} waiting for {name}; last value: {last!r}")
+
+
+def wait_until(
+    predicate: Callable, *, timeout: float = 10, interval: float = 0.05, since: float | None = None, what: str = ""
+):
+    """Poll `predicate()` until it returns a truthy value, and return that value; fail the test if it has not
+    by `timeout` seconds after `since` (a time.monotonic(), default now). Replaces fixed sleeps: a test waits
+    only as long as the behaviour takes, and a deadline still fails it when the behaviour breaks."""
+    deadline = _deadline(timeout, since)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            _timed_out(what or predicate, timeout, since, value)
+        time.sleep(interval)
+
+
+async def await_until(
+    predicate: Callable, *, timeout: float = 10, interval: float = 0.01, since: float | None = None, what: str = ""
+):
+    """`wait_until` for async tests: `predicate()` may return an awaitable (e.g. a queryset's `aexists()`)."""
+    deadline = _deadline(timeout, since)
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            _timed_out(what or predicate, timeout, since, value)
+        await asyncio.sleep(interval)
 
 
 def make_tenant(tenant_id: str) -> TenantContext:

@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from core.asgi import SharedSyncThreads
+from tests.conftest import await_until
 from turns.maintenance import MaintainedApplication
 
 
@@ -63,8 +64,7 @@ async def test_maintenance_runs_from_the_lifespan_startup_to_its_shutdown():
 
     lifespan = asyncio.ensure_future(application({"type": "lifespan"}, inbox.get, send))
     await inbox.put({"type": "lifespan.startup"})
-    while not sent:
-        await asyncio.sleep(0.01)
+    await await_until(lambda: sent, timeout=5, what="the lifespan's startup answer")
     assert sent == [{"type": "lifespan.startup.complete"}]
     maintenance = application.task
     assert maintenance is not None and not maintenance.done()

@@ -517,6 +517,7 @@ def test_ordered_slices_equal_pandas(owner, wide, order_by, keys, ascending):
         assert body["rows"] == expected_records(page), (order_by, offset)
 
 
+@pytest.mark.slow
 def test_on_s3_a_slice_reads_the_frame_in_place(owner, s3, settings):
     settings.DATAFRAMES_ROW_GROUP_SIZE = 1000
     rng = np.random.default_rng(11)

@@ -335,6 +335,7 @@ def _keys(client) -> list[str]:
     return [obj["Key"] for obj in client.list_objects_v2(Bucket="parley-test").get("Contents", [])]
 
 
+@pytest.mark.slow
 def test_the_s3_path_round_trips_previews_and_deletes(owner, s3, media, django_capture_on_commit_callbacks):
     conversation = owner.conversation()
     report = pdf_bytes(REPORT_PAGES)
@@ -370,6 +371,7 @@ def test_the_s3_path_round_trips_previews_and_deletes(owner, s3, media, django_c
     assert _keys(s3) == []
 
 
+@pytest.mark.slow
 def test_an_s3_upload_over_the_limit_stores_nothing(owner, s3, settings):
     settings.FILE_MAX_BYTES = 100
     response = upload(owner, owner.conversation(), [("a.txt", b"fine"), ("b.bin", b"x" * 101)])

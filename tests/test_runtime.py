@@ -17,7 +17,7 @@ from agents.engines.builtin import BuiltinEngine
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus, TitleSource
 from core.errors import NotFound
-from tests.conftest import async_client, reply_in_progress
+from tests.conftest import async_client, await_until, reply_in_progress
 from turns import progress, runtime
 from turns.services import SWEPT_SEQ_SKIP
 
@@ -99,8 +99,7 @@ async def test_a_retry_while_the_first_runs_is_409(slow_agent):
     url = f"{owner.conversation_url(conversation)}/messages"
     client = async_client(owner)
     first = asyncio.create_task(apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k"}))
-    while not await Message.objects.filter(conversation=conversation).aexists():
-        await asyncio.sleep(0.01)
+    await await_until(Message.objects.filter(conversation=conversation).aexists, what="the first post's turn")
     retry = await apost(client, url, {"content": "one"}, **{"Idempotency-Key": "k"})
     assert retry.status_code == 409
     assert (await first).status_code == 200
@@ -147,8 +146,7 @@ async def test_continue_after_a_cancel_runs_to_completion(slow_agent):
     url = f"{owner.conversation_url(conversation)}/messages"
     client = async_client(owner)
     first = asyncio.create_task(apost(client, url, {"content": "a long answer please"}))
-    while not await Message.objects.filter(conversation=conversation, role="assistant").aexists():
-        await asyncio.sleep(0.01)
+    await await_until(Message.objects.filter(conversation=conversation, role="assistant").aexists, what="the reply")
     reply = await Message.objects.aget(conversation=conversation, role="assistant")
     await client.post(f"{url}/{reply.id}/cancel")
     assert (await first).json()["messages"][1]["status"] == "cancelled"
@@ -163,8 +161,9 @@ async def _while_the_reply_runs(owner, conversation, change):
     url = f"{owner.conversation_url(conversation)}/messages"
     client = async_client(owner)
     posting = asyncio.create_task(apost(client, url, {"content": "What does the Rotterdam warehouse store?"}))
-    while not await Message.objects.filter(conversation=conversation, status="in_progress").aexists():
-        await asyncio.sleep(0.01)
+    await await_until(
+        Message.objects.filter(conversation=conversation, status="in_progress").aexists, what="the reply to run"
+    )
     await change(client)
     return await posting
 
@@ -281,13 +280,9 @@ async def test_a_request_cancelled_while_its_turn_starts_still_gets_a_generation
     launching.cancel()  # as Django does when the client goes away
     with pytest.raises(asyncio.CancelledError):
         await launching
-    reply = None
-    for _ in range(500):
-        reply = await Message.objects.filter(conversation=conversation, role="assistant").afirst()
-        if reply is not None and reply.status != "in_progress":
-            break
-        await asyncio.sleep(0.02)
-    assert reply is not None and reply.status == expected
+    ended = Message.objects.filter(conversation=conversation, role="assistant").exclude(status="in_progress")
+    reply = await await_until(ended.afirst, timeout=10, interval=0.02, what="the reply to end")
+    assert reply.status == expected
 
 
 def test_an_idempotency_claim_whose_process_died_is_taken_over_by_the_retry(owner, settings):
