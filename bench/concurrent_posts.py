@@ -1,10 +1,12 @@
 """Benchmark of post-and-wait under load: many concurrent `POST .../conversations/{cid}/messages`.
 
     DATABASE_URL=postgres://... .venv/bin/python bench/concurrent_posts.py [--requests 200 --db-pool]
+        [--server daphne|uvicorn|both --rounds N]
 
 Seeds a fresh tenant with one builtin agent whose replies are slow (`chunk_delay_ms` per chunk; the
 question is sized so that the reply has `--chunks` chunks: 100 x 20 ms = 2 s by default) and one
-conversation per request, serves the project with ONE daphne process under `bench.settings`, and measures:
+conversation per request, serves the project with ONE server process (`--server`, uvicorn by default) under
+`bench.settings`, and measures:
 
 - the single-reply time: one request alone (median of `--singles`, after a warm-up request);
 - the total time of `--requests` concurrent requests, one per conversation, and how many succeeded
@@ -17,6 +19,10 @@ spent 2.0 s of CPU on the 200 requests, beside the server and PostgreSQL; aiohtt
 
 Goal (issue 3): all succeed in under 2x the single-reply time, with fewer than 40 threads.
 Then it deletes the tenant.
+
+With `--server both` it runs daphne and uvicorn in turn (`--rounds` times each, interleaved), each run on a
+fresh tenant and a fresh server process, and ends with one table of both (with the server's CPU time and
+the load average at the start and end of each run).
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 
+from bench.compare import Run, add_server_arguments, load_text, per_run, run_all  # noqa: E402
 from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
 from bench.sampling import (  # noqa: E402
     ServerSampler,
+    cpu_seconds,
     delete_tenant,
     mib,
-    one_daphne,
+    one_server,
     print_setup,
     py_spy_start,
     py_spy_stop,
@@ -93,7 +101,8 @@ def phases(sent_at: float, arrivals: dict[str, float]) -> dict[str, list[float]]
 
 
 async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id: str, secret: str,
-                  conversation_ids: list[str], question: str, sampler: ServerSampler) -> bool:  # fmt: skip
+                  conversation_ids: list[str], question: str, sampler: ServerSampler, server: str,
+                  run: Run) -> bool:  # fmt: skip
     url = f"{base}/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations/{{}}/messages"
     connector = aiohttp.TCPConnector(limit=args.requests + 10)
     timeout = aiohttp.ClientTimeout(total=120)
@@ -126,7 +135,7 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
             time.process_time(),
             psutil.cpu_times(),
         )
-        profiler = py_spy_start(sampler.process.pid, args.py_spy) if args.py_spy else None
+        profiler = py_spy_start(sampler.process.pid, per_run(args.py_spy, args, run)) if args.py_spy else None
         started, sent_at, arrivals = time.perf_counter(), time.time(), {}
         results = await asyncio.gather(*(post(client, url.format(cid), question, arrivals) for cid in loaded))
         total = time.perf_counter() - started
@@ -152,7 +161,7 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
     )
     print(f"  server idle after warm-up: {idle_threads} threads, RSS {mib(idle_rss)}")
     print()
-    print(f"{args.requests} concurrent post-and-wait requests, {args.requests} conversations, one daphne process")
+    print(f"{args.requests} concurrent post-and-wait requests, {args.requests} conversations, one {server} process")
     print(
         f"  succeeded: {succeeded}/{args.requests}"
         + ("" if succeeded == args.requests else f"   outcomes: {dict(outcomes)}")
@@ -162,9 +171,21 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
         f"  per-request latency: min {latencies[0]:.3f} s, p50 {statistics.median(latencies):.3f} s, "
         f"p90 {percentile(latencies, 0.9):.3f} s, max {latencies[-1]:.3f} s"
     )
+    run.add("single-reply time (median)", single, "{:.3f} s")
+    run.add("server idle: threads", idle_threads, "{:.0f}")
+    run.add("server idle: RSS", idle_rss / 2**20, "{:.1f} MiB")
+    run.add(f"{args.requests} posts: succeeded", f"{succeeded}/{args.requests}")
+    run.add(f"{args.requests} posts: total time", total, "{:.3f} s")
+    run.add(f"{args.requests} posts: total / single (goal < 2)", ratio, "{:.2f}x")
+    run.add("latency min", latencies[0], "{:.3f} s")
+    run.add("latency p50", statistics.median(latencies), "{:.3f} s")
+    run.add("latency p90", percentile(latencies, 0.9), "{:.3f} s")
+    run.add("latency max", latencies[-1], "{:.3f} s")
     for name, values in (await sync_to_async(phases)(sent_at, arrivals)).items():
         values.sort()
         print(f"    {name:<30} p50 {statistics.median(values):6.3f} s   max {values[-1]:6.3f} s")
+        run.add(f"{name} p50", statistics.median(values), "{:.3f} s")
+        run.add(f"{name} max", values[-1], "{:.3f} s")
     print(
         f"  CPU time during the requests ({total:.1f} s, {os.cpu_count()} CPUs): server process {server_cpu:.1f} s, "
         f"this client {client_cpu:.1f} s, the whole machine {machine:.1f} s"
@@ -180,6 +201,13 @@ async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id:
         if outcome != "ok":
             print(f"  first failure: {outcome}: {detail}")
             break
+    run.add("CPU during the posts: server", server_cpu, "{:.1f} s")
+    run.add("CPU during the posts: client", client_cpu, "{:.1f} s")
+    run.add("CPU during the posts: whole machine", machine, "{:.1f} s")
+    run.add("peak threads (goal < 40)", peaks.threads, "{:.0f}")
+    run.add("peak RSS", peaks.rss / 2**20, "{:.1f} MiB")
+    run.add("RSS growth over idle", (peaks.rss - idle_rss) / 2**20, "{:+.1f} MiB")
+    run.add("peak PostgreSQL connections (db/all)", f"{peaks.db_connections}/{peaks.db_connections_all}")
     met_all = succeeded == args.requests
     met_time = ratio < 2
     met_threads = peaks.threads < 40
@@ -202,30 +230,41 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", metavar="FILE", help="profile the server during the concurrent requests (raw stacks)"
     )
+    add_server_arguments(parser)
     args = parser.parse_args()
 
     print_setup()
     question = question_for_chunks(args.chunks)
-    tenant, agent, secret, conversation_ids = seed(
-        label="concurrent_posts", conversations=1 + args.singles + args.requests, chunk_delay_ms=args.chunk_delay_ms
-    )
-    tenant_id = tenant.id
-    print(f"Seeded tenant {tenant_id}: 1 agent, {len(conversation_ids)} conversations")
-    try:
-        with one_daphne(db_pool=args.db_pool) as (server, port), ServerSampler(server.pid) as sampler:
-            asyncio.run(
-                measure(
-                    args, f"http://127.0.0.1:{port}", tenant_id, agent.id, secret, conversation_ids, question, sampler
-                )
-            )
-        stored = collections.Counter(
-            Message.objects.filter(tenant_id=tenant_id, role=Role.ASSISTANT).values_list("status", flat=True)
+
+    def one_run(server: str, run: Run) -> None:
+        tenant, agent, secret, conversation_ids = seed(
+            label="concurrent_posts",
+            conversations=1 + args.singles + args.requests,
+            chunk_delay_ms=args.chunk_delay_ms,
         )
-        print(f"  assistant messages stored (all requests): {dict(stored)}")
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        delete_tenant(tenant)
-        print(f"Deleted tenant {tenant_id}")
+        tenant_id = tenant.id
+        print(f"Seeded tenant {tenant_id}: 1 agent, {len(conversation_ids)} conversations")
+        try:
+            with one_server(server, db_pool=args.db_pool) as running, ServerSampler(running.pid) as sampler:
+                met = asyncio.run(
+                    measure(
+                        args, running.url, tenant_id, agent.id, secret, conversation_ids, question, sampler, server, run
+                    )
+                )
+                run.add("server CPU, whole run", cpu_seconds(sampler.process), "{:.1f} s")
+                run.add("goals", "met" if met else "MISSED")
+            stored = collections.Counter(
+                Message.objects.filter(tenant_id=tenant_id, role=Role.ASSISTANT).values_list("status", flat=True)
+            )
+            print(f"  assistant messages stored (all requests): {dict(stored)}")
+            print(f"load average after: {load_text()}")
+        finally:
+            delete_tenant(tenant)
+            print(f"Deleted tenant {tenant_id}")
+
+    redis = "REDIS_URL set" if os.environ.get("REDIS_URL") else "no REDIS_URL"
+    pool = "psycopg pool" if args.db_pool else "a connection per request"
+    run_all(args, one_run, title=f"concurrent_posts: {args.requests} posts, {redis}, {pool}")
 
 
 if __name__ == "__main__":

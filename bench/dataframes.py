@@ -1,9 +1,10 @@
-"""Benchmark of data-frame reads: the endpoint (served by daphne) against naive pandas on the same file.
+"""Benchmark of data-frame reads: the endpoint (served by uvicorn, or `--server daphne`) against naive pandas
+on the same file.
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/dataframes.py [--rounds 7]
+    DATABASE_URL=postgres://... .venv/bin/python bench/dataframes.py [--rounds 7] [--server daphne|uvicorn]
 
 Creates a fresh tenant with one 1,000,000-row x 20-column frame (Parquet, row groups of 64k, zstd) in a
-temporary MEDIA_ROOT, starts daphne on a free port, and measures in one run, alternating:
+temporary MEDIA_ROOT, starts the server on a free port, and measures in one run, alternating:
 
   (a) `?offset=500000&limit=100&column_names=<3 columns>`
   (b) `?order_by=-<numeric column>&limit=100`
@@ -24,12 +25,12 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +59,7 @@ from agents.models import Agent  # noqa: E402
 from conversations.models import Conversation  # noqa: E402
 from dataframes.services import dataframe_create  # noqa: E402
 from tenants.services import api_key_create, tenant_create  # noqa: E402
+from tests.servers import serve  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 ROWS, SLICE_COLUMNS, SORT_COLUMN = 1_000_000, ["f03", "i02", "s01"], "f07"
@@ -106,15 +108,10 @@ def build_table() -> pa.Table:
     return pa.table(columns)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="uvicorn", help="the ASGI server")
     args = parser.parse_args()
 
     call_command("migrate", verbosity=0)
@@ -122,7 +119,7 @@ def main() -> None:
     _, secret = api_key_create(tenant=tenant, name="bench")
     agent = Agent.objects.create(tenant=tenant, name="Bench agent")
     conversation = Conversation.objects.create(tenant=tenant, agent=agent, name="bench")
-    server = None
+    stack = ExitStack()
     try:
         started = time.perf_counter()
         frame = dataframe_create(tenant_id=tenant.id, conversation_id=conversation.id, name="big", table=build_table())
@@ -135,24 +132,11 @@ def main() -> None:
         # Memory the server frees after a request must go back to the system, or the next request's added
         # peak would read as ~0: Arrow's system allocator and a fixed glibc mmap threshold. This makes the
         # endpoint a little slower; the naive side keeps the default allocator and a fresh process per run.
-        env = {**os.environ, "LOG_LEVEL": "WARNING", "ARROW_DEFAULT_MEMORY_POOL": "system"}
-        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-        port = free_port()
-        server = subprocess.Popen(
-            [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60)
-        for _ in range(100):
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        env = {"LOG_LEVEL": "WARNING", "ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "131072"}
+        running = stack.enter_context(serve(args.server, env=env))
+        server = running.process
+        print(f"{args.server} (one process, pid {server.pid}) on 127.0.0.1:{running.port}")
+        client = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {secret}"}, timeout=60)
         url = f"/tenants/{tenant.id}/api/v2/agents/{agent.id}/conversations/{conversation.id}/data-frames/big"
         cases = {
             "a": (f"{url}?offset=500000&limit=100&column_names={','.join(SLICE_COLUMNS)}", {"columns": SLICE_COLUMNS}),
@@ -227,9 +211,7 @@ def main() -> None:
             print(f"    goals: {'; '.join(verdicts)}")
         print("\nall goals met" if ok else "\nSOME GOALS MISSED")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+        stack.close()  # stops the server
         tenant.delete()
         shutil.rmtree(MEDIA, ignore_errors=True)
 

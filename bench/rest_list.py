@@ -1,9 +1,11 @@
 """Benchmark of the conversation list: DRF endpoint against a bare async view, and page 1 against a deep page.
 
     DATABASE_URL=postgres://... .venv/bin/python bench/rest_list.py [--rounds 5 --seconds 5 --concurrency 8]
+        [--server daphne|uvicorn]
 
 Seeds a fresh tenant with one agent and 10,000 conversations (distinct `updated_at`), serves the project
-with daphne under `bench.settings` (which adds the bare view), and measures in one run, alternating:
+with one server process (`--server`, uvicorn by default) under `bench.settings` (which adds the bare view),
+and measures in one run, alternating:
 
 - throughput: median req/s of `GET .../agents/{aid}/conversations?limit=50` against the bare view that runs
   the same query with `.values()` and returns `JsonResponse` (goal: list >= 0.5x bare);
@@ -19,12 +21,11 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from conversations.models import Conversation  # noqa: E402
 from conversations.selectors import conversation_list  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
 from tenants.services import api_key_create, tenant_create  # noqa: E402
+from tests.servers import serve  # noqa: E402
 
 LIMIT = 50
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -93,36 +95,6 @@ def seed(count: int, siblings: int = 0) -> tuple[Tenant, Agent, str]:
     with connection.cursor() as cursor:  # fresh statistics, as autovacuum would soon have them
         cursor.execute(f"ANALYZE {Conversation._meta.db_table}")
     return tenant, agent, secret
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_daphne(port: int, log_path: Path, *, db_pool: bool) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", **({"BENCH_DB_POOL": "1"} if db_pool else {})}
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    sys.exit(f"daphne did not start; its log:\n{log_path.read_text()}")
 
 
 async def throughput(client: httpx.AsyncClient, url: str, *, seconds: float, concurrency: int) -> float:
@@ -275,6 +247,7 @@ def main() -> None:
     parser.add_argument(
         "--db-pool", action="store_true", help="serve with psycopg's connection pool (pip install psycopg-pool)"
     )
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="uvicorn", help="the ASGI server")
     args = parser.parse_args()
 
     db = connection.settings_dict
@@ -290,15 +263,18 @@ def main() -> None:
         f"Seeded tenant {tenant_id}: {args.conversations:,} conversations{siblings} "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-    server = None
+    stack = ExitStack()
+    env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB_POOL": "1" if args.db_pool else None}
     try:
-        server = start_daphne(port, workdir / "daphne.log", db_pool=args.db_pool)
+        server = stack.enter_context(serve(args.server, env=env, log_path=workdir / f"{args.server}.log"))
         connections = "psycopg pool" if args.db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
-        print(f"daphne (one process) on 127.0.0.1:{port}, DJANGO_SETTINGS_MODULE=bench.settings, {connections}")
+        print(
+            f"{args.server} (one process) on 127.0.0.1:{server.port}, DJANGO_SETTINGS_MODULE=bench.settings, "
+            f"{connections}, log {server.log_path}"
+        )
         print()
-        cursor = asyncio.run(measure(args, f"http://127.0.0.1:{port}", tenant, agent, secret))
+        cursor = asyncio.run(measure(args, server.url, tenant, agent, secret))
         print()
         plan = deep_page_plan(tenant, agent, cursor)
         print(f"EXPLAIN (ANALYZE, BUFFERS) of the deep page as the list endpoint sends it:\n  {plan[0]}")
@@ -318,9 +294,7 @@ def main() -> None:
         page1 = deep_page_plan(tenant, agent, None)
         print(f"  page 1, for comparison: {page1[-1].strip()}")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
+        stack.close()  # stops the server
         started = time.perf_counter()
         Conversation.objects.filter(tenant=tenant).delete()
         tenant.delete()

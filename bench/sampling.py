@@ -26,6 +26,7 @@ from agents.models import Agent
 from conversations.models import Conversation, Message
 from tenants.models import DailyUsage, Tenant
 from tenants.services import api_key_create, tenant_create
+from tests.servers import Server, serve
 
 
 def question_for_chunks(count: int) -> str:
@@ -71,7 +72,7 @@ class Peaks:
 
 
 class ServerSampler:
-    """Samples the daphne process every `interval` seconds in a thread of its own, and PostgreSQL's
+    """Samples the server process every `interval` seconds in a thread of its own, and PostgreSQL's
     connection count every `db_interval`, keeping the peaks since the last `reset()`."""
 
     def __init__(self, pid: int, *, interval: float = 0.05, db_interval: float = 0.2) -> None:
@@ -168,18 +169,19 @@ def print_setup() -> None:
 
 
 @contextmanager
-def one_daphne(*, db_pool: bool) -> Iterator[tuple[subprocess.Popen, int]]:
-    """One daphne process under bench.settings on a free port (its log in a temporary directory)."""
-    from bench.rest_list import free_port, start_daphne
-
+def one_server(server: str, *, db_pool: bool) -> Iterator[Server]:
+    """One `server` process (daphne or uvicorn) under bench.settings on a free port (its log in a temporary
+    directory, kept)."""
     connection.close()  # the benchmark's own connection is not counted among the server's
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="parley-bench-")) / "daphne.log"
-    server = start_daphne(port, log, db_pool=db_pool)
-    try:
+    log = Path(tempfile.mkdtemp(prefix="parley-bench-")) / f"{server}.log"
+    env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB_POOL": "1" if db_pool else None}
+    with serve(server, env=env, log_path=log) as running:
         connections = "psycopg pool (4-32)" if db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
-        print(f"daphne (one process, pid {server.pid}) on 127.0.0.1:{port}, {connections}, log {log}\n")
-        yield server, port
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        print(f"{server} (one process, pid {running.pid}) on 127.0.0.1:{running.port}, {connections}, log {log}\n")
+        yield running
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds the process has used so far."""
+    times = process.cpu_times()
+    return times.user + times.system

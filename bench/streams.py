@@ -1,9 +1,11 @@
-"""Benchmark of SSE streaming: many concurrent `POST .../conversations/{cid}/stream` against one daphne.
+"""Benchmark of SSE streaming: many concurrent `POST .../conversations/{cid}/stream` against one server.
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/streams.py [--streams 500 --cycles 1000]
+    DATABASE_URL=postgres://... .venv/bin/python bench/streams.py [--streams 500 --cycles 1000 --db-pool]
+        [--server daphne|uvicorn|both --rounds N]
 
 Seeds a fresh tenant with one builtin agent (`chunk_delay_ms` 20, questions sized for 100 content chunks)
-and one conversation per stream, serves the project with ONE daphne process under `bench.settings`, and
+and one conversation per stream, serves the project with ONE server process (`--server`, uvicorn by default)
+under `bench.settings`, and
 measures from a client in this process, which speaks HTTP/1.1 over raw asyncio streams (no HTTP library,
 no JSON parsing per event) so that the client's own cost stays small next to the gaps it measures:
 
@@ -17,6 +19,10 @@ no JSON parsing per event) so that the client's own cost stays small next to the
 
 Goals (issue 4): all complete; p99 added gap <= 50 ms; RSS growth <= 100 MB; RSS after the cycles within
 +5% of before. Then it deletes the tenant.
+
+With `--server both` it runs daphne and uvicorn in turn (`--rounds` times each, interleaved), each run on a
+fresh tenant and a fresh server process, and ends with one table of both (with the server's CPU time and
+the load average at the start and end of each run). REDIS_URL, if set, is the servers' stream log.
 """
 
 from __future__ import annotations
@@ -39,12 +45,14 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
 import psutil  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 
+from bench.compare import Run, add_server_arguments, load_text, per_run, run_all  # noqa: E402
 from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
 from bench.sampling import (  # noqa: E402
     ServerSampler,
+    cpu_seconds,
     delete_tenant,
     mib,
-    one_daphne,
+    one_server,
     print_setup,
     py_spy_start,
     py_spy_stop,
@@ -187,7 +195,9 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler: ServerSampler) -> None:
+async def measure(
+    args, target: Target, tenant_id: str, ids: list[str], sampler: ServerSampler, server: str, run: Run
+) -> None:
     take = iter(ids)
 
     def conversations(count: int) -> list[str]:
@@ -208,6 +218,7 @@ async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler:
         f"Server after warm-up: {threads_first} threads, RSS {mib(rss_first)}; after {WARM_CYCLES} more cycles "
         f"({args.cycle_concurrency} at a time): {threads_before} threads, RSS {mib(rss_before)}"
     )
+    run.add("idle RSS after warm-up", rss_first / 2**20, "{:.1f} MiB")
 
     started = time.perf_counter()
     outcomes = await cycles(target, conversations(args.cycles), args.cycle_concurrency)
@@ -223,6 +234,12 @@ async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler:
         f"{growth * 100:+.1f}%   goal <= +5%: {verdict(growth <= 0.05)}   threads {threads_before} -> {threads_after}"
     )
     print()
+    run.add(f"{args.cycles} cycles: outcomes ok", outcomes["ok"], "{:.0f}")
+    run.add("cycles: RSS before", rss_before / 2**20, "{:.1f} MiB")
+    run.add("cycles: RSS after", rss_after / 2**20, "{:.1f} MiB")
+    run.add("cycles: RSS growth (goal <= +5%)", growth * 100, "{:+.1f}%")
+    run.add("cycles: threads before -> after", f"{threads_before} -> {threads_after}")
+    run.add("cycles: wall time", elapsed, "{:.1f} s")
 
     stream_ttfb, stream_first, get_ttfb = [], [], []
     for i, cid in enumerate(conversations(args.ttfb_samples)):
@@ -242,13 +259,17 @@ async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler:
     print(f"  GET conversation (plain JSON): first byte {ms(statistics.median(get_ttfb))}")
     print(f"  ratio stream/GET {statistics.median(stream_ttfb) / statistics.median(get_ttfb):.2f}")
     print()
+    run.add("TTFB: POST stream, first byte (median)", statistics.median(stream_ttfb) * 1000, "{:.1f} ms")
+    run.add("TTFB: POST stream, first event (median)", statistics.median(stream_first) * 1000, "{:.1f} ms")
+    run.add("TTFB: GET conversation (median)", statistics.median(get_ttfb) * 1000, "{:.1f} ms")
+    run.add("TTFB: ratio stream/GET", statistics.median(stream_ttfb) / statistics.median(get_ttfb), "{:.2f}")
 
     _, rss_idle = sampler.now()
     client = psutil.Process()
     cpu_before = client.cpu_times()
     server_cpu_before = sampler.process.cpu_times()
     sampler.reset()
-    profiler = py_spy_start(sampler.process.pid, args.py_spy) if args.py_spy else None
+    profiler = py_spy_start(sampler.process.pid, per_run(args.py_spy, args, run)) if args.py_spy else None
     started = time.perf_counter()
     results = await asyncio.gather(*(stream(target, cid) for cid in conversations(args.streams)))
     elapsed = time.perf_counter() - started
@@ -264,7 +285,9 @@ async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler:
     added = sorted(gap - args.chunk_delay_ms / 1000 for r in results for gap in r.gaps)
     ttfbs = sorted(r.ttfb for r in results if r.ttfb)
     p99 = percentile(added, 0.99) if added else float("inf")
-    print(f"{args.streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms} ms apart, one daphne process")
+    print(
+        f"{args.streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms} ms apart, one {server} process"
+    )
     print(
         f"  completed: {completed}/{args.streams}"
         + ("" if completed == args.streams else f"   outcomes: {dict(outcomes)}")
@@ -292,6 +315,24 @@ async def measure(args, target: Target, tenant_id: str, ids: list[str], sampler:
         f"  goals: all complete {verdict(completed == args.streams)}; p99 added gap <= 50 ms {verdict(p99 <= 0.05)}; "
         f"RSS growth <= 100 MB {verdict(peaks.rss - rss_idle <= 100 * 2**20)}"
     )
+    name = f"{args.streams} streams"
+    run.add(f"{name}: completed", f"{completed}/{args.streams}")
+    run.add(f"{name}: wall time", elapsed, "{:.2f} s")
+    if added:
+        run.add(f"{name}: added gap p50", statistics.median(added) * 1000, "{:.1f} ms")
+        run.add(f"{name}: added gap p90", percentile(added, 0.9) * 1000, "{:.1f} ms")
+        run.add(f"{name}: added gap p99 (goal <= 50 ms)", p99 * 1000, "{:.1f} ms")
+        run.add(f"{name}: added gap max", added[-1] * 1000, "{:.1f} ms")
+    if ttfbs:
+        run.add(f"{name}: first byte p50", statistics.median(ttfbs) * 1000, "{:.1f} ms")
+        run.add(f"{name}: first byte max", ttfbs[-1] * 1000, "{:.1f} ms")
+    run.add(f"{name}: peak threads", peaks.threads, "{:.0f}")
+    run.add(f"{name}: idle RSS", rss_idle / 2**20, "{:.1f} MiB")
+    run.add(f"{name}: peak RSS", peaks.rss / 2**20, "{:.1f} MiB")
+    run.add(f"{name}: RSS growth (goal <= 100 MB)", (peaks.rss - rss_idle) / 2**20, "{:+.1f} MiB")
+    run.add(f"{name}: peak PostgreSQL connections (db/all)", f"{peaks.db_connections}/{peaks.db_connections_all}")
+    run.add(f"{name}: server CPU", server_cpu, "{:.1f} s")
+    run.add(f"{name}: client CPU", client_cpu, "{:.1f} s")
     await settle(tenant_id, sampler)
 
 
@@ -309,22 +350,32 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", metavar="FILE", help="profile the server during the concurrent streams (raw stacks)"
     )
+    add_server_arguments(parser)
     args = parser.parse_args()
 
     print_setup()
     question = question_for_chunks(args.chunks)
-    count = 25 + WARM_CYCLES + args.cycles + args.ttfb_samples + args.streams
-    tenant, agent, secret, ids = seed(label="streams", conversations=count, chunk_delay_ms=args.chunk_delay_ms)
-    tenant_id = tenant.id
-    print(f"Seeded tenant {tenant_id}: 1 agent, {count} conversations")
-    try:
-        with one_daphne(db_pool=args.db_pool) as (server, port), ServerSampler(server.pid) as sampler:
-            target = Target(port, f"/tenants/{tenant_id}/api/v2/agents/{agent.id}/conversations", secret, question)
-            asyncio.run(measure(args, target, tenant_id, ids, sampler))
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        delete_tenant(tenant)
-        print(f"Deleted tenant {tenant_id}")
+
+    def one_run(server: str, run: Run) -> None:
+        count = 25 + WARM_CYCLES + args.cycles + args.ttfb_samples + args.streams
+        tenant, agent, secret, ids = seed(label="streams", conversations=count, chunk_delay_ms=args.chunk_delay_ms)
+        tenant_id = tenant.id
+        print(f"Seeded tenant {tenant_id}: 1 agent, {count} conversations")
+        try:
+            with one_server(server, db_pool=args.db_pool) as running, ServerSampler(running.pid) as sampler:
+                target = Target(
+                    running.port, f"/tenants/{tenant_id}/api/v2/agents/{agent.id}/conversations", secret, question
+                )
+                asyncio.run(measure(args, target, tenant_id, ids, sampler, server, run))
+                run.add("server CPU, whole run", cpu_seconds(sampler.process), "{:.1f} s")
+            print(f"load average after: {load_text()}")
+        finally:
+            delete_tenant(tenant)
+            print(f"Deleted tenant {tenant_id}")
+
+    redis = "Redis stream log" if os.environ.get("REDIS_URL") else "in-process stream log"
+    pool = "psycopg pool" if args.db_pool else "a connection per request"
+    run_all(args, one_run, title=f"streams: {args.streams} streams, {args.cycles} cycles, {redis}, {pool}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from files.models import File
 from tenants.models import DailyUsage
 from tests.conftest import async_client, wait_until
 from tests.openai_server import OpenAIServer
-from tests.servers import daphne_server, parse_sse
+from tests.servers import parse_sse, served
 
 # Replies are produced in worker threads: rows (keys, agents, usage) must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -180,7 +180,7 @@ def test_a_disconnect_stops_the_generation(owner, django_db_blocker):
     with (
         OpenAIServer() as llm,
         django_db_blocker.unblock(),
-        daphne_server(OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-test") as base,
+        served(OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-test") as base,
     ):
         with httpx.stream(
             "POST",

@@ -1,4 +1,4 @@
-"""SSE streams over real daphne processes: protocol, resume, join, cancel, disconnects, failures."""
+"""SSE streams over real server processes (uvicorn, as deployed): protocol, resume, join, cancel, failures."""
 
 import asyncio
 import io
@@ -19,7 +19,7 @@ from django.test import override_settings
 from conversations.models import Message
 from tests.conftest import reply_in_progress, wait_until
 from tests.openai_server import OpenAIServer
-from tests.servers import daphne_server, free_port, parse_sse
+from tests.servers import free_port, parse_sse, served
 
 # The servers read what the test writes, so rows must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,7 +31,7 @@ LONG_QUESTION = " ".join("abcdefghij"[i % 10] for i in range(95))  # ~100 one-wo
 
 @pytest.fixture(scope="module")
 def server(django_db_blocker):
-    with django_db_blocker.unblock(), daphne_server(REDIS_URL="", STREAM_KEEPALIVE_SECONDS="0.3") as url:
+    with django_db_blocker.unblock(), served(REDIS_URL="", STREAM_KEEPALIVE_SECONDS="0.3") as url:
         yield url
 
 
@@ -122,7 +122,7 @@ def any_log_server(request, server, django_db_blocker):
     if request.param == "in-process":
         yield server
         return
-    with django_db_blocker.unblock(), daphne_server(REDIS_URL=REDIS_URL, STREAM_KEEPALIVE_SECONDS="0.3") as url:
+    with django_db_blocker.unblock(), served(REDIS_URL=REDIS_URL, STREAM_KEEPALIVE_SECONDS="0.3") as url:
         yield url
 
 
@@ -183,7 +183,7 @@ def test_resuming_at_random_cut_points_loses_and_repeats_nothing(any_log_server,
 
 @pytest.mark.slow
 def test_resuming_after_the_live_log_expired_rebuilds_it_exactly(owner, django_db_blocker):
-    with django_db_blocker.unblock(), daphne_server(REDIS_URL="", STREAM_LOG_TTL_SECONDS="0") as base:
+    with django_db_blocker.unblock(), served(REDIS_URL="", STREAM_LOG_TTL_SECONDS="0") as base:
         conversation = owner.conversation()
         _, entries = read_all(
             "POST",
@@ -372,7 +372,7 @@ def test_an_engine_failure_mid_stream_ends_with_an_error_event(owner, django_db_
     with (
         OpenAIServer() as llm,
         django_db_blocker.unblock(),
-        daphne_server(REDIS_URL="", OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-test") as base,
+        served(REDIS_URL="", OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-test") as base,
     ):
         response, entries = read_all(
             "POST", stream_url(base, owner, conversation), json={"content": "hi"}, headers=headers(owner)
@@ -397,7 +397,7 @@ def test_an_engine_failure_mid_stream_ends_with_an_error_event(owner, django_db_
 def test_join_and_cancel_from_another_process_through_redis(owner, django_db_blocker):
     slow(owner, 50)
     conversation = owner.conversation()
-    with django_db_blocker.unblock(), daphne_server(REDIS_URL=REDIS_URL) as a, daphne_server(REDIS_URL=REDIS_URL) as b:
+    with django_db_blocker.unblock(), served(REDIS_URL=REDIS_URL) as a, served(REDIS_URL=REDIS_URL) as b:
         seen: list[dict] = []
         with httpx.stream(
             "POST",
@@ -451,7 +451,7 @@ def test_settings_default_keepalive_is_fifteen_seconds():
 @pytest.mark.slow
 def test_the_server_sweeps_stale_replies_by_itself(owner, django_db_blocker):
     stale = reply_in_progress(owner, "partial")
-    with django_db_blocker.unblock(), daphne_server(REDIS_URL="", GENERATION_STALE_SECONDS="2") as base:
+    with django_db_blocker.unblock(), served(REDIS_URL="", GENERATION_STALE_SECONDS="2") as base:
         httpx.get(f"{base}/healthz")  # the first request starts the process's maintenance
         wait_until(lambda: ended(stale.id), timeout=10, interval=0.1, what="the server's sweep")
     stale.refresh_from_db()
@@ -605,6 +605,26 @@ def test_an_append_redis_already_has_from_a_dropped_connection_is_applied_once()
         entries, _ = await log.read(message_id, -1, 1, wait=False)
         await log.reset(message_id)
         assert entries == [(0, {"message": {"id": message_id}}), (1, {"content": "a"}), (2, {"content": "b"})]
+
+    async_to_sync(scenario)()
+
+
+@needs_redis
+def test_appends_go_on_after_redis_forgot_the_append_script():
+    """Redis keeps scripts in memory only: after a restart (here SCRIPT FLUSH) the writer loads it again."""
+    from asgiref.sync import async_to_sync
+
+    from turns.log.redis import RedisLog
+
+    async def scenario() -> None:
+        log = RedisLog(REDIS_URL)
+        message_id = f"msg_flushed_{random.randrange(10**9)}"
+        await log.append(message_id, 0, {"content": "a"})
+        await log.writer.clients.get().script_flush()
+        await log.append(message_id, 1, {"content": "b"})
+        entries, _ = await RedisLog(REDIS_URL).read(message_id, -1, 1, wait=False)  # from Redis, not the mirror
+        await log.reset(message_id)
+        assert entries == [(0, {"content": "a"}), (1, {"content": "b"})]
 
     async_to_sync(scenario)()
 

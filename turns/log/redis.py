@@ -10,6 +10,7 @@ flags answer one event loop's questions together.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 import weakref
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as redis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from turns.events import Entry, is_terminal
 from turns.log.memory import MemoryLog
@@ -35,6 +37,7 @@ if ARGV[3] ~= '' then
 end
 return 1
 """
+APPEND_ONCE_SHA = hashlib.sha1(APPEND_ONCE.encode()).hexdigest()
 
 
 def stream_key(message_id: str) -> str:
@@ -110,7 +113,6 @@ class RedisLogWriter:
         self.local = local
         self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # of each event loop
         self._expiring: dict[str, float] = {}  # when this process last set a running log's TTL
-        self._append_once = None
 
     async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
         encoded = json.dumps(event)  # here: an event that cannot be encoded fails only its caller
@@ -151,6 +153,10 @@ class RedisLogWriter:
                 writes, batch.writes = batch.writes, []
                 try:
                     results = await self._pipeline(writes)
+                    if any(isinstance(outcome, NoScriptError) for outcome in results):
+                        # Redis restarted (or its scripts were flushed): load it, send the batch again.
+                        await self.clients.get().script_load(APPEND_ONCE)
+                        results = await self._pipeline(writes)
                 except Exception as exc:  # Redis unreachable: every write of the batch fails
                     results = [exc] * len(writes)
                 for write, outcome in zip(writes, results, strict=True):
@@ -171,17 +177,16 @@ class RedisLogWriter:
             batch.writes = []
 
     async def _pipeline(self, writes: list[_Write]) -> list:
-        client = self.clients.get()
-        if self._append_once is None:
-            self._append_once = client.register_script(APPEND_ONCE)
-        async with client.pipeline(transaction=False) as pipe:
+        # EVALSHA, with the script loaded when Redis says it has not got it: redis-py's Script objects
+        # would ask Redis whether it has the script before every pipeline, a round trip per batch.
+        async with self.clients.get().pipeline(transaction=False) as pipe:
             for write in writes:
                 key = stream_key(write.message_id)
                 if write.event is None:
                     pipe.delete(key)
                 else:
-                    args = [write.seq + 1, write.encoded, "" if write.ttl is None else write.ttl]
-                    await self._append_once(keys=[key], args=args, client=pipe)
+                    ttl = "" if write.ttl is None else write.ttl
+                    pipe.evalsha(APPEND_ONCE_SHA, 1, key, write.seq + 1, write.encoded, ttl)
             return await pipe.execute(raise_on_error=False)
 
     def _failed(self, write: _Write, exc: Exception) -> None:
