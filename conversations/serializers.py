@@ -1,22 +1,27 @@
 import json
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from conversations.models import Citation, Conversation, Feedback, FeedbackCategory, Message
+from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource
 from core.fields import StrictCharField
 
 METADATA_MAX_BYTES = 16 * 1024
 
 
-class ConversationSerializer(serializers.ModelSerializer):
-    agent_id = StrictCharField(read_only=True)
+# Output serializers are plain Serializers with their fields declared: a ModelSerializer builds its fields
+# from the model again for every instance it represents.
 
-    class Meta:
-        model = Conversation
-        fields = ["id", "name", "agent_id", "title_source", "created_at", "updated_at", "message_count", "metadata"]
-        read_only_fields = fields
+
+class ConversationSerializer(serializers.Serializer):
+    id = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    agent_id = serializers.CharField(read_only=True)
+    title_source = serializers.ChoiceField(choices=TitleSource.choices, read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True, help_text="Last activity; bumped by new messages.")
+    message_count = serializers.IntegerField(read_only=True)
+    metadata = serializers.JSONField(read_only=True)
 
 
 def validate_metadata(value):
@@ -42,18 +47,23 @@ class ConversationUpdateSerializer(serializers.Serializer):
     metadata = serializers.JSONField(required=False, validators=[validate_metadata])
 
 
-class CitationSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Citation
-        fields = ["number", "source_id", "source_name", "url", "page", "snippet", "relevance_score", "quality_score"]
-        read_only_fields = fields
+class CitationSerializer(serializers.Serializer):
+    number = serializers.IntegerField(read_only=True)
+    source_id = serializers.CharField(read_only=True, help_text="A file_ref, or a URL's identifier.")
+    source_name = serializers.CharField(read_only=True)
+    url = serializers.URLField(read_only=True)
+    page = serializers.IntegerField(read_only=True, allow_null=True)
+    snippet = serializers.CharField(read_only=True)
+    relevance_score = serializers.FloatField(read_only=True)
+    quality_score = serializers.FloatField(read_only=True)
 
 
-class FeedbackSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Feedback
-        fields = ["thumbs_up", "category", "comment", "created_at", "updated_at"]
-        read_only_fields = fields
+class FeedbackSerializer(serializers.Serializer):
+    thumbs_up = serializers.BooleanField(read_only=True)
+    category = serializers.ChoiceField(choices=FeedbackCategory.choices, read_only=True, allow_blank=True)
+    comment = serializers.CharField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
 
 
 class FeedbackInputSerializer(serializers.Serializer):
@@ -67,11 +77,22 @@ class FeedbackInputSerializer(serializers.Serializer):
         return attrs
 
 
-class MessageSerializer(serializers.ModelSerializer):
+class MessageSerializer(serializers.Serializer):
+    id = serializers.CharField(read_only=True)
     conversation_id = serializers.CharField(read_only=True)
     parent_id = serializers.CharField(read_only=True, allow_null=True)
+    role = serializers.ChoiceField(choices=Role.choices, read_only=True)
+    content = serializers.CharField(read_only=True)
+    thinking = serializers.CharField(read_only=True)
+    status = serializers.ChoiceField(choices=MessageStatus.choices, read_only=True)
+    error = serializers.CharField(read_only=True)
+    input_tokens = serializers.IntegerField(read_only=True)
+    output_tokens = serializers.IntegerField(read_only=True)
+    attachments = serializers.ListField(child=serializers.CharField(), read_only=True, help_text="File refs.")
     citations = CitationSerializer(many=True, read_only=True, source="cited")
     feedback = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(read_only=True)
+    completed_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     @extend_schema_field(FeedbackSerializer(allow_null=True))
     def get_feedback(self, message) -> dict | None:
@@ -79,44 +100,15 @@ class MessageSerializer(serializers.ModelSerializer):
         feedback = getattr(message, "feedback", None)
         return FeedbackSerializer(feedback).data if feedback is not None else None
 
-    class Meta:
-        model = Message
-        fields = [
-            "id",
-            "conversation_id",
-            "parent_id",
-            "role",
-            "content",
-            "thinking",
-            "status",
-            "error",
-            "input_tokens",
-            "output_tokens",
-            "attachments",
-            "citations",
-            "feedback",
-            "created_at",
-            "completed_at",
-        ]
-        read_only_fields = fields
-
 
 class StateMessageSerializer(MessageSerializer):
     children = serializers.ListField(child=serializers.CharField(), source="child_ids", read_only=True)
-
-    class Meta(MessageSerializer.Meta):
-        fields = [*MessageSerializer.Meta.fields, "children"]
-        read_only_fields = fields
 
 
 class ConversationStateSerializer(ConversationSerializer):
     current_message_id = serializers.CharField(read_only=True, allow_null=True)
     messages = serializers.SerializerMethodField()
     messages_truncated = serializers.SerializerMethodField()
-
-    class Meta(ConversationSerializer.Meta):
-        fields = [*ConversationSerializer.Meta.fields, "current_message_id", "messages", "messages_truncated"]
-        read_only_fields = fields
 
     @extend_schema_field({"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StateMessage"}})
     def get_messages(self, conversation) -> dict:
@@ -126,57 +118,9 @@ class ConversationStateSerializer(ConversationSerializer):
         return self.context["messages_truncated"]
 
 
-class MessagePostSerializer(serializers.Serializer):
-    content = StrictCharField(
-        required=False, allow_blank=True, trim_whitespace=False, max_length=settings.MESSAGE_MAX_CHARS
-    )
-    attachments = serializers.ListField(
-        child=StrictCharField(max_length=40), required=False, default=list, max_length=20, help_text="File refs."
-    )
-    parent_id = StrictCharField(
-        required=False, max_length=40, help_text='Branch from this assistant message ("root": from the top).'
-    )
-    regenerate = StrictCharField(
-        required=False, max_length=40, help_text="A new reply replacing this assistant message."
-    )
-    reasoning = serializers.BooleanField(required=False, default=False)
-    on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], required=False, default="continue")
-
-    def get_fields(self):
-        fields = super().get_fields()
-        fields["continue"] = serializers.BooleanField(
-            required=False, default=False, help_text="Extend the last assistant message instead of a new turn."
-        )
-        return fields
-
-    def validate(self, attrs):
-        content = attrs.get("content", "")
-        modes = [name for name in ("regenerate", "continue") if attrs.get(name)]
-        if len(modes) > 1:
-            raise serializers.ValidationError({"continue": ["Use either regenerate or continue, not both."]})
-        if modes:
-            if content or attrs.get("parent_id") or attrs.get("attachments"):
-                raise serializers.ValidationError(
-                    {modes[0]: ["Takes no content, parent_id or attachments: it answers the existing message."]}
-                )
-        elif not content.strip():
-            raise serializers.ValidationError({"content": ["This field is required and may not be blank."]})
-        return attrs
-
-
-class TurnResponseSerializer(serializers.Serializer):
-    conversation = ConversationSerializer()
-    messages = MessageSerializer(many=True)
-    current_message_id = serializers.CharField()
-
-
 class TenantConversationSerializer(ConversationSerializer):
     model = serializers.CharField(source="agent.model", read_only=True)
     engine = serializers.CharField(source="agent.engine", read_only=True)
-
-    class Meta(ConversationSerializer.Meta):
-        fields = [*ConversationSerializer.Meta.fields, "model", "engine"]
-        read_only_fields = fields
 
 
 class SearchHitSerializer(serializers.Serializer):

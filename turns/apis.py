@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_get, message_get, message_list
-from conversations.serializers import MessagePostSerializer, MessageSerializer, TurnResponseSerializer
+from conversations.serializers import MessageSerializer
 from core.db import in_worker
 from core.errors import Invalid, NotFound, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -29,6 +29,7 @@ from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_response
 from turns.events import is_terminal
 from turns.follow import message_events
 from turns.runtime import ConversationRef, TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
+from turns.serializers import MessagePostSerializer, NewTurnResponseSerializer, TurnResponseSerializer
 from turns.services import message_sweep_if_stale
 
 CANCEL_WAIT_SECONDS = 3.0
@@ -59,31 +60,43 @@ def turn_prepare(request) -> TurnRequest:
     return turn_request_from(serializer.validated_data)
 
 
-def _turn_body(user_message_id: str, message_id: str) -> tuple[int, dict]:
-    """The conversation and the turn's two messages as stored, or 502 when the reply failed."""
+def _turn_body_read(user_message_id: str, message_id: str) -> tuple[int, dict]:
+    """The answer read back: for a continued reply, or an end that could not be stored as the turn knows it."""
     pair = Message.objects.for_display().select_related("conversation").in_bulk([user_message_id, message_id])
     if len(pair) < 2:  # deleted with its conversation while it was generated
         raise NotFound("Conversation not found.")
     user, assistant = pair[user_message_id], pair[message_id]
-    conversation = assistant.conversation
+    return _turn_body(assistant.conversation, user, assistant, TurnResponseSerializer)
+
+
+def _turn_body(
+    conversation: Conversation, user: Message, assistant: Message, serializer: type[TurnResponseSerializer]
+) -> tuple[int, dict]:
+    """The conversation and the turn's two messages, or 502 when the reply failed."""
     if assistant.status == MessageStatus.FAILED:
         return 502, error_body(
             "engine_error",
             assistant.error or "The agent's engine failed.",
             {"message_id": assistant.id, "conversation_id": conversation.id},
         )
-    body = TurnResponseSerializer(
+    body = serializer(
         {"conversation": conversation, "messages": [user, assistant], "current_message_id": assistant.id}
     ).data
     return 200, body
 
 
-async def _post_and_wait(ref: ConversationRef, turn_request: TurnRequest, started: list[str]) -> tuple[int, dict]:
-    # Runs as its own task when an Idempotency-Key is given (it may outlive the request): worker threads.
+async def _post_and_wait(
+    ref: ConversationRef, turn_request: TurnRequest, *, launched: asyncio.Future
+) -> tuple[int, dict]:
+    """Start the turn, tell `launched` its reply's id, and answer once the reply has ended. Runs as its own
+    task when an Idempotency-Key is given (it may outlive the request): worker threads."""
     plan, generation = await turn_launch(ref=ref, request=turn_request)
-    started.append(plan.message_id)
-    await asyncio.shield(generation)
-    return await in_worker(_turn_body)(plan.user_message_id, plan.message_id)
+    launched.set_result(plan.message_id)
+    ending = await asyncio.shield(generation)
+    if plan.rows is not None and ending.completed_at is not None:  # no query, so no thread either
+        rows = plan.rows.at_end(ending)
+        return _turn_body(rows.conversation, rows.user_message, rows.assistant, NewTurnResponseSerializer)
+    return await in_worker(_turn_body_read)(plan.user_message_id, plan.message_id)
 
 
 async def _turn_once(
@@ -154,15 +167,15 @@ class MessagesView(AsyncAPIView):
         },
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        started: list[str] = []
+        launched = asyncio.get_running_loop().create_future()
         try:
             status, body, _ = await _turn_once(
-                request, agent_id, conversation_id, start=functools.partial(_post_and_wait, started=started)
+                request, agent_id, conversation_id, start=functools.partial(_post_and_wait, launched=launched)
             )
         except asyncio.CancelledError:
             # The client went away; the reply goes on unless the body asked otherwise.
-            if started and request.data.get("on_disconnect") == "cancel":
-                await generation_cancel(started[0])
+            if launched.done() and request.data.get("on_disconnect") == "cancel":
+                await generation_cancel(launched.result())
             raise
         return Response(body, status=status)
 

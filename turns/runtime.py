@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import functools
 import logging
 import time
@@ -90,6 +91,33 @@ class TurnPlan:
     base_tokens: tuple[int, int]  # a continued reply's tokens before this run
     started_at: float  # time.time() before the turn was committed: older cancel requests are not for it
     title_from: str  # the first question, when the conversation still waits for a proposed title
+    rows: TurnRows | None  # None for a continued reply (its feedback and earlier citations are stored)
+
+
+@dataclass(frozen=True)
+class TurnRows:
+    """The rows a turn wrote when it started: with its Ending, they are the turn's answer as stored, without
+    reading them back. They are never changed; `at_end` makes copies."""
+
+    conversation: Conversation
+    user_message: Message
+    assistant: Message
+
+    def at_end(self, ending: Ending) -> TurnRows:
+        """The rows as the end stored them (someone else's change meanwhile, such as a rename, shows on
+        the next read)."""
+        outcome, conversation, assistant = ending.outcome, copy.copy(self.conversation), copy.copy(self.assistant)
+        assistant.content, assistant.thinking = ending.stream.content, ending.stream.thinking
+        assistant.status, assistant.error = outcome.status, outcome.error
+        assistant.input_tokens, assistant.output_tokens = outcome.input_tokens, outcome.output_tokens
+        assistant.completed_at = ending.completed_at
+        assistant.cited = list(ending.citations)
+        conversation.updated_at = ending.completed_at
+        if ending.title:
+            conversation.name = ending.title
+        user_message = copy.copy(self.user_message)
+        user_message.cited = []  # a question cites nothing
+        return TurnRows(conversation, user_message, assistant)
 
 
 @dataclass(frozen=True)
@@ -298,6 +326,7 @@ def _plan(conversation: Conversation, rows: _Rows, request: TurnRequest, *, star
         base_tokens=rows.base_tokens,
         started_at=started_at,
         title_from=branch[0].content if needs_title and branch else "",
+        rows=None if request.continue_ else TurnRows(conversation, user_message, rows.assistant),
     )
 
 
@@ -360,6 +389,17 @@ class Outcome:
     output_tokens: int = 0
     citations: tuple[dict[str, Any], ...] = ()
     title: str = ""  # stored with the reply: a title that needs no model
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a generation ended, as stored."""
+
+    outcome: Outcome
+    stream: StreamSnapshot
+    completed_at: datetime | None  # None when the end was not stored (the database failed, or the reply is gone)
+    title: str = ""  # the title stored with it
+    citations: tuple[Citation, ...] = ()
 
 
 # Generations running in this process, so that a cancel arriving here stops them at once.
@@ -452,7 +492,7 @@ async def _watch_for_cancel(generation: Generation) -> None:
             return
 
 
-async def _generate(generation: Generation) -> str:
+async def _generate(generation: Generation) -> Ending:
     plan = generation.plan
     generation.stepping = True
     writer = progress_writer()
@@ -464,13 +504,13 @@ async def _generate(generation: Generation) -> str:
         generation.finishing = True
         watcher.cancel()
         writer.forget(plan.message_id, generation.stream)
-    await _end(generation, outcome)
+    ending = await _end(generation, outcome)
     if plan.title_from and outcome.status == MessageStatus.COMPLETED and not outcome.title:
         try:
             await _title_conversation(plan)
         except Exception:  # the reply is stored and ended: a title that could not be saved stays unset
             logger.exception("Titling conversation %s failed", plan.conversation_id)
-    return outcome.status
+    return ending
 
 
 async def _run_engine(generation: Generation) -> Outcome:
@@ -513,14 +553,15 @@ async def _run_engine(generation: Generation) -> Outcome:
     return Outcome(status, error, input_tokens, output_tokens, tuple(citations), title)
 
 
-async def _end(generation: Generation, outcome: Outcome) -> None:
+async def _end(generation: Generation, outcome: Outcome) -> Ending:
     """Store the end, then publish it, so that a client that sees `done` finds the message stored."""
     plan, stream = generation.plan, generation.stream
     final = [{"error": outcome.error}]
     if outcome.status != MessageStatus.FAILED:
         final = [{"tokens": outcome.input_tokens + outcome.output_tokens}, {"done": True, "status": outcome.status}]
     final = [(stream.add(event), event) for event in final]
-    if not await _store_end(plan, stream.snapshot(), outcome):
+    ending = await _store_end(plan, stream.snapshot(), outcome)
+    if ending.completed_at is None:
         # Not stored (the database is unreachable): still end the stream, so no client waits forever;
         # the sweep fails the message once its heartbeat is stale.
         final = [(final[0][0], {"error": "The reply could not be stored."})]
@@ -529,21 +570,21 @@ async def _end(generation: Generation, outcome: Outcome) -> None:
             await stream_log().append(plan.message_id, seq, event)
     except Exception:  # the log's store failed: followers finish from the stored message
         logger.exception("Publishing the end of generation %s failed", plan.message_id)
+    return ending
 
 
-async def _store_end(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> bool:
+async def _store_end(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     for attempt in range(FINISH_ATTEMPTS):
         try:
-            await in_worker(_finish)(plan, stream, outcome)
-            return True
+            return await in_worker(_finish)(plan, stream, outcome)
         except DatabaseErrors:
             logger.exception("Storing the end of generation %s failed (attempt %d)", plan.message_id, attempt + 1)
             await asyncio.sleep(0.5 * (attempt + 1))
-    return False
+    return Ending(outcome, stream, completed_at=None)
 
 
 @transaction.atomic
-def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> None:
+def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     now = timezone.now()
     # Only a running message: the sweep may have failed it meanwhile (this process looked dead).
     stored = Message.objects.filter(pk=plan.message_id, status=MessageStatus.IN_PROGRESS).update(
@@ -559,7 +600,7 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> None:
         heartbeat_at=None,
     )
     if not stored:  # deleted with its conversation, or swept
-        return
+        return Ending(outcome, stream, completed_at=None)
     cited = _citations(plan, outcome.citations)
     if cited:  # a continued reply's numbers already stored are kept
         Citation.objects.bulk_create(cited, ignore_conflicts=True)
@@ -573,6 +614,7 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> None:
     usage_record(
         tenant_id=plan.tenant_id, requests=1, input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens
     )
+    return Ending(outcome, stream, now, title=outcome.title if titled else "", citations=tuple(cited))
 
 
 def _citations(plan: TurnPlan, items: tuple[dict[str, Any], ...]) -> list[Citation]:

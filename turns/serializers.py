@@ -1,0 +1,64 @@
+"""The turn API's contract: a post's body, and the post-and-wait answer."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from conversations.serializers import ConversationSerializer, MessageSerializer
+from core.fields import StrictCharField
+
+
+class MessagePostSerializer(serializers.Serializer):
+    content = StrictCharField(
+        required=False, allow_blank=True, trim_whitespace=False, max_length=settings.MESSAGE_MAX_CHARS
+    )
+    attachments = serializers.ListField(
+        child=StrictCharField(max_length=40), required=False, default=list, max_length=20, help_text="File refs."
+    )
+    parent_id = StrictCharField(
+        required=False, max_length=40, help_text='Branch from this assistant message ("root": from the top).'
+    )
+    regenerate = StrictCharField(
+        required=False, max_length=40, help_text="A new reply replacing this assistant message."
+    )
+    reasoning = serializers.BooleanField(required=False, default=False)
+    on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], required=False, default="continue")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["continue"] = serializers.BooleanField(
+            required=False, default=False, help_text="Extend the last assistant message instead of a new turn."
+        )
+        return fields
+
+    def validate(self, attrs):
+        content = attrs.get("content", "")
+        modes = [name for name in ("regenerate", "continue") if attrs.get(name)]
+        if len(modes) > 1:
+            raise serializers.ValidationError({"continue": ["Use either regenerate or continue, not both."]})
+        if modes:
+            if content or attrs.get("parent_id") or attrs.get("attachments"):
+                raise serializers.ValidationError(
+                    {modes[0]: ["Takes no content, parent_id or attachments: it answers the existing message."]}
+                )
+        elif not content.strip():
+            raise serializers.ValidationError({"content": ["This field is required and may not be blank."]})
+        return attrs
+
+
+class TurnMessageSerializer(MessageSerializer):
+    """A message of the turn just made: nobody can have rated it yet, so its feedback is not looked up."""
+
+    def get_feedback(self, message) -> None:
+        return None
+
+
+class TurnResponseSerializer(serializers.Serializer):
+    conversation = ConversationSerializer()
+    messages = MessageSerializer(many=True, help_text="The user message and the reply.")
+    current_message_id = serializers.CharField()
+
+
+class NewTurnResponseSerializer(TurnResponseSerializer):
+    """The answer of a turn built from the rows it wrote."""
+
+    messages = TurnMessageSerializer(many=True)
