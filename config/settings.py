@@ -81,7 +81,8 @@ INSTALLED_APPS = [
     "turns",
 ]
 
-# Django's own middleware, whose hooks run on the event loop where they need no database (core/middleware.py).
+# Django's own middleware (the admin needs sessions, auth, messages and CSRF), WhiteNoise's static files with
+# an async path, and the refusal of NUL characters (core/middleware.py).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.AsyncWhiteNoiseMiddleware",
@@ -208,7 +209,6 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", Fals
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-# They look for Django's middleware by path; core.checks runs them for core.middleware's subclasses.
 # The JSON API never needs a request body larger than this; uploads are streamed to storage.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 1024 * 1024)
 

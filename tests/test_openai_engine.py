@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
-from conversations.models import Message
+from conversations.models import Conversation, Message, TitleSource
 from tests.openai_server import OpenAIServer
 
 # Generations write from worker threads with their own connections: rows must be committed.
@@ -144,3 +144,16 @@ def test_citations_of_several_tool_calls_are_numbered_in_sequence(owner, llm):
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) == 2
     tool_messages = [m for m in llm.requests[-1]["body"]["messages"] if m["role"] == "tool"]
     assert tool_messages[0]["content"].count("[1]") == 1 and "[2]" in tool_messages[1]["content"]
+
+
+def test_the_answer_shows_the_title_the_model_proposed_as_a_read_does(owner, llm):
+    use_model(owner, "echo")
+    conversation = Conversation.objects.create(
+        tenant=owner.tenant, agent=owner.agent, name="", title_source=TitleSource.PROPOSED
+    )
+    answer = post(owner, conversation, {"content": "Plan a trip to Lisbon"})
+    assert answer.status_code == 200, answer.json()
+    read = owner.client.get(owner.conversation_url(conversation)).json()
+    assert read["name"]  # the model's proposal, stored after the reply
+    assert answer.json()["conversation"]["name"] == read["name"]
+    assert answer.json()["conversation"]["updated_at"] == read["updated_at"]

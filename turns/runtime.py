@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import contextvars
 import copy
+import dataclasses
 import functools
 import logging
 import time
@@ -507,9 +508,12 @@ async def _generate(generation: Generation) -> Ending:
     ending = await _end(generation, outcome)
     if plan.title_from and outcome.status == MessageStatus.COMPLETED and not outcome.title:
         try:
-            await _title_conversation(plan)
+            title = await _title_conversation(plan)
         except Exception:  # the reply is stored and ended: a title that could not be saved stays unset
             logger.exception("Titling conversation %s failed", plan.conversation_id)
+        else:
+            if title and ending.completed_at is not None:
+                ending = dataclasses.replace(ending, title=title)
     return ending
 
 
@@ -638,11 +642,12 @@ def _citations(plan: TurnPlan, items: tuple[dict[str, Any], ...]) -> list[Citati
     return [rows[number] for number in sorted(rows)]
 
 
-async def _title_conversation(plan: TurnPlan) -> None:
-    """Give an untitled conversation a proposed title after its first reply (never over a user's)."""
+async def _title_conversation(plan: TurnPlan) -> str:
+    """Give an untitled conversation a proposed title after its first reply (never over a user's); returns
+    the title stored, or "" when someone named the conversation meanwhile."""
     try:
         title = await title_propose(agent=plan.agent, first_message=plan.title_from)
     except EngineFailure:
         title = title_from_keywords(plan.title_from)
     untitled = Conversation.objects.filter(pk=plan.conversation_id, name="", title_source=TitleSource.PROPOSED)
-    await in_worker(untitled.update)(name=title)
+    return title if await in_worker(untitled.update)(name=title) else ""
