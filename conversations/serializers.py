@@ -88,7 +88,9 @@ class MessageSerializer(serializers.Serializer):
     error = serializers.CharField(read_only=True)
     input_tokens = serializers.IntegerField(read_only=True)
     output_tokens = serializers.IntegerField(read_only=True)
-    attachments = serializers.ListField(child=serializers.CharField(), read_only=True, help_text="File refs.")
+    attachments = serializers.ListField(
+        child=serializers.CharField(max_length=40), read_only=True, help_text="File refs."
+    )
     citations = CitationSerializer(many=True, read_only=True, source="cited")
     feedback = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)

@@ -266,3 +266,11 @@ def test_at_most_twenty_files_per_conversation(owner):
     question = {"role": "user", "content": "Hi", "files": [f"file_{i}" for i in range(21)]}
     response = owner.client.post(URL, {"messages": [question]}, format="json")
     assert response.status_code == 400 and "At most 20" in response.json()["error"]
+
+
+def test_an_empty_system_prompt_is_allowed_and_a_number_for_agent_id_is_not(owner):
+    question = [{"role": "user", "content": "Hello"}]
+    assert owner.client.post(URL, {"messages": question, "system_prompt": ""}, format="json").status_code == 200
+    refused = owner.client.post(URL, {"messages": question, "agent_id": 7}, format="json")
+    assert refused.status_code == 400
+    assert refused.json() == {"success": False, "error": "agent_id: Must be a string."}

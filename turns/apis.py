@@ -203,7 +203,9 @@ async def _wait_until_settled(message: Message) -> Message:
     deadline = loop.time() + CANCEL_WAIT_SECONDS
     while loop.time() < deadline:
         await asyncio.sleep(0.05)
-        message = await Message.objects.for_display().aget(pk=message.pk)
+        message = await Message.objects.for_display().filter(pk=message.pk).afirst()
+        if message is None:  # deleted with its conversation meanwhile
+            raise NotFound("Message not found.")
         if message.status != MessageStatus.IN_PROGRESS:
             return message
     # Still running: unless its process died (no heartbeat), in which case it is failed now.

@@ -20,7 +20,7 @@ from core.errors import Invalid
 from turns.services import agent_delete, conversation_delete, conversation_delete_all, conversation_delete_by_ids
 
 
-class AgentViewSet(agent_apis.AgentViewSet):
+class DeletableAgentViewSet(agent_apis.AgentViewSet):
     @extend_schema(summary="Delete an agent with its conversations", responses={200: AgentSerializer})
     def destroy(self, request, tenant_id, agent_id):
         agent = agent_get(tenant=request.tenant, agent_id=agent_id)
@@ -29,7 +29,7 @@ class AgentViewSet(agent_apis.AgentViewSet):
         return Response(body)
 
 
-class ConversationViewSet(conversation_apis.ConversationViewSet):
+class DeletableConversationViewSet(conversation_apis.ConversationViewSet):
     @extend_schema(
         summary="Delete a conversation and everything it owns; returns it", responses={200: ConversationSerializer}
     )
@@ -40,7 +40,7 @@ class ConversationViewSet(conversation_apis.ConversationViewSet):
         return Response(body)
 
 
-class TenantConversationViewSet(conversation_apis.TenantConversationViewSet):
+class DeletableTenantConversationViewSet(conversation_apis.TenantConversationViewSet):
     @extend_schema(
         summary="Delete up to 100 conversations by id",
         request=BulkDeleteSerializer,

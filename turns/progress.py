@@ -2,9 +2,9 @@
 
 Every GENERATION_FLUSH_SECONDS the writer stores the partial content of each running reply that streamed
 something since its last write, and a heartbeat for each that was silent for HEARTBEAT_SECONDS, in one
-statement each and one worker-thread call: a write per reply and per tick kept the event loop waiting
-for the GIL behind the worker threads while hundreds of replies streamed. The next tick is counted from
-when a write ended, so a database slower than the interval is not sent writes back to back.
+statement each and one worker-thread call: with a write per reply, hundreds of streaming replies keep
+worker threads busy, and the event loop waits for the GIL behind them. The next tick is counted from when
+a write ended, so a database slower than the interval is not sent writes back to back.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import weakref
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from conversations.models import Message, MessageStatus
@@ -30,34 +30,56 @@ HEARTBEAT_SECONDS = 10
 
 
 def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str]) -> None:
-    """Store running replies' partial streams and the heartbeats of silent ones (a reply that ended or
-    was swept meanwhile is left alone)."""
+    """Store running replies' partial streams and the heartbeats of silent ones. A reply that ended or was
+    swept meanwhile is left alone, and so is one whose row another transaction holds (a delete, its end):
+    waiting for it could deadlock with a delete of several conversations."""
     now = timezone.now()
-    if snapshots:
-        # One UPDATE ... FROM (VALUES ...): the ORM's bulk_update builds a CASE per column and row, whose
-        # compilation alone held the GIL for tens of milliseconds a tick with hundreds of replies.
-        rows = ", ".join(["(%s, %s, %s, %s::jsonb, %s::jsonb)"] * len(snapshots))
-        values = [
-            value
-            for message_id, snapshot in snapshots.items()
-            for value in (
-                message_id,
-                snapshot.content,
-                snapshot.thinking,
-                json.dumps(snapshot.index),
-                json.dumps(snapshot.extra),
-            )
-        ]
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if heartbeats:
             cursor.execute(
-                f"UPDATE {Message._meta.db_table} AS m SET content = v.content, thinking = v.thinking,"
-                " stream_index = v.stream_index, extra_events = v.extra_events, heartbeat_at = %s"
-                f" FROM (VALUES {rows}) AS v (id, content, thinking, stream_index, extra_events)"
-                " WHERE m.id = v.id AND m.status = %s",
-                [now, *values, MessageStatus.IN_PROGRESS],
+                f"UPDATE {TABLE} SET heartbeat_at = %s WHERE id IN ({RUNNING_UNLOCKED})",
+                [now, heartbeats, MessageStatus.IN_PROGRESS],
             )
-    if heartbeats:
-        Message.objects.filter(pk__in=heartbeats, status=MessageStatus.IN_PROGRESS).update(heartbeat_at=now)
+        if not snapshots:
+            return
+        try:
+            _snapshots_store(cursor, snapshots, now=now)
+        except DatabaseError:  # one reply's text PostgreSQL refuses (a NUL) must not stop the others'
+            logger.warning("Storing %d replies' progress together failed; one at a time", len(snapshots))
+            for message_id, snapshot in snapshots.items():
+                try:
+                    _snapshots_store(cursor, {message_id: snapshot}, now=now)
+                except DatabaseError:
+                    logger.warning("Storing the progress of %s failed", message_id, exc_info=True)
+
+
+TABLE = Message._meta.db_table
+# The running messages among a list of ids whose rows no other transaction holds.
+RUNNING_UNLOCKED = f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND status = %s FOR UPDATE SKIP LOCKED"
+
+
+def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], *, now) -> None:
+    # One statement for every reply (UPDATE ... FROM VALUES): the ORM's bulk_update would build a CASE per
+    # column and row, and compiling it holds the GIL for tens of milliseconds with hundreds of replies.
+    rows = ", ".join(["(%s, %s, %s, %s::jsonb, %s::jsonb)"] * len(snapshots))
+    values = [
+        value
+        for message_id, snapshot in snapshots.items()
+        for value in (
+            message_id,
+            snapshot.content,
+            snapshot.thinking,
+            json.dumps(snapshot.index),
+            json.dumps(snapshot.extra),
+        )
+    ]
+    cursor.execute(
+        f"UPDATE {TABLE} AS m SET content = v.content, thinking = v.thinking, stream_index = v.stream_index,"
+        f" extra_events = v.extra_events, heartbeat_at = %s"
+        f" FROM (VALUES {rows}) AS v (id, content, thinking, stream_index, extra_events)"
+        f" WHERE m.id = v.id AND m.id IN ({RUNNING_UNLOCKED})",
+        [now, *values, list(snapshots), MessageStatus.IN_PROGRESS],
+    )
 
 
 @dataclass

@@ -444,13 +444,15 @@ def generation_cancel_soon(message_id: str) -> None:
 
 async def generation_start(plan: TurnPlan) -> asyncio.Task:
     """Open the message's live log with its first events, then run the generation in its own task."""
-    log = stream_log()
-    await log.reset(plan.message_id)
-    stream = plan.stream
-    for seq, event in rebuild_events(
-        content=stream.content, thinking=stream.thinking, index=stream.index, extra=stream.extra, after=-1
-    ):
-        await log.append(plan.message_id, seq, event)
+    log, stream = stream_log(), plan.stream
+    try:
+        await log.reset(plan.message_id)
+        for seq, event in rebuild_events(
+            content=stream.content, thinking=stream.thinking, index=stream.index, extra=stream.extra, after=-1
+        ):
+            await log.append(plan.message_id, seq, event)
+    except Exception:  # the log's store failed: the turn is committed, so its generation runs (and ends) anyway
+        logger.exception("Opening the live log of %s failed", plan.message_id)
     generation = Generation(plan, StreamRecord.of(stream))
     # A fresh context: nothing of the request (its thread-sensitive executor) is inherited.
     generation.task = asyncio.get_running_loop().create_task(
@@ -469,12 +471,15 @@ def _forget(generation: Generation) -> None:
 
 async def generation_cancel(message_id: str) -> None:
     """Ask the generation to stop, wherever it runs (this process directly, others via the stream log)."""
-    await stream_log().request_cancel(message_id)
     generation = _running.get(message_id)
     if generation is not None and not generation.task.done() and not generation.finishing:
         generation.cancel_requested = True
         if generation.stepping:  # a task cancelled before its first step would never store its end
             generation.task.cancel()
+    try:
+        await stream_log().request_cancel(message_id)
+    except Exception:  # Redis is unreachable: a generation here is stopped; one elsewhere cannot be told
+        logger.exception("Requesting the cancel of %s from other processes failed", message_id)
 
 
 async def _watch_for_cancel(generation: Generation) -> None:

@@ -46,7 +46,8 @@ class MessagePostSerializer(serializers.Serializer):
 
 
 class TurnMessageSerializer(MessageSerializer):
-    """A message of the turn just made: nobody can have rated it yet, so its feedback is not looked up."""
+    """A message of the turn just made, built from the rows the turn wrote: its feedback is not looked up
+    (feedback given while the reply ran shows on the next read)."""
 
     def get_feedback(self, message) -> None:
         return None

@@ -36,7 +36,7 @@ MAX_FILE_REFS = 20  # as for a message's attachments in the v2 API
 class V1MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant"])
     content = StrictCharField(trim_whitespace=False)
-    files = serializers.ListField(child=serializers.CharField(), required=False, default=list, help_text="File refs.")
+    files = serializers.ListField(child=StrictCharField(), required=False, default=list, help_text="File refs.")
 
     def validate_content(self, content: str) -> str:
         if not content.strip():
@@ -44,12 +44,19 @@ class V1MessageSerializer(serializers.Serializer):
         return content
 
 
-class V1ConversationSerializer(serializers.Serializer):
-    messages = V1MessageSerializer(many=True, allow_empty=False, help_text="The whole history; the last from the user.")
-    system_prompt = StrictCharField(required=False, default=DEFAULT_SYSTEM_PROMPT, trim_whitespace=False)
+class V1ConversationRequestSerializer(serializers.Serializer):
+    messages = serializers.ListField(
+        child=V1MessageSerializer(),
+        allow_empty=False,
+        min_length=1,
+        help_text="The whole history; the last from the user.",
+    )
+    system_prompt = StrictCharField(
+        required=False, default=DEFAULT_SYSTEM_PROMPT, allow_blank=True, trim_whitespace=False
+    )
     stream = StrictBooleanField(required=False, default=False)
     reasoning = StrictBooleanField(required=False, default=False)
-    agent_id = serializers.CharField(required=False, help_text="Use this agent's engine and model.")
+    agent_id = StrictCharField(required=False, allow_blank=True, help_text="Use this agent's engine and model.")
 
     def validate_messages(self, messages: list[dict]) -> list[dict]:
         if messages[-1]["role"] != "user":
@@ -68,7 +75,7 @@ def stateless_request_parse(data) -> dict:
                 f"The conversation is {size} bytes; the limit is {settings.STATELESS_MAX_BYTES} bytes.",
                 details={"limit": settings.STATELESS_MAX_BYTES, "setting": "STATELESS_MAX_BYTES"},
             )
-    serializer = V1ConversationSerializer(data=data)
+    serializer = V1ConversationRequestSerializer(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
@@ -150,7 +157,7 @@ async def stateless_stream(tenant: Tenant, engine: str, context: TurnContext) ->
 class ConversationV1View(V1APIView):
     @extend_schema(
         summary="Stateless multi-turn conversation: send the whole history, get the reply",
-        request=V1ConversationSerializer,
+        request=V1ConversationRequestSerializer,
         responses={
             200: inline_serializer(
                 "V1ConversationResponse", {"success": serializers.BooleanField(), "response": serializers.CharField()}

@@ -2,27 +2,31 @@ from django.urls import path
 
 from conversations.urls import AGENT, CONVERSATION
 from turns.apis import MessageCancelView, MessageStreamView, MessagesView, StreamView
-from turns.deletion_apis import AgentViewSet, ConversationViewSet, TenantConversationViewSet
+from turns.deletion_apis import (
+    DeletableAgentViewSet,
+    DeletableConversationViewSet,
+    DeletableTenantConversationViewSet,
+)
 
 urlpatterns = [
     path(
         AGENT,
-        AgentViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        DeletableAgentViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="agent-detail",
     ),
     path(
         "conversations",
-        TenantConversationViewSet.as_view({"get": "list", "delete": "destroy_all"}),
+        DeletableTenantConversationViewSet.as_view({"get": "list", "delete": "destroy_all"}),
         name="tenant-conversation-list",
     ),
     path(
         "conversations/bulk-delete",
-        TenantConversationViewSet.as_view({"post": "bulk_delete"}),
+        DeletableTenantConversationViewSet.as_view({"post": "bulk_delete"}),
         name="conversation-bulk-delete",
     ),
     path(
         CONVERSATION,
-        ConversationViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        DeletableConversationViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="conversation-detail",
     ),
     path(f"{CONVERSATION}/messages", MessagesView.as_view(), name="message-list"),

@@ -1,0 +1,43 @@
+"""The progress writer stores running replies' partial streams and heartbeats, one statement for all."""
+
+import pytest
+from django.utils import timezone
+
+from conversations.models import Message, MessageStatus
+from tests.conftest import reply_in_progress
+from turns.events import StreamRecord
+from turns.progress import progress_store
+
+pytestmark = pytest.mark.django_db
+
+
+def snapshot_of(*deltas: str):
+    record = StreamRecord()
+    for delta in deltas:
+        record.add({"content": delta})
+    return record.snapshot()
+
+
+def test_it_stores_the_streams_of_running_replies_and_the_heartbeats_of_silent_ones(owner):
+    streaming, silent, ended = reply_in_progress(owner), reply_in_progress(owner), reply_in_progress(owner)
+    Message.objects.filter(pk=ended.pk).update(status=MessageStatus.COMPLETED, content="final")
+    started = timezone.now()
+
+    progress_store({streaming.id: snapshot_of("Hel", "lo"), ended.id: snapshot_of("stale")}, [silent.id])
+
+    streaming.refresh_from_db(), silent.refresh_from_db(), ended.refresh_from_db()
+    assert streaming.content == "Hello"
+    assert [entry[:2] for entry in streaming.stream_index] == [[0, "content"], [1, "content"]]
+    assert streaming.heartbeat_at >= started and silent.heartbeat_at >= started
+    assert silent.content == ""
+    assert (ended.status, ended.content) == ("completed", "final")  # an ended reply is left alone
+
+
+def test_a_reply_whose_text_postgresql_refuses_does_not_stop_the_others(owner):
+    good, bad = reply_in_progress(owner), reply_in_progress(owner)
+
+    progress_store({bad.id: snapshot_of("nul \x00 here"), good.id: snapshot_of("fine")}, [])
+
+    good.refresh_from_db(), bad.refresh_from_db()
+    assert good.content == "fine"
+    assert bad.content == ""
