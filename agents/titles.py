@@ -61,21 +61,21 @@ async def title_propose(*, agent: Agent, first_message: str) -> str:
     if title is not None:
         return title
     try:
-        async with openai_client() as client:
-            stream = await client.chat.completions.create(
-                model=agent.model or settings.DEFAULT_MODEL,
-                messages=[
-                    {"role": "system", "content": TITLE_PROMPT},
-                    {"role": "user", "content": first_message[:2000]},
-                ],
-                max_tokens=24,
-                stream=True,
-            )
-            parts = []
-            async with stream:
-                async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        parts.append(chunk.choices[0].delta.content)
+        client = openai_client()
+        stream = await client.chat.completions.create(
+            model=agent.model or settings.DEFAULT_MODEL,
+            messages=[
+                {"role": "system", "content": TITLE_PROMPT},
+                {"role": "user", "content": first_message[:2000]},
+            ],
+            max_tokens=24,
+            stream=True,
+        )
+        parts = []
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    parts.append(chunk.choices[0].delta.content)
     except (openai.OpenAIError, ValueError) as exc:
         raise EngineFailure("The model could not propose a title.") from exc
     return _capped("".join(parts))

@@ -157,3 +157,18 @@ def test_the_answer_shows_the_title_the_model_proposed_as_a_read_does(owner, llm
     assert read["name"]  # the model's proposal, stored after the reply
     assert answer.json()["conversation"]["name"] == read["name"]
     assert answer.json()["conversation"]["updated_at"] == read["updated_at"]
+
+
+async def test_an_event_loop_keeps_one_client_per_server_until_shutdown(settings):
+    from agents.engines.openai import openai_client, openai_clients_close
+
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = "http://127.0.0.1:9/v1", "sk-one"
+    first = openai_client()
+    assert openai_client() is first  # each turn reuses it: no new HTTP client, TLS context or connections
+    settings.OPENAI_API_KEY = "sk-two"  # the operator's settings changed: a client for them
+    second = openai_client()
+    assert second is not first and second.api_key == "sk-two"
+
+    await openai_clients_close()
+    assert first.is_closed() and second.is_closed()
+    assert openai_client() is not second  # a later turn on this loop gets a fresh one

@@ -8,6 +8,7 @@ import logging
 
 from django.conf import settings
 
+from agents.engines.openai import openai_clients_close
 from core.db import in_worker
 from core.idempotency import idempotency_purge_expired
 from turns.services import message_sweep_stale
@@ -32,7 +33,7 @@ async def maintenance_forever() -> None:
 class MaintainedApplication:
     """An ASGI wrapper that runs `maintenance_forever` beside the application: from the server's lifespan
     start-up (uvicorn), or from the first request where the server sends no lifespan events (daphne's
-    runserver); it is stopped at the lifespan's shutdown."""
+    runserver); at the lifespan's shutdown it is stopped and the engines' HTTP clients are closed."""
 
     def __init__(self, application) -> None:
         self.application = application
@@ -59,5 +60,6 @@ class MaintainedApplication:
                     self.task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await self.task
+                await openai_clients_close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
