@@ -11,6 +11,7 @@ from agents.selectors import agent_get
 from agents.titles import title_propose
 from conversations.search import conversation_search
 from conversations.selectors import (
+    conversation_aget,
     conversation_get,
     conversation_list,
     conversation_state_messages,
@@ -187,7 +188,7 @@ class TitleView(AsyncAPIView):
         responses={200: TitleSerializer, 502: ErrorSerializer},
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        conversation = await sync_to_async(conversation_get)(
+        conversation = await conversation_aget(
             tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
         )
         first = await sync_to_async(message_first_question)(conversation=conversation)

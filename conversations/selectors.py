@@ -1,3 +1,4 @@
+from asgiref.sync import sync_to_async
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 
@@ -19,6 +20,11 @@ def conversation_get(*, tenant: Tenant, agent_id: str, conversation_id: str) -> 
         return conversations.get(id=conversation_id, agent_id=agent_id)
     except Conversation.DoesNotExist:
         raise NotFound("Conversation not found.") from None
+
+
+async def conversation_aget(*, tenant: Tenant, agent_id: str, conversation_id: str) -> Conversation:
+    """conversation_get for async views."""
+    return await sync_to_async(conversation_get)(tenant=tenant, agent_id=agent_id, conversation_id=conversation_id)
 
 
 def message_branch(*, conversation: Conversation, tip_id: str) -> list[Message]:

@@ -17,7 +17,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.response import Response
 
 from conversations.models import Conversation, Message, MessageStatus, Role
-from conversations.selectors import conversation_get, message_get, message_list
+from conversations.selectors import conversation_aget, message_get, message_list
 from conversations.serializers import MessageSerializer
 from core.db import in_worker
 from core.errors import Invalid, NotFound, error_body
@@ -44,12 +44,6 @@ def turn_request_from(validated: dict) -> TurnRequest:
         continue_=validated.get("continue", False),
         reasoning=validated.get("reasoning", False),
         on_disconnect=validated.get("on_disconnect", "continue"),
-    )
-
-
-async def conversation_for(request, agent_id: str, conversation_id: str) -> Conversation:
-    return await sync_to_async(conversation_get)(
-        tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
     )
 
 
@@ -140,7 +134,9 @@ class MessagesView(AsyncAPIView):
         responses=MessageSerializer(many=True),
     )
     async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str):
-        conversation = await conversation_for(request, agent_id, conversation_id)
+        conversation = await conversation_aget(
+            tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
+        )
         order = request.query_params.get("order", "asc")
         branch = request.query_params.get("branch", "active")
         if order not in ("asc", "desc"):
@@ -188,7 +184,9 @@ class MessageCancelView(AsyncAPIView):
         responses=MessageSerializer,
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
-        conversation = await conversation_for(request, agent_id, conversation_id)
+        conversation = await conversation_aget(
+            tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
+        )
         message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
         if message.role != Role.ASSISTANT:
             raise NotFound("Message not found.")
@@ -296,7 +294,9 @@ class MessageStreamView(EventStreamView):
         responses={(200, "text/event-stream"): _SSE_RESPONSE},
     )
     async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
-        conversation = await conversation_for(request, agent_id, conversation_id)
+        conversation = await conversation_aget(
+            tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
+        )
         message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
         if message.role != Role.ASSISTANT:
             raise NotFound("Message not found.")
