@@ -1,28 +1,40 @@
-"""Benchmark of post-and-wait under load: many concurrent `POST .../conversations/{cid}/messages`.
+"""Benchmark of post-and-wait under load: Parley against a bare proxy of the same model stream, N concurrent
+`POST .../conversations/{cid}/messages` each (the answer comes once the reply has ended).
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/concurrent_posts.py [--requests 200 --db-pool]
-        [--server daphne|uvicorn|both --rounds N]
+    DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/concurrent_posts.py
+        [--engine openai|builtin --requests 50,200 --singles 3 --no-db-pool --server daphne|uvicorn|both --rounds N]
 
-Seeds a fresh tenant with one builtin agent whose replies are slow (`chunk_delay_ms` per chunk; the
-question is sized so that the reply has `--chunks` chunks: 100 x 20 ms = 2 s by default) and one
-conversation per request, serves the project with ONE server process (`--server`, uvicorn by default) under
-`bench.settings`, and measures:
+Starts a fake OpenAI-compatible model server (bench/fake_openai.py: `--chunks` content chunks
+`--chunk-delay-ms` apart: 100 x 20 ms = 2 s by default), the bare reference (bench/bare_proxy.py: a raw ASGI
+app that answers `POST .../messages` with the user's and the assistant's message once the model's stream has
+ended, with the same `openai` SDK, and stores nothing) and ONE Parley server process (`--server`, uvicorn by
+default, under `bench.settings`, with the psycopg pool unless `--no-db-pool`; `REDIS_URL`, if set, is its
+stream log, as in production). Parley's agent is an `openai` agent of that model server (`--engine openai`,
+the default) or a builtin agent with the same chunks and delay (`--engine builtin`). Seeds a fresh tenant
+with one conversation per Parley request (the bare proxy ignores the path: it is sent the same ids) and
+measures, on each side:
 
-- the single-reply time: one request alone (median of `--singles`, after a warm-up request);
-- the total time of `--requests` concurrent requests, one per conversation, and how many succeeded
-  (HTTP 200 with a completed assistant message whose content is the whole reply);
-- the server process's peak thread count and peak RSS (sampled every 50 ms), and the peak number of
-  PostgreSQL connections (to this database, and to the whole server, whose max_connections is shared).
+- the single-reply time: one request alone (median of `--singles`, after a warm-up; the sides alternate);
+- for each workload of `--requests`, N concurrent requests on each side in turn (who goes first alternates):
+  how many succeeded (HTTP 200 with a completed assistant message whose content is the model's whole reply,
+  `bench.fake_openai.reply_text`; a builtin agent's reply contains the question instead), the total time and
+  total / single-reply time, latency p50/p90/max, server CPU per request (the server's process tree),
+  PostgreSQL and Redis CPU per request (all their processes: other work on the machine counts too), the
+  server's peak threads and peak RSS (sampled every 50 ms), and the 1-min load average after.
 
-The client is aiohttp, not httpx as in the other benchmarks: on this 2-CPU machine httpx's client
-spent 2.0 s of CPU on the 200 requests, beside the server and PostgreSQL; aiohttp's spends 0.2 s.
+It prints a line per side and workload, the table of Parley's runs (`--server both --rounds N`: daphne and
+uvicorn interleaved, each run on a fresh tenant and fresh processes) with the figures only Parley has (where
+each request's time went, from the stored timestamps; PostgreSQL connections; idle RSS; the client's and the
+whole machine's CPU), then the table of both sides with Parley / bare (medians over the runs) and the goals.
 
-Goal (issue 3): all succeed in under 2x the single-reply time, with fewer than 40 threads.
-Then it deletes the tenant.
+Goals: (issue 3) all succeed, total < 2x the single-reply time, fewer than 40 threads; (issue 17) post-and-wait
+server CPU per request <= 1.5x the bare proxy's streaming CPU per request. The bare proxy's CPU per request
+is about the same whether it streams or answers once at the end (the same SDK reads the same stream; it sends
+one response instead of an event per chunk, so if anything a little less), so Parley is compared here with
+the bare proxy's post-and-wait CPU per request, measured beside it.
 
-With `--server both` it runs daphne and uvicorn in turn (`--rounds` times each, interleaved), each run on a
-fresh tenant and a fresh server process, and ends with one table of both (with the server's CPU time and
-the load average at the start and end of each run).
+The client is aiohttp, not httpx as in the other benchmarks: on this 2-CPU machine httpx's client spent 2.0 s
+of CPU on 200 requests, beside the server and PostgreSQL; aiohttp's spends 0.2 s. Then it deletes the tenant.
 """
 
 from __future__ import annotations
@@ -30,11 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import json
 import os
 import statistics
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +59,11 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
+from django.db import connection  # noqa: E402
 
 from bench.compare import Run, add_server_arguments, load_text, per_run, run_all  # noqa: E402
+from bench.fake_openai import reply_text  # noqa: E402
+from bench.llm import ENGINES, MODEL, Comparison, StackCPU, bare_proxy, fake_openai  # noqa: E402
 from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
 from bench.sampling import (  # noqa: E402
     ServerSampler,
@@ -61,14 +79,44 @@ from bench.sampling import (  # noqa: E402
 )
 from conversations.models import Message, MessageStatus, Role  # noqa: E402
 
+WARM = 5  # concurrent requests on each side before anything is measured
+CPU_GOAL = 1.5  # issue 17: Parley's server CPU per request, times the bare proxy's
+
+
+@dataclass
+class Side:
+    """One side of the comparison: Parley, or the bare proxy."""
+
+    name: str  # "parley" or "bare"
+    url: str  # of a conversation's messages, "{}" for its id
+    reply: str  # the assistant's whole reply, or (not `exact`) a part of it
+    exact: bool
+    sampler: ServerSampler
+    cpu: StackCPU
+    single: float = float("nan")  # the single-reply time, median
+
+
+@dataclass
+class Outcome:
+    """Parley's figures of one workload that its goals (issue 3) look at."""
+
+    succeeded: int
+    count: int
+    ratio: float  # total time / single-reply time
+    threads: int
+
+    @property
+    def met(self) -> bool:
+        return self.succeeded == self.count and self.ratio < 2 and self.threads < 40
+
 
 async def post(
-    client: aiohttp.ClientSession, url: str, question: str, arrivals: dict | None = None
+    client: aiohttp.ClientSession, side: Side, conversation_id: str, question: str, arrivals: dict | None = None
 ) -> tuple[str, float, str]:
-    """(outcome, seconds, detail): outcome is "ok", "HTTP <status>" or the exception's name."""
+    """(outcome, seconds, detail): outcome is "ok", "HTTP <status>", "reply <status>" or the exception's name."""
     start = time.perf_counter()
     try:
-        async with client.post(url, json={"content": question}) as response:
+        async with client.post(side.url.format(conversation_id), json={"content": question}) as response:
             body = await response.read()
     except (TimeoutError, aiohttp.ClientError) as exc:
         return type(exc).__name__, time.perf_counter() - start, str(exc)[:200]
@@ -78,8 +126,11 @@ async def post(
     assistant = json.loads(body)["messages"][1]
     if arrivals is not None:
         arrivals[assistant["id"]] = time.time()
-    if assistant["status"] != MessageStatus.COMPLETED or question not in assistant["content"]:
-        return f"reply {assistant['status']}", elapsed, assistant["content"][:100]
+    content = assistant["content"]
+    if assistant["status"] != MessageStatus.COMPLETED or not (
+        content == side.reply if side.exact else side.reply in content
+    ):
+        return f"reply {assistant['status']}", elapsed, content[:100]
     return "ok", elapsed, ""
 
 
@@ -100,171 +151,252 @@ def phases(sent_at: float, arrivals: dict[str, float]) -> dict[str, list[float]]
     return spans
 
 
-async def measure(args: argparse.Namespace, base: str, tenant_id: str, agent_id: str, secret: str,
-                  conversation_ids: list[str], question: str, sampler: ServerSampler, server: str,
-                  run: Run) -> bool:  # fmt: skip
-    url = f"{base}/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations/{{}}/messages"
-    connector = aiohttp.TCPConnector(limit=args.requests + 10)
-    timeout = aiohttp.ClientTimeout(total=120)
-    warm, singles, loaded = (
-        conversation_ids[0],
-        conversation_ids[1 : 1 + args.singles],
-        conversation_ids[1 + args.singles :],
-    )
-    async with aiohttp.ClientSession(
-        headers={"Authorization": f"Bearer {secret}"}, connector=connector, timeout=timeout
-    ) as client:
-        outcome, elapsed, detail = await post(client, url.format(warm), question)
-        if outcome != "ok":
-            raise RuntimeError(f"warm-up request: {outcome} {detail}")
-        await asyncio.sleep(0.5)
-        idle_threads, idle_rss = sampler.now()
+def conversations(take, count: int) -> list[str]:
+    return [next(take) for _ in range(count)]
 
-        single_times = []
-        for conversation_id in singles:
-            outcome, elapsed, detail = await post(client, url.format(conversation_id), question)
+
+async def singles(
+    client: aiohttp.ClientSession, sides: tuple[Side, Side], ids: list[str], question: str, comparison: Comparison
+) -> None:
+    """One request alone at a time, the sides alternating; each side's median is its single-reply time."""
+    times: dict[str, list[float]] = {side.name: [] for side in sides}
+    for number, conversation_id in enumerate(ids):
+        for side in sides if number % 2 == 0 else sides[::-1]:
+            outcome, elapsed, detail = await post(client, side, conversation_id, question)
             if outcome != "ok":
-                raise RuntimeError(f"single request: {outcome} {detail}")
-            single_times.append(elapsed)
-        single = statistics.median(single_times)
-
-        await asyncio.sleep(0.5)
-        sampler.reset()
-        server_cpu, client_cpu, machine = (
-            sum(sampler.process.cpu_times()[:2]),
-            time.process_time(),
-            psutil.cpu_times(),
+                raise RuntimeError(f"{side.name}: single request: {outcome} {detail}")
+            times[side.name].append(elapsed)
+    for side in sides:
+        side.single = statistics.median(times[side.name])
+        print(
+            f"{side.name}: single-reply time {side.single:.3f} s "
+            f"(median of {', '.join(f'{t:.3f}' for t in times[side.name])})"
         )
-        profiler = py_spy_start(sampler.process.pid, per_run(args.py_spy, args, run)) if args.py_spy else None
-        started, sent_at, arrivals = time.perf_counter(), time.time(), {}
-        results = await asyncio.gather(*(post(client, url.format(cid), question, arrivals) for cid in loaded))
-        total = time.perf_counter() - started
-        if profiler:
-            py_spy_stop(profiler)
-        await asyncio.sleep(0.2)  # one more sample after the last response
-        peaks = sampler.snapshot()
-        server_cpu = sum(sampler.process.cpu_times()[:2]) - server_cpu
-        client_cpu = time.process_time() - client_cpu
-        machine = busy_seconds(machine, psutil.cpu_times())
+        comparison.add("1 post alone", side.name, "reply time (median)", side.single, "{:.3f} s")
+
+
+async def burst(args, client: aiohttp.ClientSession, side: Side, ids: list[str], question: str, run: Run,
+                comparison: Comparison) -> Outcome:  # fmt: skip
+    """`len(ids)` concurrent posts on one side; its figures into `comparison` (and Parley's own into `run`)."""
+    count = len(ids)
+    parley = side.name == "parley"
+    _, rss_idle = side.sampler.now()
+    side.sampler.reset()
+    side.cpu.start()
+    client_before, machine_before = time.process_time(), psutil.cpu_times()
+    profiler = None
+    if args.py_spy and parley:
+        path = per_run(args.py_spy, args, run)
+        if len(args.requests) > 1:
+            path = str(Path(path).with_name(f"{Path(path).stem}-{count}{Path(path).suffix}"))
+        profiler = py_spy_start(side.sampler.process.pid, path)
+    started, sent_at, arrivals = time.perf_counter(), time.time(), {}
+    results = await asyncio.gather(*(post(client, side, cid, question, arrivals) for cid in ids))
+    total = time.perf_counter() - started
+    if profiler:
+        py_spy_stop(profiler)
+    spent = side.cpu.stop()
+    client_cpu, machine = time.process_time() - client_before, busy_seconds(machine_before, psutil.cpu_times())
+    await asyncio.sleep(0.1)  # one more sample of the server
+    peaks = side.sampler.snapshot()
 
     outcomes = collections.Counter(outcome for outcome, _, _ in results)
     succeeded = outcomes["ok"]
     latencies = sorted(elapsed for _, elapsed, _ in results)
-    ratio = total / single
+    p50, p90 = statistics.median(latencies), percentile(latencies, 0.9)
+    ratio = total / side.single
+    workload = f"{count} posts"
     print(
-        f"Reply: {args.chunks} chunks x {args.chunk_delay_ms} ms = "
-        f"{args.chunks * args.chunk_delay_ms / 1000:g} s of engine delay"
-    )
-    print(
-        f"  single-reply time (one request alone): {single:.3f} s "
-        f"(median of {', '.join(f'{t:.3f}' for t in single_times)})"
-    )
-    print(f"  server idle after warm-up: {idle_threads} threads, RSS {mib(idle_rss)}")
-    print()
-    print(f"{args.requests} concurrent post-and-wait requests, {args.requests} conversations, one {server} process")
-    print(
-        f"  succeeded: {succeeded}/{args.requests}"
-        + ("" if succeeded == args.requests else f"   outcomes: {dict(outcomes)}")
-    )
-    print(f"  total time: {total:.3f} s = {ratio:.2f}x the single-reply time")
-    print(
-        f"  per-request latency: min {latencies[0]:.3f} s, p50 {statistics.median(latencies):.3f} s, "
-        f"p90 {percentile(latencies, 0.9):.3f} s, max {latencies[-1]:.3f} s"
-    )
-    run.add("single-reply time (median)", single, "{:.3f} s")
-    run.add("server idle: threads", idle_threads, "{:.0f}")
-    run.add("server idle: RSS", idle_rss / 2**20, "{:.1f} MiB")
-    run.add(f"{args.requests} posts: succeeded", f"{succeeded}/{args.requests}")
-    run.add(f"{args.requests} posts: total time", total, "{:.3f} s")
-    run.add(f"{args.requests} posts: total / single (goal < 2)", ratio, "{:.2f}x")
-    run.add("latency min", latencies[0], "{:.3f} s")
-    run.add("latency p50", statistics.median(latencies), "{:.3f} s")
-    run.add("latency p90", percentile(latencies, 0.9), "{:.3f} s")
-    run.add("latency max", latencies[-1], "{:.3f} s")
-    for name, values in (await sync_to_async(phases)(sent_at, arrivals)).items():
-        values.sort()
-        print(f"    {name:<30} p50 {statistics.median(values):6.3f} s   max {values[-1]:6.3f} s")
-        run.add(f"{name} p50", statistics.median(values), "{:.3f} s")
-        run.add(f"{name} max", values[-1], "{:.3f} s")
-    print(
-        f"  CPU time during the requests ({total:.1f} s, {os.cpu_count()} CPUs): server process {server_cpu:.1f} s, "
-        f"this client {client_cpu:.1f} s, the whole machine {machine:.1f} s"
-    )
-    print(f"  peak threads of the server process: {peaks.threads}   ({peaks.samples} samples, every 50 ms)")
-    print(f"  peak RSS of the server process: {mib(peaks.rss)}   (+{mib(peaks.rss - idle_rss)} over idle)")
-    print(
-        f"  peak PostgreSQL connections: {peaks.db_connections} to this database, "
-        f"{peaks.db_connections_all} client connections to the server in all (max_connections "
-        f"{sampler.max_connections})"
+        f"{side.name}, {workload}: succeeded {succeeded}/{count}"
+        + ("" if succeeded == count else f" {dict(outcomes)}")
+        + f"; total {total:.2f} s = {ratio:.2f}x single; latency p50 {p50:.3f} s, p90 {p90:.3f} s, "
+        f"max {latencies[-1]:.3f} s; CPU server {spent.server:.2f} s, PostgreSQL {spent.postgres:.2f} s, "
+        f"Redis {spent.redis:.2f} s, client {client_cpu:.2f} s, whole machine {machine:.2f} s; "
+        f"peak threads {peaks.threads}, peak RSS {mib(peaks.rss)}; load {load_text()}"
     )
     for outcome, _, detail in results:
         if outcome != "ok":
             print(f"  first failure: {outcome}: {detail}")
             break
-    run.add("CPU during the posts: server", server_cpu, "{:.1f} s")
-    run.add("CPU during the posts: client", client_cpu, "{:.1f} s")
-    run.add("CPU during the posts: whole machine", machine, "{:.1f} s")
-    run.add("peak threads (goal < 40)", peaks.threads, "{:.0f}")
-    run.add("peak RSS", peaks.rss / 2**20, "{:.1f} MiB")
-    run.add("RSS growth over idle", (peaks.rss - idle_rss) / 2**20, "{:+.1f} MiB")
-    run.add("peak PostgreSQL connections (db/all)", f"{peaks.db_connections}/{peaks.db_connections_all}")
-    met_all = succeeded == args.requests
-    met_time = ratio < 2
-    met_threads = peaks.threads < 40
+    add = functools.partial(comparison.add, workload, side.name)
+    add("succeeded", f"{succeeded}/{count}")
+    add("total time", total, "{:.3f} s")
+    add("total / single (goal < 2x)", ratio, "{:.2f}x")
+    add("latency p50", p50, "{:.3f} s")
+    add("latency p90", p90, "{:.3f} s")
+    add("latency max", latencies[-1], "{:.3f} s")
+    add(f"server CPU per request (goal <= {CPU_GOAL:g}x)", spent.server / count * 1000, "{:.1f} ms")
+    add("PostgreSQL + Redis CPU per request", (spent.postgres + spent.redis) / count * 1000, "{:.2f} ms")
+    add("peak threads (goal < 40)", peaks.threads, "{:.0f}")
+    add("peak RSS", peaks.rss / 2**20, "{:.0f} MiB")
+    add("1-min load average after", os.getloadavg()[0], "{:.2f}")
+    if parley:
+        prefix = f"{workload}: "
+        for name, values in (await sync_to_async(phases)(sent_at, arrivals)).items():
+            values.sort()
+            print(f"    {name:<30} p50 {statistics.median(values):6.3f} s   max {values[-1]:6.3f} s")
+            run.add(f"{prefix}{name} p50", statistics.median(values), "{:.3f} s")
+            run.add(f"{prefix}{name} max", values[-1], "{:.3f} s")
+        print(
+            f"    peak PostgreSQL connections: {peaks.db_connections} to this database, "
+            f"{peaks.db_connections_all} client connections to the server in all "
+            f"(max_connections {side.sampler.max_connections})"
+        )
+        run.add(f"{prefix}latency min", latencies[0], "{:.3f} s")
+        run.add(f"{prefix}CPU: client", client_cpu, "{:.1f} s")
+        run.add(f"{prefix}CPU: whole machine", machine, "{:.1f} s")
+        run.add(f"{prefix}RSS growth over idle", (peaks.rss - rss_idle) / 2**20, "{:+.1f} MiB")
+        run.add(f"{prefix}peak PostgreSQL connections (db/all)", f"{peaks.db_connections}/{peaks.db_connections_all}")
+    return Outcome(succeeded, count, ratio, peaks.threads)
+
+
+async def measure(args, parley: Side, bare: Side, ids: list[str], question: str, secret: str, run: Run,
+                  comparison: Comparison) -> bool:  # fmt: skip
+    """Warm-up, single-reply times, then each workload on both sides; whether Parley met issue 3's goals."""
+    take = iter(ids)
+    connector = aiohttp.TCPConnector(limit=max(args.requests) + 10)
+    async with aiohttp.ClientSession(
+        # The bare proxy takes no key and ignores it.
+        headers={"Authorization": f"Bearer {secret}"},
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=120),
+    ) as client:
+        warm_ids = conversations(take, WARM)
+        for side in (parley, bare):
+            warm = await asyncio.gather(*(post(client, side, cid, question) for cid in warm_ids))
+            if failed := [(outcome, detail) for outcome, _, detail in warm if outcome != "ok"]:
+                raise RuntimeError(f"{side.name}: warm-up requests: {failed}")
+        await asyncio.sleep(0.5)
+        idle_threads, idle_rss = parley.sampler.now()
+        print(f"Parley idle after warm-up: {idle_threads} threads, RSS {mib(idle_rss)}")
+        run.add("server idle: threads", idle_threads, "{:.0f}")
+        run.add("server idle: RSS", idle_rss / 2**20, "{:.1f} MiB")
+
+        await singles(client, (parley, bare), conversations(take, args.singles), question, comparison)
+        run.add("single-reply time (median)", parley.single, "{:.3f} s")
+        print()
+        # Each workload on both sides in turn, who goes first alternating, on a machine left idle in between.
+        met = True
+        await asyncio.sleep(2)
+        for number, count in enumerate(args.requests):
+            batch = conversations(take, count)
+            for side in (parley, bare) if number % 2 == 0 else (bare, parley):
+                outcome = await burst(args, client, side, batch, question, run, comparison)
+                if side is parley:
+                    met = met and outcome.met
+                    print(
+                        f"  goals (issue 3): all succeed {verdict(outcome.succeeded == count)}; total < 2x single "
+                        f"{verdict(outcome.ratio < 2)}; threads < 40 {verdict(outcome.threads < 40)}"
+                    )
+                await asyncio.sleep(2)
+            print()
+    return met
+
+
+def print_cpu_goal(comparison: Comparison, counts: list[int]) -> None:
+    """Issue 17's goal for each workload, from the medians in `comparison`."""
+    label = f"server CPU per request (goal <= {CPU_GOAL:g}x)"
     print(
-        f"  goals: all succeed {verdict(met_all)}; total < 2x single {verdict(met_time)}; "
-        f"threads < 40 {verdict(met_threads)}"
+        f"\nGoal (issue 17): post-and-wait server CPU per request <= {CPU_GOAL:g}x the bare proxy's streaming CPU per "
+        "request\n(here: the bare proxy's post-and-wait CPU per request, about the same)"
     )
-    return met_all and met_time and met_threads
+    for count in counts:
+        sides = comparison.rows.get((f"{count} posts", label), {})
+        if not sides.get("parley") or not sides.get("bare"):
+            print(f"  {count} posts: not measured")
+            continue
+        parley, bare = statistics.median(sides["parley"]), statistics.median(sides["bare"])
+        ratio = parley / bare if bare else float("inf")
+        print(f"  {count} posts: {parley:.1f} ms / {bare:.1f} ms = {ratio:.2f}x   {verdict(ratio <= CPU_GOAL)}")
+
+
+def request_counts(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--engine", choices=ENGINES, default="openai", help="the agent's engine")
+    parser.add_argument("--requests", type=request_counts, default=[200], help="workloads, e.g. 50,200")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per reply")
-    parser.add_argument("--chunk-delay-ms", type=int, default=20, help="the agent's chunk_delay_ms")
-    parser.add_argument("--singles", type=int, default=3, help="requests alone, for the single-reply time")
+    parser.add_argument("--chunk-delay-ms", type=int, default=20, help="between chunks (engine and fake server)")
+    parser.add_argument("--singles", type=int, default=3, help="requests alone on each side, for the single-reply time")
     parser.add_argument(
-        "--db-pool", action="store_true", help="serve with psycopg's connection pool (pip install psycopg-pool)"
+        "--db-pool", action=argparse.BooleanOptionalAction, default=True, help="serve with psycopg's connection pool"
     )
     parser.add_argument(
-        "--py-spy", metavar="FILE", help="profile the server during the concurrent requests (raw stacks)"
+        "--py-spy",
+        metavar="FILE",
+        help="profile Parley during the concurrent requests (raw stacks; FILE-<requests>.txt with several workloads)",
     )
     add_server_arguments(parser)
     args = parser.parse_args()
 
     print_setup()
     question = question_for_chunks(args.chunks)
+    expected = reply_text(args.chunks)
+    redis = "Redis stream log" if os.environ.get("REDIS_URL") else "in-process stream log (no REDIS_URL)"
+    pool = "psycopg pool" if args.db_pool else "a connection per request"
+    comparison = Comparison(
+        f"post-and-wait: {args.engine} engine, {args.chunks} chunks {args.chunk_delay_ms} ms apart; {redis}; "
+        f"{pool}; one process each"
+    )
 
     def one_run(server: str, run: Run) -> None:
-        tenant, agent, secret, conversation_ids = seed(
-            label="concurrent_posts",
-            conversations=1 + args.singles + args.requests,
-            chunk_delay_ms=args.chunk_delay_ms,
+        count = WARM + args.singles + sum(args.requests)
+        engine = {"engine": "openai", "model": MODEL} if args.engine == "openai" else {}
+        tenant, agent, secret, ids = seed(
+            label="concurrent_posts", conversations=count, chunk_delay_ms=args.chunk_delay_ms, **engine
         )
         tenant_id = tenant.id
-        print(f"Seeded tenant {tenant_id}: 1 agent, {len(conversation_ids)} conversations")
+        print(f"Seeded tenant {tenant_id}: 1 {args.engine} agent, {count} conversations")
         try:
-            with one_server(server, db_pool=args.db_pool) as running, ServerSampler(running.pid) as sampler:
-                met = asyncio.run(
-                    measure(
-                        args, running.url, tenant_id, agent.id, secret, conversation_ids, question, sampler, server, run
-                    )
+            with ExitStack() as stack:
+                model_url = stack.enter_context(fake_openai(chunks=args.chunks, delay_ms=args.chunk_delay_ms))
+                reference = stack.enter_context(bare_proxy(model_url))
+                running = stack.enter_context(
+                    one_server(server, db_pool=args.db_pool, env={"OPENAI_BASE_URL": model_url, "DEFAULT_MODEL": MODEL})
                 )
-                run.add("server CPU, whole run", cpu_seconds(sampler.process), "{:.1f} s")
-                run.add("goals", "met" if met else "MISSED")
+                parley = Side(
+                    name="parley",
+                    url=f"{running.url}/tenants/{tenant_id}/api/v2/agents/{agent.id}/conversations/{{}}/messages",
+                    # The builtin engine's plain answer quotes the question.
+                    reply=expected if args.engine == "openai" else question,
+                    exact=args.engine == "openai",
+                    sampler=stack.enter_context(ServerSampler(running.pid)),
+                    cpu=StackCPU(running.pid, connection.settings_dict["NAME"]),
+                )
+                bare = Side(
+                    name="bare",
+                    url=f"{reference.url}/bare/conversations/{{}}/messages",
+                    reply=expected,
+                    exact=True,
+                    sampler=stack.enter_context(ServerSampler(reference.pid)),
+                    cpu=StackCPU(reference.pid, connection.settings_dict["NAME"]),
+                )
+                met = asyncio.run(measure(args, parley, bare, ids, question, secret, run, comparison))
+                run.add("server CPU, whole run", cpu_seconds(parley.sampler.process), "{:.1f} s")
+                run.add("goals (issue 3)", verdict(met))
             stored = collections.Counter(
                 Message.objects.filter(tenant_id=tenant_id, role=Role.ASSISTANT).values_list("status", flat=True)
             )
-            print(f"  assistant messages stored (all requests): {dict(stored)}")
+            print(f"Parley's assistant messages stored (all requests): {dict(stored)}")
             print(f"load average after: {load_text()}")
         finally:
             delete_tenant(tenant)
             print(f"Deleted tenant {tenant_id}")
 
-    redis = "REDIS_URL set" if os.environ.get("REDIS_URL") else "no REDIS_URL"
-    pool = "psycopg pool" if args.db_pool else "a connection per request"
-    run_all(args, one_run, title=f"concurrent_posts: {args.requests} posts, {redis}, {pool}")
+    workloads = ",".join(str(count) for count in args.requests)
+    runs = run_all(
+        args,
+        one_run,
+        title=f"concurrent_posts: {args.engine} engine, Parley alone; {workloads} posts, {redis}, {pool}",
+        exit_on_failure=False,
+    )
+    comparison.print()
+    print_cpu_goal(comparison, args.requests)
+    if failed := [run.name for run in runs if run.error]:
+        raise SystemExit(f"failed runs: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,28 @@
-"""Benchmark of the conversation list: DRF endpoint against a bare async view, and page 1 against a deep page.
+"""Benchmark of the conversation list: the DRF endpoint against a bare Django view and a raw ASGI + psycopg
+reference, and page 1 against a deep page.
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/rest_list.py [--rounds 5 --seconds 5 --concurrency 8]
-        [--server daphne|uvicorn]
+    DATABASE_URL=postgres://... [REDIS_URL=redis://...] .venv/bin/python bench/rest_list.py
+        [--rounds 6 --seconds 4 --concurrency 8] [--server daphne|uvicorn] [--no-db-pool]
 
-Seeds a fresh tenant with one agent and 10,000 conversations (distinct `updated_at`), serves the project
-with one server process (`--server`, uvicorn by default) under `bench.settings` (which adds the bare view),
-and measures in one run, alternating:
+Seeds a fresh tenant with one agent and 10,000 conversations (distinct `updated_at`) and starts two server
+processes side by side: the project under `bench.settings` (which adds the bare view) with one `--server`
+process (uvicorn by default), on psycopg's connection pool unless `--no-db-pool` (BENCH_DB_POOL=1; REDIS_URL,
+when set, serves the throttle and the key cache as deployed); and bench/raw_list.py, a raw ASGI app without
+Django on an async psycopg pool of the same size, with one uvicorn process (uvloop, httptools). It checks
+that the raw app answers page 1 and a deep page with the list endpoint's JSON, then measures, in one run:
 
-- throughput: median req/s of `GET .../agents/{aid}/conversations?limit=50` against the bare view that runs
-  the same query with `.values()` and returns `JsonResponse` (goal: list >= 0.5x bare);
+- throughput: median req/s of `GET .../agents/{aid}/conversations?limit=50` from `--concurrency` clients, in
+  rounds that run each side for `--seconds` in turn (the order rotated from round to round), for the DRF
+  endpoint, the bare view (the same query with `.values()` and `JsonResponse`, no auth) and the raw
+  reference (the same query, no auth); with the CPU time per request of the serving process (and how
+  busy it was) and of this process's clients (psutil, over the same windows): a server well under 100%
+  busy was waiting for the clients, not the other way round. Goal: list >= 0.5x the raw reference;
+  bare/raw shows how much of the gap is Django's own request cycle;
 - latency: page 1 against the page 9,000 rows deep, reached by walking the cursor (goal: deep <= 1.5x).
 
-It prints EXPLAIN ANALYZE of the deep-page query as the list endpoint runs it, then deletes the tenant.
-Figures depend on the machine's load: both sides of each ratio are measured in turns for that reason.
+It prints EXPLAIN ANALYZE of the deep-page query as the list endpoint runs it and the 1-minute load
+average at the start and at the end, then deletes the tenant. The benchmark's clients run in this process on
+the same machine, so figures depend on its load and cores: the sides are measured in turns for that reason.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +51,7 @@ django.setup()
 import logging  # noqa: E402
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -52,7 +64,7 @@ from conversations.models import Conversation  # noqa: E402
 from conversations.selectors import conversation_list  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
 from tenants.services import api_key_create, tenant_create  # noqa: E402
-from tests.servers import serve  # noqa: E402
+from tests.servers import Server, database_url_of_tests, serve  # noqa: E402
 
 LIMIT = 50
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
@@ -97,9 +109,35 @@ def seed(count: int, siblings: int = 0) -> tuple[Tenant, Agent, str]:
     return tenant, agent, secret
 
 
-async def throughput(client: httpx.AsyncClient, url: str, *, seconds: float, concurrency: int) -> float:
-    """Requests per second from `concurrency` clients looping on `url` for `seconds`."""
+@dataclass
+class Window:
+    """One side's throughput window: requests answered, and the CPU time of the serving process and of this
+    one (the clients) meanwhile."""
+
+    requests: int
+    seconds: float
+    cpu_seconds: float
+    client_cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+CLIENT = psutil.Process()
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+async def throughput(
+    client: httpx.AsyncClient, url: str, *, seconds: float, concurrency: int, process: psutil.Process
+) -> Window:
+    """`concurrency` clients looping on `url` for `seconds`, against the server `process`."""
     done = 0
+    cpu_before, client_cpu_before = cpu_seconds(process), cpu_seconds(CLIENT)
     start = time.perf_counter()
     deadline = start + seconds
 
@@ -112,7 +150,13 @@ async def throughput(client: httpx.AsyncClient, url: str, *, seconds: float, con
             done += 1
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return done / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return Window(
+        requests=done,
+        seconds=elapsed,
+        cpu_seconds=cpu_seconds(process) - cpu_before,
+        client_cpu_seconds=cpu_seconds(CLIENT) - client_cpu_before,
+    )
 
 
 async def timed_get(client: httpx.AsyncClient, url: str, params: dict) -> float:
@@ -157,55 +201,98 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-async def measure(args: argparse.Namespace, base: str, tenant: Tenant, agent: Agent, secret: str) -> str:
-    list_url = f"{base}/tenants/{tenant.id}/api/v2/agents/{agent.id}/conversations?limit={LIMIT}"
-    bare_url = f"{base}/bench/tenants/{tenant.id}/agents/{agent.id}/conversations"
-    headers = {"Authorization": f"Bearer {secret}"}
+SIDES = {
+    "list": "DRF list endpoint",
+    "bare": "bare async view (.values())",
+    "raw": "raw ASGI + psycopg",
+}
+
+
+async def measure(
+    args: argparse.Namespace, server: Server, raw: Server, tenant: Tenant, agent: Agent, secret: str
+) -> str:
+    path = f"/tenants/{tenant.id}/api/v2/agents/{agent.id}/conversations"
+    urls = {
+        "list": f"{server.url}{path}?limit={LIMIT}",
+        "bare": f"{server.url}/bench/tenants/{tenant.id}/agents/{agent.id}/conversations",
+        "raw": f"{raw.url}{path}?limit={LIMIT}",
+    }
+    processes = {"list": psutil.Process(server.pid), "bare": psutil.Process(server.pid), "raw": psutil.Process(raw.pid)}
+    headers = {"Authorization": f"Bearer {secret}"}  # the raw app and the bare view ignore it
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
-        listed = (await client.get(list_url)).json()["items"]
-        bare = (await client.get(bare_url)).json()["items"]
-        assert [c["id"] for c in listed] == [c["id"] for c in bare], "list and bare view disagree"
-        assert len(listed) == LIMIT
+    # A client per server: a shared one would close idle connections to one server to open them to the other.
+    async with (
+        httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as project_client,
+        httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as raw_client,
+    ):
+        clients = {"list": project_client, "bare": project_client, "raw": raw_client}
+        listed = await project_client.get(urls["list"])
+        bare = (await project_client.get(urls["bare"])).json()["items"]
+        raw_page = await raw_client.get(urls["raw"])
+        assert [c["id"] for c in listed.json()["items"]] == [c["id"] for c in bare], "list and bare view disagree"
+        assert len(bare) == LIMIT
+        assert listed.json() == raw_page.json(), "list and raw reference disagree on page 1"
+        same_bytes = "byte for byte" if listed.content == raw_page.content else "as JSON (not byte for byte)"
+        print(f"The raw reference answers page 1 as the list endpoint does, {same_bytes}.")
 
-        # Warm both sides (imports, URL resolver, connections) before anything is counted.
-        for url in (list_url, bare_url):
-            await throughput(client, url, seconds=1, concurrency=args.concurrency)
+        # Warm every side (imports, URL resolver, connections, prepared statements) before anything is counted.
+        for name, url in urls.items():
+            await throughput(clients[name], url, seconds=1, concurrency=args.concurrency, process=processes[name])
 
-        rows = []
+        rounds: list[dict[str, Window]] = []
+        names = list(SIDES)
         for round_ in range(args.rounds):
-            sides = [("list", list_url), ("bare", bare_url)]
-            if round_ % 2:
-                sides.reverse()  # ABBA: neither side always runs first in a round
-            rates = {
-                name: await throughput(client, url, seconds=args.seconds, concurrency=args.concurrency)
-                for name, url in sides
+            order = names[round_ % 3 :] + names[: round_ % 3]  # each side runs first in one round of three
+            windows = {
+                name: await throughput(
+                    clients[name],
+                    urls[name],
+                    seconds=args.seconds,
+                    concurrency=args.concurrency,
+                    process=processes[name],
+                )
+                for name in order
             }
-            rows.append((rates["list"], rates["bare"]))
+            rounds.append(windows)
+            rates = {name: window.rate for name, window in windows.items()}
             print(
-                f"  round {round_ + 1}: list {rates['list']:7.1f} req/s   bare {rates['bare']:7.1f} req/s   "
-                f"ratio {rates['list'] / rates['bare']:.2f}",
+                f"  round {round_ + 1}: "
+                + "   ".join(f"{name} {rates[name]:7.1f} req/s" for name in names)
+                + f"   list/raw {rates['list'] / rates['raw']:.2f}",
                 flush=True,
             )
 
-        page_url = list_url.split("?")[0]
-        cursor = await deep_cursor(client, page_url, args.depth)
-        first_deep = (await client.get(page_url, params={"limit": LIMIT, "next": cursor})).json()["items"][0]
+        page_url = urls["list"].split("?")[0]
+        cursor = await deep_cursor(project_client, page_url, args.depth)
+        deep_page = (await project_client.get(page_url, params={"limit": LIMIT, "next": cursor})).json()
+        first_deep = deep_page["items"][0]
         assert first_deep["name"] == f"Bench conversation {args.depth:05d}", first_deep["name"]
+        raw_deep = (await raw_client.get(urls["raw"].split("?")[0], params={"limit": LIMIT, "next": cursor})).json()
+        assert raw_deep == deep_page, "list and raw reference disagree on the deep page"
 
         page1_times, deep_times = [], []
         for _ in range(5):  # warm-up
-            await timed_get(client, page_url, {"limit": LIMIT})
-            await timed_get(client, page_url, {"limit": LIMIT, "next": cursor})
+            await timed_get(project_client, page_url, {"limit": LIMIT})
+            await timed_get(project_client, page_url, {"limit": LIMIT, "next": cursor})
         for i in range(args.samples):
             pair = [(page1_times, {"limit": LIMIT}), (deep_times, {"limit": LIMIT, "next": cursor})]
             for times, params in pair if i % 2 == 0 else reversed(pair):
-                times.append(await timed_get(client, page_url, params))
+                times.append(await timed_get(project_client, page_url, params))
 
-    list_rate = statistics.median(r[0] for r in rows)
-    bare_rate = statistics.median(r[1] for r in rows)
-    rate_ratio = list_rate / bare_rate
-    round_ratio = statistics.median(r[0] / r[1] for r in rows)
+    rate = {name: statistics.median(r[name].rate for r in rounds) for name in names}
+    round_ratio = {
+        pair: statistics.median(r[pair[0]].rate / r[pair[1]].rate for r in rounds)
+        for pair in (("list", "raw"), ("bare", "raw"), ("list", "bare"))
+    }
+    totals = {
+        name: Window(
+            requests=sum(r[name].requests for r in rounds),
+            seconds=sum(r[name].seconds for r in rounds),
+            cpu_seconds=sum(r[name].cpu_seconds for r in rounds),
+            client_cpu_seconds=sum(r[name].client_cpu_seconds for r in rounds),
+        )
+        for name in names
+    }
     page1_ms = statistics.median(page1_times) * 1000
     deep_ms = statistics.median(deep_times) * 1000
     latency_ratio = deep_ms / page1_ms
@@ -213,13 +300,24 @@ async def measure(args: argparse.Namespace, base: str, tenant: Tenant, agent: Ag
     print()
     print(
         f"Throughput, limit={LIMIT}, {args.concurrency} concurrent clients, {args.rounds} rounds x {args.seconds:g} s "
-        "per side, alternating (median of rounds)"
+        "per side, order rotated (median of rounds); CPU time over the same windows (busy: of one core)"
     )
-    print(f"  {'DRF list endpoint':<28}{list_rate:9.1f} req/s")
-    print(f"  {'bare async view (.values())':<28}{bare_rate:9.1f} req/s")
+    print(f"  {'':<30}{'req/s':>9}{'x raw':>8}{'server CPU/request':>21}{'(busy)':>8}{'client CPU/request':>21}")
+    for name, label in SIDES.items():
+        total = totals[name]
+        print(
+            f"  {label:<30}{rate[name]:9.1f}{rate[name] / rate['raw']:8.2f}"
+            f"{1000 * total.cpu_seconds / total.requests:18.2f} ms{total.cpu_seconds / total.seconds:8.0%}"
+            f"{1000 * total.client_cpu_seconds / total.requests:18.2f} ms"
+        )
+    list_raw = rate["list"] / rate["raw"]
     print(
-        f"  ratio list/bare {rate_ratio:.2f} (median of the rounds' own ratios {round_ratio:.2f})   "
-        f"goal >= 0.50: {verdict(rate_ratio >= 0.5)}"
+        f"  ratio list/raw {list_raw:.2f} (median of the rounds' own ratios {round_ratio['list', 'raw']:.2f})   "
+        f"goal >= 0.50: {verdict(list_raw >= 0.5)}"
+    )
+    print(
+        f"  ratio bare/raw {rate['bare'] / rate['raw']:.2f} (rounds' {round_ratio['bare', 'raw']:.2f}), "
+        f"list/bare {rate['list'] / rate['bare']:.2f} (rounds' {round_ratio['list', 'bare']:.2f})"
     )
     print()
     print(f"Latency, one client, {args.samples} requests per side, alternating")
@@ -245,15 +343,19 @@ def main() -> None:
         "--sibling-conversations", type=int, default=0, help="also seed another agent of the tenant with this many"
     )
     parser.add_argument(
-        "--db-pool", action="store_true", help="serve with psycopg's connection pool (pip install psycopg-pool)"
+        "--db-pool",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the project with psycopg's connection pool (BENCH_DB_POOL=1), as by default",
     )
-    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="uvicorn", help="the ASGI server")
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="uvicorn", help="the project's ASGI server")
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()[0]
     db = connection.settings_dict
     print(
         f"Database {db['NAME']} on {db['HOST'] or 'local socket'}:{db['PORT']}; "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+        f"{os.cpu_count()} CPUs, load average {load_at_start:.2f}"
     )
     started = time.perf_counter()
     tenant, agent, secret = seed(args.conversations, args.sibling_conversations)
@@ -269,12 +371,23 @@ def main() -> None:
     try:
         server = stack.enter_context(serve(args.server, env=env, log_path=workdir / f"{args.server}.log"))
         connections = "psycopg pool" if args.db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
+        redis = os.environ.get("REDIS_URL") or "unset (throttle and key cache in process memory)"
         print(
-            f"{args.server} (one process) on 127.0.0.1:{server.port}, DJANGO_SETTINGS_MODULE=bench.settings, "
-            f"{connections}, log {server.log_path}"
+            f"{args.server} (one process, pid {server.pid}) on 127.0.0.1:{server.port}, "
+            f"DJANGO_SETTINGS_MODULE=bench.settings, {connections}, REDIS_URL {redis}, log {server.log_path}"
         )
+        raw = stack.enter_context(
+            serve(
+                "uvicorn",
+                env={"DATABASE_URL": database_url_of_tests()},
+                args=("--lifespan", "on"),  # no database at start-up: fail rather than answer 500s
+                log_path=workdir / "raw.log",
+                application="bench.raw_list:app",
+            )
+        )
+        print(f"raw reference bench.raw_list:app: uvicorn (one process, pid {raw.pid}) on 127.0.0.1:{raw.port}")
         print()
-        cursor = asyncio.run(measure(args, server.url, tenant, agent, secret))
+        cursor = asyncio.run(measure(args, server, raw, tenant, agent, secret))
         print()
         plan = deep_page_plan(tenant, agent, cursor)
         print(f"EXPLAIN (ANALYZE, BUFFERS) of the deep page as the list endpoint sends it:\n  {plan[0]}")
@@ -293,8 +406,10 @@ def main() -> None:
             )
         page1 = deep_page_plan(tenant, agent, None)
         print(f"  page 1, for comparison: {page1[-1].strip()}")
+        print()
+        print(f"Load average (1 min): {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     finally:
-        stack.close()  # stops the server
+        stack.close()  # stops the servers
         started = time.perf_counter()
         Conversation.objects.filter(tenant=tenant).delete()
         tenant.delete()

@@ -22,7 +22,7 @@ from django.db import connection
 
 from agents.engines.base import ChatMessage, TurnContext
 from agents.engines.builtin import chunks, plain_answer
-from agents.models import Agent
+from agents.models import Agent, Engine
 from conversations.models import Conversation, Message
 from tenants.models import DailyUsage, Tenant
 from tenants.services import api_key_create, tenant_create
@@ -42,10 +42,16 @@ def question_for_chunks(count: int) -> str:
     raise ValueError(f"no question gives {count} chunks")
 
 
-def seed(*, label: str, conversations: int, chunk_delay_ms: int) -> tuple[Tenant, Agent, str, list[str]]:
+def seed(
+    *, label: str, conversations: int, chunk_delay_ms: int, engine: str = Engine.BUILTIN, model: str = ""
+) -> tuple[Tenant, Agent, str, list[str]]:
+    """A tenant with a key, an agent (builtin with `chunk_delay_ms`, or `engine` "openai" with `model`) and
+    `conversations` named conversations (no title to propose); (tenant, agent, key's secret, their ids)."""
     tenant = tenant_create(tenant_id=f"bench-{secrets.token_hex(4)}", name=f"{label} benchmark")
     _, secret = api_key_create(tenant=tenant, name="bench")
-    agent = Agent.objects.create(tenant=tenant, name="Bench agent", options={"chunk_delay_ms": chunk_delay_ms})
+    agent = Agent.objects.create(
+        tenant=tenant, name="Bench agent", engine=engine, model=model, options={"chunk_delay_ms": chunk_delay_ms}
+    )
     rows = Conversation.objects.bulk_create(
         Conversation(tenant=tenant, agent=agent, name=f"Bench conversation {i:04d}") for i in range(conversations)
     )
@@ -147,7 +153,7 @@ def py_spy_start(pid: int, output: str) -> subprocess.Popen:
     py_spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", output, "--rate", "100",
-         "--nonblocking", "--gil"],
+         "--nonblocking", *(["--threads"] if os.environ.get("PY_SPY_ALL") else ["--gil"])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -169,12 +175,12 @@ def print_setup() -> None:
 
 
 @contextmanager
-def one_server(server: str, *, db_pool: bool) -> Iterator[Server]:
+def one_server(server: str, *, db_pool: bool, env: dict[str, str] | None = None) -> Iterator[Server]:
     """One `server` process (daphne or uvicorn) under bench.settings on a free port (its log in a temporary
-    directory, kept)."""
+    directory, kept), with `env` added to its environment."""
     connection.close()  # the benchmark's own connection is not counted among the server's
     log = Path(tempfile.mkdtemp(prefix="parley-bench-")) / f"{server}.log"
-    env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB_POOL": "1" if db_pool else None}
+    env = {"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DB_POOL": "1" if db_pool else None, **(env or {})}
     with serve(server, env=env, log_path=log) as running:
         connections = "psycopg pool (4-32)" if db_pool else "a new database connection per request (DB_CONN_MAX_AGE=0)"
         print(f"{server} (one process, pid {running.pid}) on 127.0.0.1:{running.port}, {connections}, log {log}\n")

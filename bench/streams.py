@@ -1,28 +1,31 @@
-"""Benchmark of SSE streaming: many concurrent `POST .../conversations/{cid}/stream` against one server.
+"""Benchmark of SSE streaming: Parley against a bare proxy of the same model stream, N concurrent streams each.
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/streams.py [--streams 500 --cycles 1000 --db-pool]
-        [--server daphne|uvicorn|both --rounds N]
+    DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/streams.py
+        [--engine openai|builtin --streams 10,50,200,500 --cycles 1000 --no-db-pool --server daphne|uvicorn]
 
-Seeds a fresh tenant with one builtin agent (`chunk_delay_ms` 20, questions sized for 100 content chunks)
-and one conversation per stream, serves the project with ONE server process (`--server`, uvicorn by default)
-under `bench.settings`, and
-measures from a client in this process, which speaks HTTP/1.1 over raw asyncio streams (no HTTP library,
-no JSON parsing per event) so that the client's own cost stays small next to the gaps it measures:
+Starts a fake OpenAI-compatible model server (bench/fake_openai.py: `--chunks` content chunks
+`--chunk-delay-ms` apart, a usage chunk, `[DONE]`), the bare reference (bench/bare_proxy.py: a raw ASGI app
+that proxies that stream to its client as server-sent events with the same `openai` SDK and stores
+nothing) and ONE Parley server process (`--server`, uvicorn by default, under `bench.settings`, with the
+psycopg pool unless `--no-db-pool`; `REDIS_URL`, if set, is its stream log, as in production). Parley's
+agent is an `openai` agent of that model server (`--engine openai`, the default) or a builtin agent with the
+same chunks and delay (`--engine builtin`). Seeds a fresh tenant with one conversation per stream and
+measures from a client in this process, which speaks HTTP/1.1 over raw asyncio streams (no HTTP library, no
+JSON parsing per event) so that its own cost stays small next to the gaps it measures:
 
-1. memory over `--cycles` connect/disconnect cycles (open a stream, read its first event, disconnect; the
-   generation goes on, as by default): the server's RSS before and after, once every generation has ended;
-   "before" is read after a warm-up that includes 100 cycles at the same concurrency;
-2. time to first byte of a stream against a plain JSON GET of the conversation, alternating;
-3. `--streams` concurrent streams: how many completed (all 100 deltas, then `done`), p50/p99 of the gap
-   between consecutive content deltas at the client minus the engine's 20 ms, the server's peak RSS and
-   threads, and PostgreSQL's peak connection count.
+1. Parley's memory over `--cycles` connect/disconnect cycles (open a stream, read its first event,
+   disconnect; the generation goes on, as by default): RSS before and after, once every generation has
+   ended (goal: within +5%);
+2. Parley's time to first byte of a stream against a plain JSON GET of the conversation, alternating;
+3. for each workload of `--streams`, N concurrent streams on each side in turn (who goes first alternates):
+   completed (all deltas, then done), time to first content p50/p99, added gap between consecutive deltas
+   (minus the model's delay) p50/p99, wall time, server CPU per stream (the server's process tree, until
+   its last generation has stored its end), PostgreSQL and Redis CPU per stream (all their processes),
+   peak RSS, and the 1-min load average after.
 
-Goals (issue 4): all complete; p99 added gap <= 50 ms; RSS growth <= 100 MB; RSS after the cycles within
-+5% of before. Then it deletes the tenant.
-
-With `--server both` it runs daphne and uvicorn in turn (`--rounds` times each, interleaved), each run on a
-fresh tenant and a fresh server process, and ends with one table of both (with the server's CPU time and
-the load average at the start and end of each run). REDIS_URL, if set, is the servers' stream log.
+It ends with the table of both sides and Parley / bare, medians over `--rounds`. Goals (issue 17): server
+CPU per stream <= 1.5x the bare proxy; first content p50 <= 2x; added gap p99 at 500 <= 50 ms; PostgreSQL +
+Redis CPU per stream <= 5 ms; (issue 4) all complete, RSS growth <= 100 MB. Then it deletes the tenant.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,10 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
 
-import psutil  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
+from django.db import connection  # noqa: E402
 
-from bench.compare import Run, add_server_arguments, load_text, per_run, run_all  # noqa: E402
+from bench.compare import Run, add_server_arguments, load_text, run_all  # noqa: E402
+from bench.llm import ENGINES, MODEL, Comparison, StackCPU, bare_proxy, fake_openai  # noqa: E402
 from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
 from bench.sampling import (  # noqa: E402
     ServerSampler,
@@ -89,6 +96,7 @@ class StreamResult:
     outcome: str = "ok"  # or what went wrong
     ttfb: float = 0.0  # request sent -> status line
     first_event: float = 0.0  # request sent -> first complete event
+    first_content: float = 0.0  # request sent -> first content delta
     contents: int = 0
     gaps: list[float] = field(default_factory=list)  # between consecutive content deltas, seconds
 
@@ -140,6 +148,8 @@ async def _stream(target: Target, conversation_id: str, result: StreamResult, fi
                 if first_event_only:
                     break
             # Events read together arrived together: the gap to the first is real, the others are 0.
+            if not result.first_content and CONTENT in complete:
+                result.first_content = now - start
             for _ in range(complete.count(CONTENT)):
                 if last is not None:
                     result.gaps.append(now - last)
@@ -195,24 +205,12 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-async def measure(
-    args, target: Target, tenant_id: str, ids: list[str], sampler: ServerSampler, server: str, run: Run
+async def measure_memory(
+    args, target: Target, tenant_id: str, take: Iterator[str], sampler: ServerSampler, run: Run
 ) -> None:
-    take = iter(ids)
-
-    def conversations(count: int) -> list[str]:
-        return [next(take) for _ in range(count)]
-
-    # Warm-up: every code path once, so that imports and caches are not counted as growth; then cycles at
-    # the measured concurrency, which start the threads and pooled connections it needs (each with its
-    # own memory: about 5 MiB in all) before "before" is read.
-    await cycles(target, conversations(20), 5)
-    warm = await asyncio.gather(*(stream(target, cid) for cid in conversations(5)))
-    if any(r.outcome != "ok" for r in warm):
-        raise RuntimeError(f"warm-up streams: {[r.outcome for r in warm]}")
-    await plain_get(target, ids[0])
+    """Parley's RSS over `--cycles` connect/disconnect cycles, and its time to first byte against a GET."""
     threads_first, rss_first = await settle(tenant_id, sampler)
-    await cycles(target, conversations(WARM_CYCLES), args.cycle_concurrency)
+    await cycles(target, conversations(take, WARM_CYCLES), args.cycle_concurrency)
     threads_before, rss_before = await settle(tenant_id, sampler)
     print(
         f"Server after warm-up: {threads_first} threads, RSS {mib(rss_first)}; after {WARM_CYCLES} more cycles "
@@ -221,7 +219,7 @@ async def measure(
     run.add("idle RSS after warm-up", rss_first / 2**20, "{:.1f} MiB")
 
     started = time.perf_counter()
-    outcomes = await cycles(target, conversations(args.cycles), args.cycle_concurrency)
+    outcomes = await cycles(target, conversations(take, args.cycles), args.cycle_concurrency)
     elapsed = time.perf_counter() - started
     threads_after, rss_after = await settle(tenant_id, sampler)
     growth = rss_after / rss_before - 1
@@ -241,8 +239,10 @@ async def measure(
     run.add("cycles: threads before -> after", f"{threads_before} -> {threads_after}")
     run.add("cycles: wall time", elapsed, "{:.1f} s")
 
+
+async def measure_ttfb(args, target: Target, tenant_id: str, take: Iterator[str], sampler: ServerSampler, run: Run):
     stream_ttfb, stream_first, get_ttfb = [], [], []
-    for i, cid in enumerate(conversations(args.ttfb_samples)):
+    for i, cid in enumerate(conversations(take, args.ttfb_samples)):
         for side in ("stream", "get") if i % 2 == 0 else ("get", "stream"):
             if side == "get":
                 get_ttfb.append(await plain_get(target, cid))
@@ -264,118 +264,178 @@ async def measure(
     run.add("TTFB: GET conversation (median)", statistics.median(get_ttfb) * 1000, "{:.1f} ms")
     run.add("TTFB: ratio stream/GET", statistics.median(stream_ttfb) / statistics.median(get_ttfb), "{:.2f}")
 
-    _, rss_idle = sampler.now()
-    client = psutil.Process()
-    cpu_before = client.cpu_times()
-    server_cpu_before = sampler.process.cpu_times()
-    sampler.reset()
-    profiler = py_spy_start(sampler.process.pid, per_run(args.py_spy, args, run)) if args.py_spy else None
+
+@dataclass
+class Side:
+    """One side of the comparison: Parley, or the bare proxy (which stores nothing, so has no tenant)."""
+
+    name: str  # "parley" or "bare"
+    target: Target
+    sampler: ServerSampler
+    cpu: StackCPU
+    tenant_id: str = ""
+
+
+async def generations_ended(tenant_id: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and await sync_to_async(in_progress_count)(tenant_id):
+        await asyncio.sleep(0.05)
+
+
+async def burst(args, side: Side, ids: list[str], comparison: Comparison) -> None:
+    """`len(ids)` concurrent streams on one side; its figures into `comparison`."""
+    count = len(ids)
+    _, rss_idle = side.sampler.now()
+    side.sampler.reset()
+    side.cpu.start()
+    client_before = time.process_time()
+    profile = args.py_spy and side.name == "parley"
+    profiler = py_spy_start(side.sampler.process.pid, _numbered(args.py_spy, count)) if profile else None
     started = time.perf_counter()
-    results = await asyncio.gather(*(stream(target, cid) for cid in conversations(args.streams)))
+    results = await asyncio.gather(*(stream(side.target, cid) for cid in ids))
     elapsed = time.perf_counter() - started
+    if side.tenant_id:  # what a generation does after its last event (storing it) is its cost too
+        await generations_ended(side.tenant_id)
     if profiler:
         py_spy_stop(profiler)
-    await asyncio.sleep(0.2)
-    peaks = sampler.snapshot()
-    client_cpu = sum(client.cpu_times()[:2]) - sum(cpu_before[:2])
-    server_cpu = sum(sampler.process.cpu_times()[:2]) - sum(server_cpu_before[:2])
+    spent = side.cpu.stop()
+    client = time.process_time() - client_before
+    await asyncio.sleep(0.1)  # one more sample of the server
+    peaks = side.sampler.snapshot()
 
     outcomes = collections.Counter(r.outcome for r in results)
     completed = sum(r.outcome == "ok" and r.contents == args.chunks for r in results)
     added = sorted(gap - args.chunk_delay_ms / 1000 for r in results for gap in r.gaps)
-    ttfbs = sorted(r.ttfb for r in results if r.ttfb)
-    p99 = percentile(added, 0.99) if added else float("inf")
+    first = sorted(r.first_content for r in results if r.first_content)
+    workload = f"{count} streams"
     print(
-        f"{args.streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms} ms apart, one {server} process"
+        f"{side.name}, {workload}: completed {completed}/{count}"
+        + ("" if completed == count else f" {dict(outcomes)}")
+        + f"; wall {elapsed:.2f} s; first content p50 {ms(_quantile(first, 0.5))}, p99 {ms(_quantile(first, 0.99))}"
+        + (f"; added gap p50 {ms(_quantile(added, 0.5))}, p99 {ms(_quantile(added, 0.99))}" if added else "")
+        + f"; CPU server {spent.server:.2f} s ({spent.server_system:.2f} s system), "
+        f"PostgreSQL {spent.postgres:.2f} s, Redis {spent.redis:.2f} s, client {client:.2f} s; "
+        f"peak RSS {mib(peaks.rss)}; load {load_text()}"
     )
-    print(
-        f"  completed: {completed}/{args.streams}"
-        + ("" if completed == args.streams else f"   outcomes: {dict(outcomes)}")
-    )
-    print(
-        f"  wall time {elapsed:.2f} s "
-        f"(one stream alone: {args.chunks * args.chunk_delay_ms / 1000:g} s of engine delay)"
-    )
+    add = functools.partial(comparison.add, workload, side.name)
+    add("completed", f"{completed}/{count}")
+    add("first content p50", _quantile(first, 0.5) * 1000, "{:.0f} ms")
+    add("first content p99", _quantile(first, 0.99) * 1000, "{:.0f} ms")
     if added:
-        print(
-            f"  added gap between deltas (gap - {args.chunk_delay_ms} ms), {len(added)} gaps: "
-            f"p50 {ms(statistics.median(added))}, "
-            f"p90 {ms(percentile(added, 0.9))}, p99 {ms(p99)}, max {ms(added[-1])}"
-        )
-    if ttfbs:
-        print(f"  first byte of the streams: p50 {ms(statistics.median(ttfbs))}, max {ms(ttfbs[-1])}")
-    print(f"  peak threads of the server process: {peaks.threads}")
-    print(f"  peak RSS {mib(peaks.rss)}: +{mib(peaks.rss - rss_idle)} over idle {mib(rss_idle)}")
-    print(
-        f"  peak PostgreSQL connections: {peaks.db_connections} to this database, {peaks.db_connections_all} "
-        f"to the server in all (max_connections {sampler.max_connections})"
-    )
-    print(f"  CPU during the streams: server {server_cpu:.1f} s, this client {client_cpu:.1f} s, over {elapsed:.1f} s")
-    print(
-        f"  goals: all complete {verdict(completed == args.streams)}; p99 added gap <= 50 ms {verdict(p99 <= 0.05)}; "
-        f"RSS growth <= 100 MB {verdict(peaks.rss - rss_idle <= 100 * 2**20)}"
-    )
-    name = f"{args.streams} streams"
-    run.add(f"{name}: completed", f"{completed}/{args.streams}")
-    run.add(f"{name}: wall time", elapsed, "{:.2f} s")
-    if added:
-        run.add(f"{name}: added gap p50", statistics.median(added) * 1000, "{:.1f} ms")
-        run.add(f"{name}: added gap p90", percentile(added, 0.9) * 1000, "{:.1f} ms")
-        run.add(f"{name}: added gap p99 (goal <= 50 ms)", p99 * 1000, "{:.1f} ms")
-        run.add(f"{name}: added gap max", added[-1] * 1000, "{:.1f} ms")
-    if ttfbs:
-        run.add(f"{name}: first byte p50", statistics.median(ttfbs) * 1000, "{:.1f} ms")
-        run.add(f"{name}: first byte max", ttfbs[-1] * 1000, "{:.1f} ms")
-    run.add(f"{name}: peak threads", peaks.threads, "{:.0f}")
-    run.add(f"{name}: idle RSS", rss_idle / 2**20, "{:.1f} MiB")
-    run.add(f"{name}: peak RSS", peaks.rss / 2**20, "{:.1f} MiB")
-    run.add(f"{name}: RSS growth (goal <= 100 MB)", (peaks.rss - rss_idle) / 2**20, "{:+.1f} MiB")
-    run.add(f"{name}: peak PostgreSQL connections (db/all)", f"{peaks.db_connections}/{peaks.db_connections_all}")
-    run.add(f"{name}: server CPU", server_cpu, "{:.1f} s")
-    run.add(f"{name}: client CPU", client_cpu, "{:.1f} s")
-    await settle(tenant_id, sampler)
+        add("added gap p50", _quantile(added, 0.5) * 1000, "{:.1f} ms")
+        add("added gap p99", _quantile(added, 0.99) * 1000, "{:.1f} ms")
+    add("wall time", elapsed, "{:.2f} s")
+    add("server CPU per stream", spent.server / count * 1000, "{:.1f} ms")
+    add("PostgreSQL + Redis CPU per stream", (spent.postgres + spent.redis) / count * 1000, "{:.2f} ms")
+    add("peak RSS", peaks.rss / 2**20, "{:.0f} MiB")
+    add("RSS growth", (peaks.rss - rss_idle) / 2**20, "{:+.0f} MiB")
+    add("1-min load average after", os.getloadavg()[0], "{:.2f}")
+
+
+def _quantile(values: list[float], fraction: float) -> float:
+    return percentile(values, fraction) if values else float("nan")
+
+
+def _numbered(path: str, count: int) -> str:
+    file = Path(path)
+    return str(file.with_name(f"{file.stem}-{count}{file.suffix}"))
+
+
+def conversations(take: Iterator[str], count: int) -> list[str]:
+    return [next(take) for _ in range(count)]
+
+
+async def measure(args, parley: Side, bare: Side, ids: list[str], run: Run, comparison: Comparison) -> None:
+    take = iter(ids)
+    # Warm-up: every code path once, so that imports and caches are not counted as growth.
+    await cycles(parley.target, conversations(take, 20), 5)
+    for side in (parley, bare):
+        warm = await asyncio.gather(*(stream(side.target, cid) for cid in conversations(take, 5)))
+        if any(r.outcome != "ok" or r.contents != args.chunks for r in warm):
+            raise RuntimeError(f"{side.name}: warm-up streams: {[(r.outcome, r.contents) for r in warm]}")
+    await plain_get(parley.target, ids[0])
+    if args.cycles:
+        await measure_memory(args, parley.target, parley.tenant_id, take, parley.sampler, run)
+    if args.ttfb_samples:
+        await measure_ttfb(args, parley.target, parley.tenant_id, take, parley.sampler, run)
+    await settle(parley.tenant_id, parley.sampler)
+    # Each workload on both sides in turn, who goes first alternating, on a machine left idle in between.
+    for number, count in enumerate(args.streams):
+        for side in (parley, bare) if number % 2 == 0 else (bare, parley):
+            await burst(args, side, conversations(take, count), comparison)
+            await asyncio.sleep(2)
+
+
+def stream_counts(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--engine", choices=ENGINES, default="openai", help="the agent's engine")
+    parser.add_argument("--streams", type=stream_counts, default=[10, 50, 200, 500], help="workloads, e.g. 50,500")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per reply")
-    parser.add_argument("--chunk-delay-ms", type=int, default=20, help="the agent's chunk_delay_ms")
-    parser.add_argument("--cycles", type=int, default=1000, help="connect/disconnect cycles")
+    parser.add_argument("--chunk-delay-ms", type=int, default=20, help="between chunks (engine and fake server)")
+    parser.add_argument("--cycles", type=int, default=1000, help="connect/disconnect cycles (0: none)")
     parser.add_argument("--cycle-concurrency", type=int, default=10)
-    parser.add_argument("--ttfb-samples", type=int, default=20)
+    parser.add_argument("--ttfb-samples", type=int, default=20, help="(0: none)")
     parser.add_argument(
-        "--db-pool", action="store_true", help="serve with psycopg's connection pool (pip install psycopg-pool)"
+        "--db-pool", action=argparse.BooleanOptionalAction, default=True, help="serve with psycopg's connection pool"
     )
     parser.add_argument(
-        "--py-spy", metavar="FILE", help="profile the server during the concurrent streams (raw stacks)"
+        "--py-spy", metavar="FILE", help="profile Parley during each burst (raw stacks; FILE-<streams>.txt)"
     )
     add_server_arguments(parser)
     args = parser.parse_args()
 
     print_setup()
     question = question_for_chunks(args.chunks)
+    comparison = Comparison(
+        f"{args.engine} engine, {args.chunks} chunks {args.chunk_delay_ms} ms apart; "
+        f"{'Redis stream log' if os.environ.get('REDIS_URL') else 'in-process stream log'}; "
+        f"{'psycopg pool' if args.db_pool else 'a connection per request'}; one process each"
+    )
 
     def one_run(server: str, run: Run) -> None:
-        count = 25 + WARM_CYCLES + args.cycles + args.ttfb_samples + args.streams
-        tenant, agent, secret, ids = seed(label="streams", conversations=count, chunk_delay_ms=args.chunk_delay_ms)
+        count = 30 + (WARM_CYCLES + args.cycles if args.cycles else 0) + args.ttfb_samples + 2 * sum(args.streams)
+        engine = {"engine": "openai", "model": MODEL} if args.engine == "openai" else {}
+        tenant, agent, secret, ids = seed(
+            label="streams", conversations=count, chunk_delay_ms=args.chunk_delay_ms, **engine
+        )
         tenant_id = tenant.id
-        print(f"Seeded tenant {tenant_id}: 1 agent, {count} conversations")
+        print(f"Seeded tenant {tenant_id}: 1 {args.engine} agent, {count} conversations")
         try:
-            with one_server(server, db_pool=args.db_pool) as running, ServerSampler(running.pid) as sampler:
-                target = Target(
-                    running.port, f"/tenants/{tenant_id}/api/v2/agents/{agent.id}/conversations", secret, question
+            with ExitStack() as stack:
+                model_url = stack.enter_context(fake_openai(chunks=args.chunks, delay_ms=args.chunk_delay_ms))
+                reference = stack.enter_context(bare_proxy(model_url))
+                running = stack.enter_context(
+                    one_server(server, db_pool=args.db_pool, env={"OPENAI_BASE_URL": model_url, "DEFAULT_MODEL": MODEL})
                 )
-                asyncio.run(measure(args, target, tenant_id, ids, sampler, server, run))
-                run.add("server CPU, whole run", cpu_seconds(sampler.process), "{:.1f} s")
+                prefix = f"/tenants/{tenant.id}/api/v2/agents/{agent.id}/conversations"
+                parley = Side(
+                    "parley",
+                    Target(running.port, prefix, secret, question),
+                    stack.enter_context(ServerSampler(running.pid)),
+                    StackCPU(running.pid, connection.settings_dict["NAME"]),
+                    tenant.id,
+                )
+                bare = Side(
+                    "bare",
+                    Target(reference.port, "/bare/conversations", "-", question),
+                    stack.enter_context(ServerSampler(reference.pid)),
+                    StackCPU(reference.pid, connection.settings_dict["NAME"]),
+                )
+                asyncio.run(measure(args, parley, bare, ids, run, comparison))
+                run.add("server CPU, whole run", cpu_seconds(parley.sampler.process), "{:.1f} s")
             print(f"load average after: {load_text()}")
         finally:
             delete_tenant(tenant)
             print(f"Deleted tenant {tenant_id}")
 
-    redis = "Redis stream log" if os.environ.get("REDIS_URL") else "in-process stream log"
-    pool = "psycopg pool" if args.db_pool else "a connection per request"
-    run_all(args, one_run, title=f"streams: {args.streams} streams, {args.cycles} cycles, {redis}, {pool}")
+    runs = run_all(args, one_run, title=f"streams: {args.engine} engine, Parley alone", exit_on_failure=False)
+    comparison.print()
+    if failed := [run.name for run in runs if run.error]:
+        raise SystemExit(f"failed runs: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ def _executable(name: str) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", name]
 
 
-def server_command(server: str, port: int, args: Sequence[str] = ()) -> list[str]:
-    """The command line of one `server` process on 127.0.0.1:`port`, with extra `args`.
+def server_command(server: str, port: int, args: Sequence[str] = (), application: str = APPLICATION) -> list[str]:
+    """The command line of one `server` process serving `application` on 127.0.0.1:`port`, with extra `args`.
 
     Both keep their defaults otherwise, as deployed (each writes an access line per request to its log).
     uvicorn: uvloop and httptools, and lifespan events in uvicorn's default mode, "auto": an application
@@ -92,11 +92,11 @@ def server_command(server: str, port: int, args: Sequence[str] = ()) -> list[str
     as under daphne, which sends none. `args` come last: ("--lifespan", "on") makes a failed start-up fatal."""
     if server == "uvicorn":
         return [
-            *_executable("uvicorn"), APPLICATION, "--host", "127.0.0.1", "--port", str(port),
+            *_executable("uvicorn"), application, "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--lifespan", "auto", *args,
         ]  # fmt: skip
     if server == "daphne":
-        return [*_executable("daphne"), "-b", "127.0.0.1", "-p", str(port), *args, APPLICATION]
+        return [*_executable("daphne"), "-b", "127.0.0.1", "-p", str(port), *args, application]
     raise ValueError(f"unknown server {server!r}: one of {', '.join(SERVERS)}")
 
 
@@ -109,9 +109,10 @@ def serve(
     log_path: Path | str | None = None,
     port: int | None = None,
     timeout: float = 60,
+    application: str = APPLICATION,
 ) -> Iterator[Server]:
-    """Serve the project (config.asgi, from the repository root) with one `server` process on `port` (a
-    free one by default) and yield it once GET /healthz answers 200; terminate it on exit.
+    """Serve the project (config.asgi, from the repository root; or another `application`) with one `server`
+    process on `port` (a free one by default) and yield it once GET /healthz answers 200; terminate it on exit.
 
     The process gets this process's environment plus `env` (a None value removes the variable): the
     caller says which DATABASE_URL, DJANGO_SETTINGS_MODULE, REDIS_URL... (`env_of_tests()` gives the test
@@ -133,7 +134,7 @@ def serve(
         log_path = name
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = server_command(server, port, args)
+    command = server_command(server, port, args, application)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=BASE_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT)
     running = Server(name=server, port=port, process=process, log_path=log_path)
