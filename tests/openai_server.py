@@ -3,7 +3,8 @@
 Models: `echo` (content deltas quoting the last user message, then a usage chunk), `reasoner`
 (`reasoning_content` deltas first), `tool-caller` (first a streamed `tool_calls` request, then an answer
 that quotes the tool result), `rate-limited` (429), `broken` (500), `stall` (one delta, then silence),
-`malformed` (a chunk that is not JSON), `slow` (deltas 50 ms apart), `title` (a short title),
+`malformed` (a chunk that is not JSON),
+`error-event` (an `error` chunk mid-stream), `slow` (deltas 50 ms apart), `title` (a short title),
 `search-twice` (two `search_files` calls in one round, then an answer).
 """
 
@@ -15,7 +16,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def _chunk(delta: dict | None = None, *, usage: dict | None = None, finish: str | None = None) -> bytes:
+def completion_chunk(delta: dict | None = None, *, usage: dict | None = None, finish: str | None = None) -> bytes:
+    """One `chat.completion.chunk` as a server-sent event (`delta` None: a chunk without choices)."""
     body = {
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
@@ -72,31 +74,40 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(500, {"error": {"message": "boom", "type": "server_error"}})
         if model == "echo":
             return self._stream(
-                [_chunk({"role": "assistant", "content": ""})]
-                + [_chunk({"content": piece}) for piece in ("You said: ", last_user, ".")]
-                + [_chunk({}, finish="stop"), _chunk(usage=USAGE), done]
+                [completion_chunk({"role": "assistant", "content": ""})]
+                + [completion_chunk({"content": piece}) for piece in ("You said: ", last_user, ".")]
+                + [completion_chunk({}, finish="stop"), completion_chunk(usage=USAGE), done]
             )
         if model == "slow":
-            return self._stream([_chunk({"content": f"part{i} "}) for i in range(40)] + [done], delay=0.05)
+            return self._stream([completion_chunk({"content": f"part{i} "}) for i in range(40)] + [done], delay=0.05)
         if model == "reasoner":
             return self._stream(
-                [_chunk({"reasoning_content": "Thinking about "}), _chunk({"reasoning_content": "it."})]
-                + [_chunk({"content": "Answer."}), _chunk(usage=USAGE), done]
+                [
+                    completion_chunk({"reasoning_content": "Thinking about "}),
+                    completion_chunk({"reasoning_content": "it."}),
+                ]
+                + [completion_chunk({"content": "Answer."}), completion_chunk(usage=USAGE), done]
             )
         if model == "tool-caller":
             if messages[-1]["role"] != "tool":
                 call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}
                 return self._stream(
                     [
-                        _chunk({"tool_calls": [call]}),
-                        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": '}}]}),
-                        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}, finish="tool_calls"),
-                        _chunk(usage=USAGE),
+                        completion_chunk({"tool_calls": [call]}),
+                        completion_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": '}}]}),
+                        completion_chunk(
+                            {"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}, finish="tool_calls"
+                        ),
+                        completion_chunk(usage=USAGE),
                         done,
                     ]
                 )
             return self._stream(
-                [_chunk({"content": f"Tool said: {messages[-1]['content']}"}), _chunk(usage=USAGE), done]
+                [
+                    completion_chunk({"content": f"Tool said: {messages[-1]['content']}"}),
+                    completion_chunk(usage=USAGE),
+                    done,
+                ]
             )
         if model == "search-twice":
             if messages[-1]["role"] != "tool":
@@ -109,16 +120,19 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                     for i, args in enumerate(['{"query": "refund"}', '{"query": "shipping"}'])
                 ]
-                return self._stream([_chunk({"tool_calls": calls}, finish="tool_calls"), done])
-            return self._stream([_chunk({"content": "See the policy."}), done])
+                return self._stream([completion_chunk({"tool_calls": calls}, finish="tool_calls"), done])
+            return self._stream([completion_chunk({"content": "See the policy."}), done])
         if model == "stall":
-            self._stream([_chunk({"content": "Partial"})])
+            self._stream([completion_chunk({"content": "Partial"})])
             time.sleep(self.server.stall_seconds)
             return None
         if model == "malformed":
-            return self._stream([_chunk({"content": "Half"}), b"data: {not json\n\n", done])
+            return self._stream([completion_chunk({"content": "Half"}), b"data: {not json\n\n", done])
+        if model == "error-event":  # an error in the middle of the stream, as OpenAI sends one
+            error = b'data: {"error": {"message": "The server is overloaded.", "type": "server_error"}}\n\n'
+            return self._stream([completion_chunk({"content": "Half"}), error, done])
         if model == "title":
-            return self._stream([_chunk({"content": "Quarterly invoice totals"}), done])
+            return self._stream([completion_chunk({"content": "Quarterly invoice totals"}), done])
         return self._json(404, {"error": {"message": f"unknown model {model}"}})
 
 

@@ -4,6 +4,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
+from agents.engines.base import EngineFailure
+from agents.engines.openai import completion_chunks
 from conversations.models import Conversation, Message, TitleSource
 from tests.openai_server import OpenAIServer
 
@@ -103,6 +105,7 @@ def test_the_tool_loop_sends_results_back_to_the_model(owner, llm):
         ("broken", "", "500"),
         ("stall", "Partial", "timed out"),
         ("malformed", "Half", "stream broke"),
+        ("error-event", "Half", "sent an error: The server is overloaded."),
     ],
 )
 def test_provider_failures_store_a_failed_message_and_answer_502(owner, llm, model, partial, phrase):
@@ -118,6 +121,29 @@ def test_provider_failures_store_a_failed_message_and_answer_502(owner, llm, mod
 
     use_model(owner, "echo")  # the conversation is usable again
     assert post(owner, conversation, {"content": "again"}).status_code == 200
+
+
+async def _lines(*lines: str):
+    for line in lines:
+        yield line
+
+
+async def test_the_event_stream_reader_follows_the_sse_format():
+    """Comments and keep-alives are skipped, an event's data lines are joined, `[DONE]` ends the stream."""
+    lines = _lines(
+        ": keep-alive", "", 'data: {"choices": [],', 'data: "usage": {"prompt_tokens": 3}}', "",
+        'data:{"choices": []}', "", "data: [DONE]", "", 'data: {"after": "done"}', "",
+    )  # fmt: skip
+    assert [chunk async for chunk in completion_chunks(lines)] == [
+        {"choices": [], "usage": {"prompt_tokens": 3}},
+        {"choices": []},
+    ]
+
+
+async def test_an_error_event_fails_the_engine():
+    lines = _lines("event: error", 'data: {"message": "quota exceeded"}', "")
+    with pytest.raises(EngineFailure, match="quota exceeded"):
+        [chunk async for chunk in completion_chunks(lines)]
 
 
 def test_an_unconfigured_engine_fails_clearly(owner):
