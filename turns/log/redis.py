@@ -10,7 +10,6 @@ flags answer one event loop's questions together.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import weakref
@@ -19,25 +18,14 @@ from typing import Any
 
 import redis.asyncio as redis
 from django.conf import settings
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
 
 from turns.events import Entry, is_terminal
 from turns.log.memory import MemoryLog
 
-# Appends an event unless the stream already holds its seq: redis-py sends a pipeline again when its
-# connection drops, and the first attempt may have run before the drop.
-APPEND_ONCE = """
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-if top and tonumber(string.match(top[1], '%d+$')) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('XADD', KEYS[1], '0-' .. ARGV[1], 'e', ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-end
-return 1
-"""
-APPEND_ONCE_SHA = hashlib.sha1(APPEND_ONCE.encode()).hexdigest()
+# What Redis answers an XADD whose id is not above the stream's last one: the event is there already
+# (redis-py sends a pipeline again when its connection drops, and the first attempt may have run).
+ALREADY_APPENDED = "equal or smaller than the target stream top item"
 
 
 def stream_key(message_id: str) -> str:
@@ -153,10 +141,6 @@ class RedisLogWriter:
                 writes, batch.writes = batch.writes, []
                 try:
                     results = await self._pipeline(writes)
-                    if any(isinstance(outcome, NoScriptError) for outcome in results):
-                        # Redis restarted (or its scripts were flushed): load it, send the batch again.
-                        await self.clients.get().script_load(APPEND_ONCE)
-                        results = await self._pipeline(writes)
                 except Exception as exc:  # Redis unreachable: every write of the batch fails
                     results = [exc] * len(writes)
                 for write, outcome in zip(writes, results, strict=True):
@@ -177,17 +161,29 @@ class RedisLogWriter:
             batch.writes = []
 
     async def _pipeline(self, writes: list[_Write]) -> list:
-        # EVALSHA, with the script loaded when Redis says it has not got it: redis-py's Script objects
-        # would ask Redis whether it has the script before every pipeline, a round trip per batch.
+        """One outcome per write: None, or the exception that failed it. An event's entry id is its seq, so
+        an XADD that Redis refuses as not above the stream's top finds its event there already; the TTL
+        goes with it, in the same pipeline."""
         async with self.clients.get().pipeline(transaction=False) as pipe:
             for write in writes:
                 key = stream_key(write.message_id)
                 if write.event is None:
                     pipe.delete(key)
-                else:
-                    ttl = "" if write.ttl is None else write.ttl
-                    pipe.evalsha(APPEND_ONCE_SHA, 1, key, write.seq + 1, write.encoded, ttl)
-            return await pipe.execute(raise_on_error=False)
+                    continue
+                pipe.xadd(key, {"e": write.encoded}, id=f"0-{write.seq + 1}")
+                if write.ttl is not None:
+                    pipe.expire(key, write.ttl)
+            replies = iter(await pipe.execute(raise_on_error=False))
+        outcomes = []
+        for write in writes:
+            reply = next(replies)
+            if write.event is not None and write.ttl is not None:
+                expired = next(replies)
+                reply = expired if isinstance(expired, Exception) and not isinstance(reply, Exception) else reply
+            if isinstance(reply, ResponseError) and ALREADY_APPENDED in str(reply):
+                reply = None
+            outcomes.append(reply if isinstance(reply, Exception) else None)
+        return outcomes
 
     def _failed(self, write: _Write, exc: Exception) -> None:
         # The mirror stops where Redis did, and is freed: readers here go on from Redis or, once the
