@@ -319,6 +319,7 @@ async def burst(args, side: Side, ids: list[str], comparison: Comparison) -> Non
     )
     add = functools.partial(comparison.add, workload, side.name)
     add("completed", f"{completed}/{count}")
+    add("first byte p50", _quantile(sorted(r.ttfb for r in results if r.ttfb), 0.5) * 1000, "{:.0f} ms")
     add("first content p50", _quantile(first, 0.5) * 1000, "{:.0f} ms")
     add("first content p99", _quantile(first, 0.99) * 1000, "{:.0f} ms")
     if added:

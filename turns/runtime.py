@@ -585,11 +585,24 @@ async def _end(generation: Generation, outcome: Outcome) -> Ending:
 async def _store_end(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     for attempt in range(FINISH_ATTEMPTS):
         try:
-            return await in_worker(_finish)(plan, stream, outcome)
+            ending = await in_worker(_finish)(plan, stream, outcome)
+            break
         except DatabaseErrors:
             logger.exception("Storing the end of generation %s failed (attempt %d)", plan.message_id, attempt + 1)
             await asyncio.sleep(0.5 * (attempt + 1))
-    return Ending(outcome, stream, completed_at=None)
+    else:
+        return Ending(outcome, stream, completed_at=None)
+    if ending.completed_at is not None:  # after the reply's commit: see usage_record
+        try:
+            await in_worker(usage_record)(
+                tenant_id=plan.tenant_id,
+                requests=1,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
+            )
+        except DatabaseErrors:
+            logger.exception("Recording the usage of generation %s failed", plan.message_id)
+    return ending
 
 
 @transaction.atomic
@@ -620,9 +633,6 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     )
     if not titled:
         conversations.update(updated_at=now)
-    usage_record(
-        tenant_id=plan.tenant_id, requests=1, input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens
-    )
     return Ending(outcome, stream, now, title=outcome.title if titled else "", citations=tuple(cited))
 
 
