@@ -13,15 +13,15 @@ same chunks and delay (`--engine builtin`). Seeds a fresh tenant with one conver
 measures from a client in this process, which speaks HTTP/1.1 over raw asyncio streams (no HTTP library, no
 JSON parsing per event) so that its own cost stays small next to the gaps it measures:
 
-1. Parley's memory over `--cycles` connect/disconnect cycles (open a stream, read its first event,
-   disconnect; the generation goes on, as by default): RSS before and after, once every generation has
-   ended (goal: within +5%);
-2. Parley's time to first byte of a stream against a plain JSON GET of the conversation, alternating;
-3. for each workload of `--streams`, N concurrent streams on each side in turn (who goes first alternates):
+1. for each workload of `--streams`, N concurrent streams on each side in turn (who goes first alternates):
    completed (all deltas, then done), time to first content p50/p99, added gap between consecutive deltas
    (minus the model's delay) p50/p99, wall time, server CPU per stream (the server's process tree, until
-   its last generation has stored its end), PostgreSQL and Redis CPU per stream (all their processes),
-   peak RSS, and the 1-min load average after.
+   its last generation has stored its end), PostgreSQL (its backends of this database, and its own
+   processes) and Redis CPU per stream, peak RSS, and the 1-min load average after;
+2. Parley's memory over `--cycles` connect/disconnect cycles (open a stream, read its first event,
+   disconnect; the generation goes on, as by default): RSS before and after, once every generation has
+   ended (goal: within +5%);
+3. Parley's time to first byte of a stream against a plain JSON GET of the conversation, alternating.
 
 It ends with the table of both sides and Parley / bare, medians over `--rounds`. Goals (issue 17): server
 CPU per stream <= 1.5x the bare proxy; first content p50 <= 2x; added gap p99 at 500 <= 50 ms; PostgreSQL +
@@ -355,16 +355,17 @@ async def measure(args, parley: Side, bare: Side, ids: list[str], run: Run, comp
         if any(r.outcome != "ok" or r.contents != args.chunks for r in warm):
             raise RuntimeError(f"{side.name}: warm-up streams: {[(r.outcome, r.contents) for r in warm]}")
     await plain_get(parley.target, ids[0])
-    if args.cycles:
-        await measure_memory(args, parley.target, parley.tenant_id, take, parley.sampler, run)
-    if args.ttfb_samples:
-        await measure_ttfb(args, parley.target, parley.tenant_id, take, parley.sampler, run)
     await settle(parley.tenant_id, parley.sampler)
-    # Each workload on both sides in turn, who goes first alternating, on a machine left idle in between.
+    # Each workload on both sides in turn, who goes first alternating, on a machine left idle in between;
+    # before the cycles, whose thousands of rows (with no autovacuum here) would slow what follows.
     for number, count in enumerate(args.streams):
         for side in (parley, bare) if number % 2 == 0 else (bare, parley):
             await burst(args, side, conversations(take, count), comparison)
             await asyncio.sleep(2)
+    if args.cycles:
+        await measure_memory(args, parley.target, parley.tenant_id, take, parley.sampler, run)
+    if args.ttfb_samples:
+        await measure_ttfb(args, parley.target, parley.tenant_id, take, parley.sampler, run)
 
 
 def stream_counts(text: str) -> list[int]:

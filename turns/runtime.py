@@ -585,16 +585,20 @@ async def _end(generation: Generation, outcome: Outcome) -> Ending:
 async def _store_end(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     for attempt in range(FINISH_ATTEMPTS):
         try:
-            ending = await in_worker(_finish)(plan, stream, outcome)
-            break
+            return await in_worker(_finish_and_count)(plan, stream, outcome)
         except DatabaseErrors:
             logger.exception("Storing the end of generation %s failed (attempt %d)", plan.message_id, attempt + 1)
             await asyncio.sleep(0.5 * (attempt + 1))
-    else:
-        return Ending(outcome, stream, completed_at=None)
-    if ending.completed_at is not None:  # after the reply's commit: see usage_record
+    return Ending(outcome, stream, completed_at=None)
+
+
+def _finish_and_count(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
+    """Store the end, then, once it is committed, count the reply's usage (see usage_record): a usage that
+    cannot be written is logged, and the stored end stands."""
+    ending = _finish(plan, stream, outcome)
+    if ending.completed_at is not None:
         try:
-            await in_worker(usage_record)(
+            usage_record(
                 tenant_id=plan.tenant_id,
                 requests=1,
                 input_tokens=outcome.input_tokens,
