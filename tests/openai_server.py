@@ -3,8 +3,8 @@
 Models: `echo` (content deltas quoting the last user message, then a usage chunk), `reasoner`
 (`reasoning_content` deltas first), `tool-caller` (first a streamed `tool_calls` request, then an answer
 that quotes the tool result), `rate-limited` (429), `broken` (500), `stall` (one delta, then silence),
-`malformed` (a chunk that is not JSON),
-`error-event` (an `error` chunk mid-stream), `slow` (deltas 50 ms apart), `title` (a short title),
+`malformed` (a chunk that is not JSON), `error-event` (an `error` chunk mid-stream), `separators` (U+2028,
+U+2029 and U+0085 in the text, unescaped), `slow` (deltas 50 ms apart), `title` (a short title),
 `search-twice` (two `search_files` calls in one round, then an answer).
 """
 
@@ -128,6 +128,11 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if model == "malformed":
             return self._stream([completion_chunk({"content": "Half"}), b"data: {not json\n\n", done])
+        if model == "separators":  # line and paragraph separators in the text, unescaped, as servers send them
+            content = json.dumps(
+                {"choices": [{"index": 0, "delta": {"content": "a\u2028b\u2029c\x85d"}}]}, ensure_ascii=False
+            )
+            return self._stream([f"data: {content}\n\n".encode(), completion_chunk(usage=USAGE), done])
         if model == "error-event":  # an error in the middle of the stream, as OpenAI sends one
             error = b'data: {"error": {"message": "The server is overloaded.", "type": "server_error"}}\n\n'
             return self._stream([completion_chunk({"content": "Half"}), error, done])

@@ -1,5 +1,7 @@
 """The openai engine against a local server speaking the Chat Completions streaming protocol."""
 
+import json
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
@@ -123,27 +125,55 @@ def test_provider_failures_store_a_failed_message_and_answer_502(owner, llm, mod
     assert post(owner, conversation, {"content": "again"}).status_code == 200
 
 
-async def _lines(*lines: str):
-    for line in lines:
-        yield line
+async def _body(*pieces: bytes):
+    for piece in pieces:
+        yield piece
+
+
+async def _chunks_of(*pieces: bytes) -> list[dict]:
+    return [chunk async for chunk in completion_chunks(_body(*pieces))]
 
 
 async def test_the_event_stream_reader_follows_the_sse_format():
-    """Comments and keep-alives are skipped, an event's data lines are joined, `[DONE]` ends the stream."""
-    lines = _lines(
-        ": keep-alive", "", 'data: {"choices": [],', 'data: "usage": {"prompt_tokens": 3}}', "",
-        'data:{"choices": []}', "", "data: [DONE]", "", 'data: {"after": "done"}', "",
+    """Comments and keep-alives are skipped, an event's data lines are joined, lines end at CR, LF or CRLF
+    (even split between two reads), `[DONE]` ends the stream."""
+    chunks = await _chunks_of(
+        b": keep-alive\r\n\r", b'\ndata: {"choices": [],\r\ndata: "usage": {"prompt_tokens": 3}}\n\n',
+        b'data:{"choices": []}\r\r', b"data: [DONE]\n\n", b'data: {"after": "done"}\n\n',
     )  # fmt: skip
-    assert [chunk async for chunk in completion_chunks(lines)] == [
-        {"choices": [], "usage": {"prompt_tokens": 3}},
-        {"choices": []},
-    ]
+    assert chunks == [{"choices": [], "usage": {"prompt_tokens": 3}}, {"choices": []}]
 
 
-async def test_an_error_event_fails_the_engine():
-    lines = _lines("event: error", 'data: {"message": "quota exceeded"}', "")
-    with pytest.raises(EngineFailure, match="quota exceeded"):
-        [chunk async for chunk in completion_chunks(lines)]
+async def test_line_separators_inside_the_text_do_not_cut_an_event():
+    text = "one\u2028two\u2029three\x85four \u00e9\u4e2d"
+    event = f"data: {json.dumps({'choices': [{'delta': {'content': text}}]}, ensure_ascii=False)}\n\n".encode()
+    assert await _chunks_of(event[:9], event[9:], b"data: [DONE]\n\n") == [{"choices": [{"delta": {"content": text}}]}]
+
+
+async def test_an_error_event_fails_the_engine_with_its_message_only():
+    with pytest.raises(EngineFailure, match="^The model server sent an error: quota exceeded$"):
+        await _chunks_of(b'event: error\ndata: {"message": "quota exceeded", "code": "internal-42"}\n\n')
+    with pytest.raises(EngineFailure, match="^The model server sent an error.$"):
+        await _chunks_of(b'data: {"error": {"type": "server_error", "param": "secret-upstream-detail"}}\n\n')
+    with pytest.raises(EngineFailure) as long:
+        await _chunks_of(b'data: {"error": {"message": "' + b"x" * 5000 + b'"}}\n\n')
+    assert len(str(long.value)) < 300
+
+
+async def test_a_blank_error_event_does_not_mark_the_next_chunk():
+    assert await _chunks_of(b"event: error\n\n", b'data: {"choices": []}\n\n') == [{"choices": []}]
+
+
+async def test_a_chunk_that_is_not_an_object_breaks_the_stream():
+    with pytest.raises(ValueError, match="not an object"):
+        await _chunks_of(b"data: 5\n\n")
+
+
+def test_a_reply_with_line_separators_in_its_text_arrives_whole(owner, llm):
+    use_model(owner, "separators")
+    response = post(owner, owner.conversation(), {"content": "hi"})
+    assert response.status_code == 200, response.json()
+    assert response.json()["messages"][1]["content"] == "a\u2028b\u2029c\x85d"
 
 
 def test_an_unconfigured_engine_fails_clearly(owner):

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -63,9 +64,9 @@ async def openai_clients_close() -> None:
         await client.close()
 
 
-async def completion_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """The chunks of a streamed Chat Completion, as dicts, from its server-sent events' lines, until
-    `[DONE]`; an `error` event or chunk raises EngineFailure.
+async def completion_chunks(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a streamed Chat Completion, as dicts, from the bytes of its server-sent events, until
+    `[DONE]`; an `error` event or chunk, or a chunk that is not a JSON object, raises EngineFailure.
 
     The SDK's own stream builds a typed object of every chunk, which was the largest share of a reply's
     CPU (its models are built by reflecting on type annotations, per field and per chunk): a hundred-chunk
@@ -73,12 +74,34 @@ async def completion_chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str
     connection stay the SDK's (`with_streaming_response`); only the reading of the body is done here.
     """
     try:
-        async for chunk in _chunks(lines):
+        async for chunk in _chunks(_event_lines(body)):
             yield chunk
     except httpx2.TimeoutException as exc:  # the SDK's own stream said so with APITimeoutError
         raise EngineFailure("The model server timed out.") from exc
-    except httpx2.RequestError as exc:
+    except (httpx2.RequestError, httpx2.StreamError) as exc:
         raise EngineFailure(f"The model server's stream broke: {type(exc).__name__}.") from exc
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+async def _event_lines(body: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of an event stream, ended by CR, LF or CRLF only: a text's own line breaks (str.splitlines
+    also breaks at U+2028, U+2029 and U+0085, which servers send unescaped in JSON strings) cut no event.
+    The bytes are split before they are decoded: no byte of a UTF-8 character is a CR or an LF."""
+    pending = b""
+    async for data in body:
+        pending += data
+        held = b"\r" if pending.endswith(b"\r") else b""  # maybe the first half of a CRLF
+        *lines, pending = _LINE_END.split(pending[: len(pending) - len(held)])
+        pending += held
+        for line in lines:
+            yield line.decode()
+    if pending.rstrip(b"\r"):
+        yield pending.rstrip(b"\r").decode()
+
+
+ERROR_MESSAGE_MAX_CHARS = 200
 
 
 async def _chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
@@ -93,18 +116,31 @@ async def _chunks(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
             elif field == "event":
                 event = value
             continue
-        if not data:  # a blank line ends an event; a comment or keep-alive has no data
+        # A blank line ends an event (a comment or keep-alive has no data).
+        payload, data, kind, event = "\n".join(data), [], event, ""
+        if not payload:
             continue
-        payload, data = "\n".join(data), []
         if payload == "[DONE]":
             return
         chunk = json.loads(payload)
-        if event == "error" or (isinstance(chunk, dict) and chunk.get("error")):
-            error = chunk.get("error", chunk) if isinstance(chunk, dict) else chunk
-            message = error.get("message") if isinstance(error, dict) else None
-            raise EngineFailure(f"The model server sent an error: {message or error}")
-        event = ""
+        if not isinstance(chunk, dict):
+            raise ValueError(f"a chunk is {type(chunk).__name__}, not an object")
+        if kind == "error" or chunk.get("error"):
+            raise EngineFailure(_error_text(chunk.get("error", chunk)))
         yield chunk
+
+
+def _error_text(error: Any) -> str:
+    """What the reply says of an error the model server sent: its message, if it has one, cut short; the
+    rest (types, codes, what a proxy adds) only in the log."""
+    logger.warning("The model server sent an error: %r", error)
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return "The model server sent an error."
+    message = message.strip()
+    if len(message) > ERROR_MESSAGE_MAX_CHARS:
+        message = message[: ERROR_MESSAGE_MAX_CHARS - 1] + "…"
+    return f"The model server sent an error: {message}"
 
 
 def _describe(exc: Exception) -> str:
@@ -214,7 +250,7 @@ class OpenAIEngine:
             **extra,
         )
         async with request as response:
-            async for chunk in completion_chunks(response.iter_lines()):
+            async for chunk in completion_chunks(response.iter_bytes()):
                 if usage := chunk.get("usage"):
                     yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
                 if not chunk.get("choices"):
