@@ -78,20 +78,20 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         count, self.before = window_counts(key, int(window), self.duration)
         self.overlap = 1 - into / self.duration  # of the previous window, still inside the sliding one
         self.estimate = count + self.before * self.overlap
-        if self.estimate <= self.num_requests:
+        if self.estimate <= self.num_requests + 1e-9:  # (floating point: 3 * (1 - 1/3) is not 2)
             return True
         window_uncount(key, int(window))  # a refusal is rare: its extra round trip costs nothing that matters
         self.count = count - 1
         return False
 
     def wait(self) -> float:
-        """Seconds until this request would be let in: the previous window's share shrinks as the sliding
-        window moves on, and after this window its own count becomes the previous one. At most the
-        duration, which is what the exact log of timestamps would answer at worst."""
+        """Seconds until this request would be let in (it was not counted): the previous window's share
+        shrinks as the sliding window moves on, and after this window its own count becomes the previous
+        one and shrinks in turn; so at most twice the duration."""
         excess = self.estimate - self.num_requests
         if excess <= self.before * self.overlap:
             seconds = excess * self.duration / self.before
         else:
             room = (self.num_requests - 1) / self.count if self.count else 1.0
             seconds = self.overlap * self.duration + self.duration * max(0.0, 1 - room)
-        return min(float(self.duration), max(1.0, seconds))
+        return round(min(2.0 * self.duration, max(1.0, seconds)), 3)  # Retry-After rounds up: 70.000001 is 70
