@@ -67,17 +67,13 @@ def bare_proxy(base_url: str) -> Iterator[Server]:
         yield running
 
 
-def _times(process: psutil.Process) -> tuple[float, float]:
-    """(user + system, system) CPU seconds of a process so far; (0, 0) once it has gone."""
+def _times(process: psutil.Process) -> tuple[float, float] | None:
+    """(user + system, system) CPU seconds of a process so far; None once it has gone."""
     try:
         times = process.cpu_times()
     except psutil.NoSuchProcess:
-        return 0.0, 0.0
+        return None
     return times.user + times.system, times.system
-
-
-def _named(*names: str) -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in names]
 
 
 @dataclass
@@ -95,8 +91,8 @@ BACKEND_TITLE = re.compile(r"postgres: (?:\S+: )?\S+ (?P<database>\S+) (?:\S*\(\
 class StackCPU:
     """CPU seconds used by a server's process tree, by PostgreSQL (its backends of the benchmark's database
     and its own processes: not other databases' clients) and by redis-server, between `start()` and
-    `stop()`. Counted per process: one that starts meanwhile counts from zero; one that exits meanwhile
-    takes its seconds with it (with a pool, the server's connections stay)."""
+    `stop()`. Counted per process: one that starts meanwhile counts from zero; one that exits meanwhile is
+    left out, its seconds with it (with a pool, the server's connections stay)."""
 
     def __init__(self, pid: int, database: str) -> None:
         self.server = psutil.Process(pid)
@@ -115,7 +111,8 @@ class StackCPU:
         return found
 
     def _read(self) -> dict[tuple[str, int], tuple[float, float]]:
-        return {(kind, process.pid): _times(process) for kind, process in self._processes()}
+        readings = {(kind, process.pid): _times(process) for kind, process in self._processes()}
+        return {key: times for key, times in readings.items() if times is not None}  # (gone meanwhile)
 
     def start(self) -> None:
         self._start = self._read()

@@ -18,7 +18,8 @@ async def log():
         yield RedisLog(REDIS_URL)
 
 
-async def entries(message_id: str) -> list[tuple[bytes, dict]]:
+async def entries(message_id: str) -> tuple[list[tuple[bytes, dict]], int]:
+    """The log's entries in Redis and its TTL."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         return await client.xrange(stream_key(message_id)), await client.ttl(stream_key(message_id))

@@ -161,9 +161,9 @@ class RedisLogWriter:
             batch.writes = []
 
     async def _pipeline(self, writes: list[_Write]) -> list:
-        """One outcome per write: None, or the exception that failed it. An event's entry id is its seq, so
-        an XADD that Redis refuses as not above the stream's top finds its event there already; the TTL
-        goes with it, in the same pipeline."""
+        """One outcome per write: None, or the exception that failed it. An event's entry id is `0-<seq+1>`,
+        so an XADD that Redis refuses as not above the stream's top finds its event there already (this
+        process is its message's only writer); the TTL goes with it, in the same pipeline."""
         async with self.clients.get().pipeline(transaction=False) as pipe:
             for write in writes:
                 key = stream_key(write.message_id)
