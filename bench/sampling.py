@@ -148,8 +148,9 @@ def mib(size: int) -> str:
 
 
 def py_spy_start(pid: int, output: str) -> subprocess.Popen:
-    """Profile the server with py-spy (pip install py-spy) until stopped: collapsed stacks, idle included,
-    only the thread holding the GIL (the on-CPU Python work), sampled without pausing the process."""
+    """Profile the server with py-spy (pip install py-spy) until stopped: raw stacks, sampled without pausing
+    the process, of the thread holding the GIL only (the on-CPU Python work); with PY_SPY_ALL=1 in the
+    environment, of every active thread, named (worker threads' work, and their waits for the GIL)."""
     py_spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output", output, "--rate", "100",

@@ -1,7 +1,8 @@
 """Benchmark of SSE streaming: Parley against a bare proxy of the same model stream, N concurrent streams each.
 
     DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python bench/streams.py
-        [--engine openai|builtin --streams 10,50,200,500 --cycles 1000 --no-db-pool --server daphne|uvicorn]
+        [--engine openai|builtin --streams 10,50,200,500 --cycles 1000 --no-db-pool --server daphne|uvicorn
+         --rounds N --py-spy FILE]
 
 Starts a fake OpenAI-compatible model server (bench/fake_openai.py: `--chunks` content chunks
 `--chunk-delay-ms` apart, a usage chunk, `[DONE]`), the bare reference (bench/bare_proxy.py: a raw ASGI app
