@@ -225,6 +225,34 @@ async def test_a_follower_finishes_from_the_stored_reply_when_the_log_stops_shor
     ]
 
 
+async def test_a_follower_of_a_quiet_log_learns_within_seconds_that_the_reply_was_settled_elsewhere(owner):
+    """Its process died mid-reply and the sweep (anywhere) failed it: a follower waiting on the log does not
+    wait for a keep-alive interval (15 s) to find out."""
+    from turns.events import StreamRecord
+    from turns.follow import SETTLED_CHECK_SECONDS, message_events
+    from turns.log import stream_log
+
+    conversation = await sync_to_async(owner.conversation)()
+    reply = await Message.objects.acreate(
+        tenant=owner.tenant, conversation=conversation, role="assistant", status=MessageStatus.IN_PROGRESS
+    )
+    record = StreamRecord()
+    for event in ({"message": {"id": reply.id}}, {"content": "Half"}):
+        await stream_log().append(reply.id, record.add(event), event)
+
+    follower = message_events(reply.id)
+    assert [event for _, event in await anext(follower)] == [{"message": {"id": reply.id}}, {"content": "Half"}]
+    record.add({"error": "interrupted"})  # the sweep fails it; the log never hears of it
+    await Message.objects.filter(pk=reply.pk).aupdate(
+        status=MessageStatus.FAILED, content="Half", stream_index=record.index, extra_events=record.extra
+    )
+    settled = time.monotonic()
+    async with asyncio.timeout(SETTLED_CHECK_SECONDS + 3):  # the keep-alive interval is 15 s
+        rest = [event for batch in [batch async for batch in follower] for _, event in batch]
+    assert rest == [{"error": "interrupted"}]
+    assert time.monotonic() - settled <= SETTLED_CHECK_SECONDS + 1
+
+
 async def _committed_turn(owner, **request):
     """A turn as a request commits it, its generation not started yet."""
     from core.db import in_worker

@@ -16,6 +16,9 @@ from turns.log import stream_log
 logger = logging.getLogger(__name__)
 
 STORED_POLL_SECONDS = 0.5
+# A quiet live log is checked against the stored message this often: a reply settled elsewhere (its process
+# died and the sweep failed it, or another process took it over) reaches its followers within this.
+SETTLED_CHECK_SECONDS = 2.0
 
 
 async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[list[Entry]]:
@@ -27,8 +30,9 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
     waiting = False  # the first read never blocks: a log that has ended (or is missing) answers at once
     while True:
         waited, waiting = waiting, True
+        timeout = min(settings.STREAM_KEEPALIVE_SECONDS, SETTLED_CHECK_SECONDS)
         try:
-            found = await log.read(message_id, last, timeout=settings.STREAM_KEEPALIVE_SECONDS, wait=waited)
+            found = await log.read(message_id, last, timeout=timeout, wait=waited)
         except Exception:  # the log's store failed (Redis timeout, restart): the stored message still serves
             logger.warning("Reading the live log of %s failed; following the stored message", message_id, exc_info=True)
             found = None
@@ -36,7 +40,7 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
             entries, ended = found
             batch = _through_terminal(entries)
             if batch:
-                last = batch[-1][0]
+                last, quiet_since = batch[-1][0], loop.time()
                 yield batch
                 if is_terminal(batch[-1][1]):
                     return
@@ -49,7 +53,9 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
             if not await _running(message_id):
                 yield await _stored_events(message_id, after=last)
                 return
-            yield []
+            if loop.time() - quiet_since >= settings.STREAM_KEEPALIVE_SECONDS:
+                quiet_since = loop.time()
+                yield []
             continue
         # Running in a process whose log we cannot see (no REDIS_URL): follow what it flushes. Whether it
         # still runs is asked first, so that the read after it holds the end if it has ended.
