@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
@@ -415,6 +415,39 @@ def test_continuing_a_reply_whose_process_died_follows_its_swept_end(owner):
     assert seqs[:3] == [0, 1, 2] and seqs == sorted(seqs)
     assert "error" not in [entry[1] for entry in stale.stream_index]  # the swept end was dropped
     assert min(seqs[3:]) > 2 + SWEPT_SEQ_SKIP  # a client that saw unflushed live ids still gets the rest
+
+
+def test_the_sweep_stores_what_the_live_log_streamed_and_ends_the_log(owner):
+    """Stored equals streamed: the dead process had streamed "Half of it" but flushed only "Hal"; the sweep
+    keeps the log's text, numbers its error right after the log's events and publishes it there."""
+    from turns.events import StreamRecord
+    from turns.follow import message_events
+    from turns.log import stream_log
+    from turns.services import INTERRUPTED, message_sweep_stale
+
+    stale = reply_in_progress(
+        owner, "Hal", stream_index=[[0, "message", 0, 0], [1, "content", 0, 3]], extra_events=[{"message": {}}]
+    )
+    streamed = StreamRecord()
+    for event in ({"message": {}}, {"thinking": "hm"}, {"content": "Hal"}, {"content": "f of it"}):
+        async_to_sync(stream_log().append)(stale.id, streamed.add(event), event)
+
+    assert message_sweep_stale() == 1
+
+    stale.refresh_from_db()
+    assert (stale.status, stale.content, stale.thinking, stale.error) == ("failed", "Half of it", "hm", INTERRUPTED)
+    assert [entry[:2] for entry in stale.stream_index] == [
+        [0, "message"], [1, "thinking"], [2, "content"], [3, "content"], [4, "error"],
+    ]  # fmt: skip
+
+    async def follow() -> list:
+        return [entry async for batch in message_events(stale.id) for entry in batch]
+
+    assert async_to_sync(follow)() == [
+        (0, {"message": {}}), (1, {"thinking": "hm"}), (2, {"content": "Hal"}), (3, {"content": "f of it"}),
+        (4, {"error": INTERRUPTED}),
+    ]  # fmt: skip
+    async_to_sync(stream_log().reset)(stale.id)  # (the in-process log of this test's thread)
 
 
 async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(slow_agent, settings, monkeypatch):

@@ -3,6 +3,7 @@ and data frames' stored bytes removed after the commit) and failing replies whos
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
@@ -15,8 +16,10 @@ from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
 from dataframes.services import dataframes_delete_stored
 from files.services import file_bytes_delete_for_conversations
-from turns.events import StreamRecord
+from turns.events import StreamRecord, is_terminal
 from turns.log import stream_log
+
+logger = logging.getLogger(__name__)
 
 INTERRUPTED = "The generation was interrupted: its server process stopped."
 SWEPT_SEQ_SKIP = 100_000  # more events than a generation streams between two flushes (one second)
@@ -81,17 +84,25 @@ def message_sweep_stale() -> int:
 
 
 def message_sweep_if_stale(message: Message, *, now=None) -> bool:
-    """Mark a running message failed when its generation stopped sending heartbeats; True if it did."""
+    """Mark a running message failed when its generation stopped sending heartbeats; True if it did.
+
+    Its stored text is what was streamed: the live log's (in Redis, it outlives the process) when it holds
+    this run's events, which may be ahead of the last flush; the error event follows them, there and in the
+    stored stream, so a follower ends at once and a client resuming from any id it saw gets the rest."""
     now = now or timezone.now()
     last_sign = message.heartbeat_at or message.created_at
     if last_sign > now - timedelta(seconds=settings.GENERATION_STALE_SECONDS):
         return False
-    record = StreamRecord(
-        content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
-    )
-    # The stored record trails what the dead generation had streamed by its last unflushed events, so
-    # the error skips ahead: a client resuming from any id it saw live still gets it.
-    record.add({"error": INTERRUPTED}, seq=record.next_seq + SWEPT_SEQ_SKIP)
+    record = _streamed(message)
+    if record is not None:
+        error_seq = record.add({"error": INTERRUPTED})
+    else:
+        record = StreamRecord(
+            content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
+        )
+        # The stored record trails what the dead generation had streamed by its last unflushed events, so
+        # the error skips ahead: a client resuming from any id it saw live still gets it.
+        error_seq = record.add({"error": INTERRUPTED}, seq=record.next_seq + SWEPT_SEQ_SKIP)
     # Only if no heartbeat came since it was read: a generation that just showed a sign of life stays.
     updated = Message.objects.filter(
         pk=message.pk, status=MessageStatus.IN_PROGRESS, heartbeat_at=message.heartbeat_at
@@ -100,7 +111,31 @@ def message_sweep_if_stale(message: Message, *, now=None) -> bool:
         error=INTERRUPTED,
         completed_at=now,
         heartbeat_at=None,
+        content=record.content,
+        thinking=record.thinking,
         stream_index=record.index,
         extra_events=record.extra,
     )
+    if updated:
+        try:
+            async_to_sync(stream_log().append)(message.id, error_seq, {"error": INTERRUPTED})
+        except Exception:  # followers still learn it from the stored message, within seconds
+            logger.warning("Publishing the end of swept reply %s failed", message.id, exc_info=True)
     return bool(updated)
+
+
+def _streamed(message: Message) -> StreamRecord | None:
+    """The message's stream as its live log holds it, if that is this run's and not behind what is stored."""
+    try:
+        entries = async_to_sync(stream_log().entries)(message.id)
+    except Exception:  # Redis unreachable: the stored text is all there is
+        logger.warning("Reading the live log of swept reply %s failed", message.id, exc_info=True)
+        return None
+    if not entries or any(is_terminal(event) for _, event in entries):
+        return None  # none, or a finished run's (a `continue` that died before its log was reset)
+    record = StreamRecord()
+    for seq, event in entries:
+        record.add(event, seq=seq)
+    if not (record.content.startswith(message.content) and record.thinking.startswith(message.thinking)):
+        return None
+    return record

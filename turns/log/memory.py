@@ -104,6 +104,11 @@ class MemoryLog:
         entries = log.after(after)  # none after the timeout
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
+    async def entries(self, message_id: str) -> list[Entry]:
+        """Every entry of the message's live log here (none when it has none)."""
+        log = self._logs.get(message_id)
+        return list(log.entries) if log is not None else []
+
     async def request_cancel(self, message_id: str) -> None:
         # Kept even before the run has a log: it may be between its commit and its first event.
         now = time.time()

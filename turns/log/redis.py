@@ -28,6 +28,9 @@ from turns.log.memory import MemoryLog
 ALREADY_APPENDED = "equal or smaller than the target stream top item"
 
 
+ENTRIES_PAGE = 1000
+
+
 def stream_key(message_id: str) -> str:
     return f"parley:stream:{message_id}"
 
@@ -227,6 +230,16 @@ class RedisLogReader:
             return self._entries(await client.xrange(key, min=f"0-{after + 2}", count=500))
         return [], is_terminal(json.loads(last[0][1][b"e"]))
 
+    async def entries(self, message_id: str) -> list[Entry]:
+        """Every entry of the message's log in Redis, oldest first (none when it has none)."""
+        client, key, found, start = self.clients.get(), stream_key(message_id), [], "-"
+        while page := await client.xrange(key, min=start, count=ENTRIES_PAGE):
+            found += page
+            if len(page) < ENTRIES_PAGE:
+                break
+            start = f"({page[-1][0].decode()}"  # after the last one read
+        return self._entries(found)[0]
+
     @staticmethod
     def _entries(found) -> tuple[list[Entry], bool]:
         entries = [(_seq(entry_id), json.loads(fields[b"e"])) for entry_id, fields in found]
@@ -313,6 +326,9 @@ class RedisLog:
         self, message_id: str, after: int, timeout: float, *, wait: bool = True
     ) -> tuple[list[Entry], bool] | None:
         return await self.reader.read(message_id, after, timeout, wait=wait)
+
+    async def entries(self, message_id: str) -> list[Entry]:
+        return await self.reader.entries(message_id)
 
     async def request_cancel(self, message_id: str) -> None:
         await self.cancel_flags.request(message_id)
