@@ -267,9 +267,10 @@ STATELESS_MAX_BYTES = env_int("STATELESS_MAX_BYTES", 1024 * 1024)
 STATELESS_FILE_CONTEXT_CHARS = env_int("STATELESS_FILE_CONTEXT_CHARS", 20_000)
 
 # Generations: partial content is flushed at least this often; a running message whose heartbeat is
-# older than GENERATION_STALE_SECONDS belongs to a dead process and is swept to `failed`.
+# older than GENERATION_STALE_SECONDS belongs to a dead process and is swept to `failed` (silent replies
+# get a heartbeat every quarter of it; every process sweeps every half of it).
 GENERATION_FLUSH_SECONDS = env_float("GENERATION_FLUSH_SECONDS", 1.0)
-GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 60)
+GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 10)
 STREAM_KEEPALIVE_SECONDS = env_float("STREAM_KEEPALIVE_SECONDS", 15.0)
 STREAM_LOG_TTL_SECONDS = env_int("STREAM_LOG_TTL_SECONDS", 300)
 IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)

@@ -1,12 +1,17 @@
 """The progress writer stores running replies' partial streams and heartbeats, one statement for all."""
 
+import asyncio
+import time
+from datetime import timedelta
+
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from conversations.models import Message, MessageStatus
 from tests.conftest import reply_in_progress
 from turns.events import StreamRecord
-from turns.progress import progress_store
+from turns.progress import ProgressWriter, progress_store
 
 pytestmark = pytest.mark.django_db
 
@@ -41,3 +46,21 @@ def test_a_reply_whose_text_postgresql_refuses_does_not_stop_the_others(owner):
     good.refresh_from_db(), bad.refresh_from_db()
     assert good.content == "fine"
     assert bad.content == ""
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_silent_reply_gets_heartbeats_well_inside_the_stale_limit(owner, settings):
+    """A reply that streams nothing for a while (a model thinking) is not taken for a dead process's."""
+    settings.GENERATION_STALE_SECONDS, settings.GENERATION_FLUSH_SECONDS = 2, 0.05
+    silent = await sync_to_async(reply_in_progress)(owner, heartbeat_age=timedelta(0))
+    first = silent.heartbeat_at
+    writer, record = ProgressWriter(), StreamRecord()
+    writer.track(silent.id, record)
+    started = time.monotonic()
+    try:
+        while (await Message.objects.aget(pk=silent.pk)).heartbeat_at == first:
+            assert time.monotonic() - started < 1.5, "no heartbeat within three quarters of the stale limit"
+            await asyncio.sleep(0.05)
+    finally:
+        writer.forget(silent.id, record)
+    assert time.monotonic() - started >= 0.4  # a quarter of the limit (0.5 s), not every tick

@@ -1,7 +1,8 @@
 """The progress of the replies running in this process, stored by one writer per event loop.
 
 Every GENERATION_FLUSH_SECONDS the writer stores the partial content of each running reply that streamed
-something since its last write, and a heartbeat for each that was silent for HEARTBEAT_SECONDS, in one
+something since its last write, and a heartbeat for each that was silent for a quarter of
+GENERATION_STALE_SECONDS (so a live reply is never taken for a dead one's), in one
 statement each and one worker-thread call: with a write per reply, hundreds of streaming replies keep
 worker threads busy, and the event loop waits for the GIL behind them. The next tick is counted from when
 a write ended, so a database slower than the interval is not sent writes back to back.
@@ -26,7 +27,10 @@ from turns.events import StreamRecord, StreamSnapshot
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10
+
+def heartbeat_seconds() -> float:
+    """How long a silent reply goes without a heartbeat: well inside GENERATION_STALE_SECONDS."""
+    return max(0.5, settings.GENERATION_STALE_SECONDS / 4)
 
 
 def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str]) -> None:
@@ -123,7 +127,7 @@ class ProgressWriter:
             if tracked.record.next_seq != tracked.stored_seq:
                 snapshots[message_id] = tracked.record.snapshot()
                 written[message_id] = (tracked, tracked.record.next_seq)
-            elif now - tracked.stored_at >= HEARTBEAT_SECONDS:
+            elif now - tracked.stored_at >= heartbeat_seconds():
                 heartbeats.append(message_id)
                 written[message_id] = (tracked, tracked.stored_seq)
         if not written:

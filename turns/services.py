@@ -9,7 +9,7 @@ from datetime import timedelta
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agents.models import Agent
@@ -79,7 +79,10 @@ def agent_delete(*, agent: Agent) -> None:
 def message_sweep_stale() -> int:
     """Fail every in-progress message whose generation stopped sending heartbeats."""
     now = timezone.now()
-    stale = Message.objects.filter(status=MessageStatus.IN_PROGRESS)
+    cutoff = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+    stale = Message.objects.filter(status=MessageStatus.IN_PROGRESS).filter(
+        Q(heartbeat_at__lte=cutoff) | Q(heartbeat_at__isnull=True, created_at__lte=cutoff)
+    )
     return sum(message_sweep_if_stale(message, now=now) for message in stale)
 
 
