@@ -62,14 +62,15 @@ from django.db import connection  # noqa: E402
 
 from bench.compare import Run, add_server_arguments, load_text, per_run, run_all  # noqa: E402
 from bench.fake_openai import reply_text  # noqa: E402
-from bench.llm import ENGINES, MODEL, Comparison, StackCPU, bare_proxy, fake_openai  # noqa: E402
+from bench.llm import ENGINES, Comparison, StackCPU  # noqa: E402
 from bench.rest_list import percentile, verdict  # noqa: E402  (sets Django up)
 from bench.sampling import (  # noqa: E402
     ServerSampler,
     cpu_seconds,
     delete_tenant,
+    engine_of,
     mib,
-    one_server,
+    parley_and_bare,
     print_setup,
     py_spy_start,
     py_spy_stop,
@@ -365,18 +366,15 @@ def main() -> None:
 
     def one_run(server: str, run: Run) -> None:
         count = WARM + args.singles + sum(args.requests)
-        engine = {"engine": "openai", "model": MODEL} if args.engine == "openai" else {}
         tenant, agent, secret, ids = seed(
-            label="concurrent_posts", conversations=count, chunk_delay_ms=args.chunk_delay_ms, **engine
+            label="concurrent_posts", conversations=count, chunk_delay_ms=args.chunk_delay_ms, **engine_of(args.engine)
         )
         tenant_id = tenant.id
         print(f"Seeded tenant {tenant_id}: 1 {args.engine} agent, {count} conversations")
         try:
             with ExitStack() as stack:
-                model_url = stack.enter_context(fake_openai(chunks=args.chunks, delay_ms=args.chunk_delay_ms))
-                reference = stack.enter_context(bare_proxy(model_url))
-                running = stack.enter_context(
-                    one_server(server, db_pool=args.db_pool, env={"OPENAI_BASE_URL": model_url, "DEFAULT_MODEL": MODEL})
+                running, reference = stack.enter_context(
+                    parley_and_bare(server, db_pool=args.db_pool, chunks=args.chunks, delay_ms=args.chunk_delay_ms)
                 )
                 parley = Side(
                     name="parley",

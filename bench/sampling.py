@@ -23,6 +23,7 @@ from django.db import connection
 from agents.engines.base import ChatMessage, TurnContext
 from agents.engines.builtin import chunks, plain_answer
 from agents.models import Agent, Engine
+from bench.llm import MODEL, bare_proxy, fake_openai
 from conversations.models import Conversation, Message
 from tenants.models import DailyUsage, Tenant
 from tenants.services import api_key_create, tenant_create
@@ -192,3 +193,20 @@ def cpu_seconds(process: psutil.Process) -> float:
     """User + system CPU seconds the process has used so far."""
     times = process.cpu_times()
     return times.user + times.system
+
+
+def engine_of(engine: str) -> dict[str, str]:
+    """seed()'s arguments for an agent of `--engine`: openai (of the fake model server) or builtin."""
+    return {"engine": "openai", "model": MODEL} if engine == "openai" else {}
+
+
+@contextmanager
+def parley_and_bare(server: str, *, db_pool: bool, chunks: int, delay_ms: float) -> Iterator[tuple[Server, Server]]:
+    """The fake model server, the bare proxy of it, and one Parley `server` process whose openai engine uses
+    it; yields (Parley, the bare proxy)."""
+    with (
+        fake_openai(chunks=chunks, delay_ms=delay_ms) as model_url,
+        bare_proxy(model_url) as reference,
+        one_server(server, db_pool=db_pool, env={"OPENAI_BASE_URL": model_url, "DEFAULT_MODEL": MODEL}) as running,
+    ):
+        yield running, reference
