@@ -450,6 +450,21 @@ def test_the_sweep_stores_what_the_live_log_streamed_and_ends_the_log(owner):
     async_to_sync(stream_log().reset)(stale.id)  # (the in-process log of this test's thread)
 
 
+def test_a_reply_swept_without_a_live_log_is_followed_from_its_stored_text(owner):
+    from turns.follow import message_events
+    from turns.services import INTERRUPTED, message_sweep_stale
+
+    stale = reply_in_progress(
+        owner, "Partial", stream_index=[[0, "message", 0, 0], [1, "content", 0, 7]], extra_events=[{"message": {}}]
+    )
+    assert message_sweep_stale() == 1
+
+    async def follow() -> list:
+        return [event async for batch in message_events(stale.id) for _, event in batch]
+
+    assert async_to_sync(follow)() == [{"message": {}}, {"content": "Partial"}, {"error": INTERRUPTED}]
+
+
 async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(slow_agent, settings, monkeypatch):
     """Each flush waits GENERATION_FLUSH_SECONDS after the previous one was stored: a database slower than
     the interval must not get them queued one after another (which slowed it further, until 500 streams

@@ -96,8 +96,8 @@ def message_sweep_if_stale(message: Message, *, now=None) -> bool:
     last_sign = message.heartbeat_at or message.created_at
     if last_sign > now - timedelta(seconds=settings.GENERATION_STALE_SECONDS):
         return False
-    record = _streamed(message)
-    if record is not None:
+    record = live = _streamed(message)
+    if live is not None:
         error_seq = record.add({"error": INTERRUPTED})
     else:
         record = StreamRecord(
@@ -119,7 +119,7 @@ def message_sweep_if_stale(message: Message, *, now=None) -> bool:
         stream_index=record.index,
         extra_events=record.extra,
     )
-    if updated:
+    if updated and live is not None:  # (a log holding only the error would hide the stored text from joiners)
         try:
             async_to_sync(stream_log().append)(message.id, error_seq, {"error": INTERRUPTED})
         except Exception:  # followers still learn it from the stored message, within seconds
