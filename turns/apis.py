@@ -184,16 +184,20 @@ class MessageCancelView(AsyncAPIView):
         responses=MessageSerializer,
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
-        conversation = await conversation_aget(
-            tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
-        )
-        message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
-        if message.role != Role.ASSISTANT:
-            raise NotFound("Message not found.")
+        message = await _assistant_message(request, agent_id, conversation_id, message_id)
         if message.status == MessageStatus.IN_PROGRESS:
             await generation_cancel(message.id)
             message = await _wait_until_settled(message)
         return Response(await sync_to_async(lambda: MessageSerializer(message).data)())
+
+
+async def _assistant_message(request, agent_id: str, conversation_id: str, message_id: str) -> Message:
+    """The assistant message of the tenant's conversation under that agent; anything else is 404."""
+    conversation = await conversation_aget(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
+    message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
+    if message.role != Role.ASSISTANT:
+        raise NotFound("Message not found.")
+    return message
 
 
 async def _wait_until_settled(message: Message) -> Message:
@@ -294,11 +298,6 @@ class MessageStreamView(EventStreamView):
         responses={(200, "text/event-stream"): _SSE_RESPONSE},
     )
     async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
-        conversation = await conversation_aget(
-            tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
-        )
-        message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
-        if message.role != Role.ASSISTANT:
-            raise NotFound("Message not found.")
+        message = await _assistant_message(request, agent_id, conversation_id, message_id)
         after = _resume_point(request, message.id)
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
