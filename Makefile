@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
+# uvicorn waits this long for open connections on a stop: longer than DRAIN_SECONDS (default 60).
+GRACE ?= 75
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --require-hashes
 # `make lock` compiles the locks with uv from a throwaway venv outside the project.
 UV_VENV ?= /tmp/parley-uv
@@ -36,9 +38,9 @@ migrate: install
 
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py sweep_stale_messages
 	$(BIN)/python manage.py ensure_demo_tenant --port $(PORT)
-	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --proxy-headers --loop uvloop --http httptools
+	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --proxy-headers --loop uvloop --http httptools \
+		--timeout-graceful-shutdown $(GRACE)
 
 test: install-test
 	$(BIN)/ruff check .

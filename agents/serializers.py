@@ -23,6 +23,12 @@ class AgentOptionsSerializer(serializers.Serializer):
         max_value=60_000,
         help_text="Builtin engine only: pace of the reply, one chunk every this many ms (load tests).",
     )
+    on_crash = serializers.ChoiceField(
+        choices=["continue", "fail"],
+        required=False,
+        help_text="When the server process running a reply dies: another continues it from the text already "
+        "streamed, on the same stream (continue, the default), or ends it `failed` with that text (fail).",
+    )
 
     def to_internal_value(self, data):
         if isinstance(data, dict):

@@ -267,10 +267,13 @@ STATELESS_MAX_BYTES = env_int("STATELESS_MAX_BYTES", 1024 * 1024)
 STATELESS_FILE_CONTEXT_CHARS = env_int("STATELESS_FILE_CONTEXT_CHARS", 20_000)
 
 # Generations: partial content is flushed at least this often; a running message whose heartbeat is
-# older than GENERATION_STALE_SECONDS belongs to a dead process and is swept to `failed` (silent replies
-# get a heartbeat every quarter of it; every process sweeps every half of it).
+# older than GENERATION_STALE_SECONDS belongs to a dead process, and another takes it over (continues it,
+# or fails it when its agent says `on_crash: "fail"`); silent replies get a heartbeat every quarter of it,
+# and every process sweeps every quarter of it. On SIGTERM a process lets its replies run for up to
+# DRAIN_SECONDS, then hands the rest over (the server's graceful-shutdown timeout must be longer).
 GENERATION_FLUSH_SECONDS = env_float("GENERATION_FLUSH_SECONDS", 1.0)
 GENERATION_STALE_SECONDS = env_int("GENERATION_STALE_SECONDS", 10)
+DRAIN_SECONDS = env_float("DRAIN_SECONDS", 60.0)
 STREAM_KEEPALIVE_SECONDS = env_float("STREAM_KEEPALIVE_SECONDS", 15.0)
 STREAM_LOG_TTL_SECONDS = env_int("STREAM_LOG_TTL_SECONDS", 300)
 IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24)

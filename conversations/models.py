@@ -83,6 +83,9 @@ class Message(TenantOwned):
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Last sign of life of a running generation."
     )
+    # The run that owns a running reply: a process that took over a dead one's reply gives it a new run,
+    # and the writes of the run it replaced (a process that only looked dead) then change nothing.
+    run_id = models.CharField(max_length=32, blank=True, editable=False)
     search_vector = models.GeneratedField(
         expression=SearchVector("content", config="english"), output_field=SearchVectorField(), db_persist=True
     )

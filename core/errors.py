@@ -57,6 +57,11 @@ class UnsupportedMediaType(ApplicationError):
     code, status, default_message = "unsupported_media_type", 415, "Unsupported media type."
 
 
+class Unavailable(ApplicationError):
+    code, status = "unavailable", 503
+    default_message = "This server process is restarting: send the request again (another process takes it)."
+
+
 class EngineError(ApplicationError):
     code, status, default_message = "engine_error", 502, "The agent's engine failed."
 
@@ -108,6 +113,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         status, body = exc.status, error_body(exc.code, exc.message, exc.details)
+        if isinstance(exc, Unavailable):
+            headers["Retry-After"] = "1"
     elif isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         status, body = (

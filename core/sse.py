@@ -19,6 +19,13 @@ def sse_event(data: dict[str, Any], event_id: str | None = None) -> bytes:
     return (f"id: {event_id}\n{line}" if event_id else line).encode()
 
 
+def sse_reconnect(retry_ms: int) -> bytes:
+    """The end of a stream this server process cannot finish (it is stopping): reconnect in `retry_ms`,
+    with `Last-Event-ID` (an EventSource does both by itself). No id: the last one seen stays the one to
+    resume from."""
+    return f"retry: {retry_ms}\ndata: {json.dumps({'reconnect': {'retry_ms': retry_ms}})}\n\n".encode()
+
+
 def sse_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
     """A streaming response from an async iterator (a sync one would be buffered whole under ASGI)."""
     response = StreamingHttpResponse(chunks, content_type="text/event-stream")

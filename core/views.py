@@ -4,6 +4,7 @@ from adrf.views import APIView
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from core.drain import draining
 from core.errors import v1_exception_handler
 from core.schema import V1ErrorSerializer
 from core.sse import EventStreamNegotiation
@@ -12,7 +13,10 @@ logger = logging.getLogger(__name__)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness and database reachability, for load balancers (no authentication)."""
+    """Liveness and database reachability, for load balancers (no authentication); 503 while the process
+    drains, so that they send it no more work."""
+    if draining():
+        return JsonResponse({"status": "draining", "database": "unchecked"}, status=503)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")

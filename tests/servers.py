@@ -35,11 +35,13 @@ def database_url_of_tests() -> str:
 
 def env_of_tests(**env: str | None) -> dict[str, str | None]:
     """The environment a server for a test runs with: the test database, a throttle that never trips,
-    warnings only in the log; `env` adds or overrides (None removes a variable)."""
+    warnings only in the log, a short drain when it is stopped; `env` adds or overrides (None removes a
+    variable)."""
     return {
         "DATABASE_URL": database_url_of_tests(),
         "THROTTLE_RATE": "1000000/min",
         "LOG_LEVEL": "WARNING",
+        "DRAIN_SECONDS": "2",
         **env,
     }
 
@@ -203,7 +205,7 @@ def served_process(**env: str) -> Iterator[Server]:
 
 
 def parse_sse(raw: bytes) -> list[dict]:
-    """Raw SSE bytes as a list of {"id", "data"} events and {"comment"} entries, strictly."""
+    """Raw SSE bytes as a list of {"id", "data", "retry"} events and {"comment"} entries, strictly."""
     text = raw.decode()
     assert text == "" or text.endswith("\n\n"), "a stream ends at an event boundary"
     events = []
@@ -213,9 +215,9 @@ def parse_sse(raw: bytes) -> list[dict]:
             field, _, value = line.partition(": ")
             if field == "":
                 entry["comment"] = value
-            elif field in ("id", "data"):
+            elif field in ("id", "data", "retry"):
                 assert field not in entry, f"one {field} line per event: {block!r}"
-                entry[field] = json.loads(value) if field == "data" else value
+                entry[field] = value if field == "id" else json.loads(value)
             else:
                 raise AssertionError(f"unexpected SSE line {line!r}")
         events.append(entry)

@@ -28,7 +28,8 @@ def test_it_stores_the_streams_of_running_replies_and_the_heartbeats_of_silent_o
     Message.objects.filter(pk=ended.pk).update(status=MessageStatus.COMPLETED, content="final")
     started = timezone.now()
 
-    progress_store({streaming.id: snapshot_of("Hel", "lo"), ended.id: snapshot_of("stale")}, [silent.id])
+    runs = [streaming.run_id, silent.run_id, ended.run_id]
+    progress_store({streaming.id: snapshot_of("Hel", "lo"), ended.id: snapshot_of("stale")}, [silent.id], runs)
 
     streaming.refresh_from_db(), silent.refresh_from_db(), ended.refresh_from_db()
     assert streaming.content == "Hello"
@@ -38,10 +39,23 @@ def test_it_stores_the_streams_of_running_replies_and_the_heartbeats_of_silent_o
     assert (ended.status, ended.content) == ("completed", "final")  # an ended reply is left alone
 
 
+def test_a_run_that_no_longer_owns_its_reply_stores_nothing(owner):
+    """A process that only looked dead (it stalled past the stale limit) and whose reply another process
+    took over: its progress and heartbeats change nothing."""
+    streaming, silent = reply_in_progress(owner, "taken over"), reply_in_progress(owner)
+    before = silent.heartbeat_at
+
+    progress_store({streaming.id: snapshot_of("old run")}, [silent.id], ["another-run"])
+
+    streaming.refresh_from_db(), silent.refresh_from_db()
+    assert streaming.content == "taken over"
+    assert silent.heartbeat_at == before
+
+
 def test_a_reply_whose_text_postgresql_refuses_does_not_stop_the_others(owner):
     good, bad = reply_in_progress(owner), reply_in_progress(owner)
 
-    progress_store({bad.id: snapshot_of("nul \x00 here"), good.id: snapshot_of("fine")}, [])
+    progress_store({bad.id: snapshot_of("nul \x00 here"), good.id: snapshot_of("fine")}, [], [bad.run_id, good.run_id])
 
     good.refresh_from_db(), bad.refresh_from_db()
     assert good.content == "fine"
@@ -55,7 +69,7 @@ async def test_a_silent_reply_gets_heartbeats_well_inside_the_stale_limit(owner,
     silent = await sync_to_async(reply_in_progress)(owner, heartbeat_age=timedelta(0))
     first = silent.heartbeat_at
     writer, record = ProgressWriter(), StreamRecord()
-    writer.track(silent.id, record)
+    writer.track(silent.id, silent.run_id, record)
     started = time.monotonic()
     try:
         while (await Message.objects.aget(pk=silent.pk)).heartbeat_at == first:

@@ -428,11 +428,13 @@ def test_the_sweep_stores_what_the_live_log_streamed_and_ends_the_log(owner):
     stale = reply_in_progress(
         owner, "Hal", stream_index=[[0, "message", 0, 0], [1, "content", 0, 3]], extra_events=[{"message": {}}]
     )
+    owner.agent.options = {"on_crash": "fail"}
+    owner.agent.save()
     streamed = StreamRecord()
     for event in ({"message": {}}, {"thinking": "hm"}, {"content": "Hal"}, {"content": "f of it"}):
         async_to_sync(stream_log().append)(stale.id, streamed.add(event), event)
 
-    assert message_sweep_stale() == 1
+    assert message_sweep_stale() == (1, [])
 
     stale.refresh_from_db()
     assert (stale.status, stale.content, stale.thinking, stale.error) == ("failed", "Half of it", "hm", INTERRUPTED)
@@ -457,7 +459,7 @@ def test_a_reply_swept_without_a_live_log_is_followed_from_its_stored_text(owner
     stale = reply_in_progress(
         owner, "Partial", stream_index=[[0, "message", 0, 0], [1, "content", 0, 7]], extra_events=[{"message": {}}]
     )
-    assert message_sweep_stale() == 1
+    assert message_sweep_stale(fail=True) == (1, [])
 
     async def follow() -> list:
         return [event async for batch in message_events(stale.id) for _, event in batch]

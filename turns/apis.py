@@ -20,19 +20,29 @@ from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_aget, message_get, message_list
 from conversations.serializers import MessageSerializer
 from core.db import in_worker
-from core.errors import Invalid, NotFound, error_body
+from core.drain import draining, handed_over
+from core.errors import Invalid, NotFound, Unavailable, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
-from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_response
+from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_reconnect, sse_response
 from turns.events import is_terminal
 from turns.follow import message_events
-from turns.runtime import ConversationRef, TurnRequest, generation_cancel, generation_cancel_soon, turn_launch
+from turns.runtime import (
+    ConversationRef,
+    TurnRequest,
+    generation_cancel,
+    generation_cancel_soon,
+    generation_runs_here,
+    turn_launch,
+)
 from turns.serializers import MessagePostSerializer, NewTurnResponseSerializer, TurnResponseSerializer
 from turns.services import message_sweep_if_stale
 
 CANCEL_WAIT_SECONDS = 3.0
+RECONNECT_MS = 500  # a stream ended by a stopping process: the client comes back this soon
+HANDED_OVER = "This server process stopped while the reply was generated; another goes on with it."
 
 
 def turn_request_from(validated: dict) -> TurnRequest:
@@ -87,6 +97,9 @@ async def _post_and_wait(
     plan, generation = await turn_launch(ref=ref, request=turn_request)
     launched.set_result(plan.message_id)
     ending = await asyncio.shield(generation)
+    if ending.outcome.status == MessageStatus.IN_PROGRESS:  # handed over by the drain: still running
+        details = {"message_id": plan.message_id, "conversation_id": plan.conversation_id}
+        return 503, error_body(Unavailable.code, HANDED_OVER, details)
     if plan.rows is not None and ending.completed_at is not None:  # no query, so no thread either
         rows = plan.rows.at_end(ending)
         return _turn_body(rows.conversation, rows.user_message, rows.assistant, NewTurnResponseSerializer)
@@ -99,6 +112,8 @@ async def _turn_once(
     """Validate a turn's body and start it, at most once per Idempotency-Key. The conversation is read
     when the turn starts, locked (one query for the 404 and the turn)."""
     turn_request = turn_prepare(request)
+    if draining():  # (nginx sends it to another process; behind no proxy, the client sends it again)
+        raise Unavailable
     ref = ConversationRef(tenant_id=request.tenant.id, agent_id=agent_id, conversation_id=conversation_id)
     status, body = await run_idempotent(
         tenant_id=request.tenant.id,
@@ -160,6 +175,7 @@ class MessagesView(AsyncAPIView):
             409: ErrorSerializer,
             422: ErrorSerializer,
             502: ErrorSerializer,
+            503: OpenApiResponse(ErrorSerializer, description="This server process is stopping: send it again."),
         },
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
@@ -221,14 +237,23 @@ async def _wait_until_settled(message: Message) -> Message:
 
 async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
     finished = False
+
+    def must_reconnect() -> bool:
+        # Stopping: a stream of a reply running here lasts while it does (until handed over), any other
+        # is followed as well from another process.
+        return draining() and (handed_over() or not generation_runs_here(message_id))
+
     try:
-        async for batch in message_events(message_id, after=after):
+        async for batch in message_events(message_id, after=after, stop=must_reconnect):
             if not batch:
                 yield KEEPALIVE
                 continue
             # One write per batch: under load a reader finds several events at once.
             yield b"".join(sse_event(event, f"{message_id}:{seq}") for seq, event in batch)
             finished = finished or is_terminal(batch[-1][1])
+        if not finished and must_reconnect():
+            finished = True  # the reply goes on: a client that reconnects follows it elsewhere
+            yield sse_reconnect(RECONNECT_MS)
     finally:
         if not finished and cancel_on_disconnect:
             generation_cancel_soon(message_id)
@@ -259,7 +284,8 @@ class EventStreamView(EventStreamNegotiation, AsyncAPIView):
 _SSE_RESPONSE = OpenApiResponse(
     response=OpenApiTypes.STR,
     description="Server-Sent Events: `id: <message id>:<seq>` and one JSON object per `data:` line: "
-    "`message`, `thinking`, `content`, `citations`, `data_frame`, `tokens`, then `done` (or `error`).",
+    "`message`, `thinking`, `content`, `citations`, `data_frame`, `tokens`, then `done` (or `error`). A "
+    "stopping server process ends it with `retry:` and `{\"reconnect\": {...}}`: resume with Last-Event-ID.",
 )
 
 
@@ -273,7 +299,12 @@ class StreamView(EventStreamView):
         summary="Post a message and stream the reply as Server-Sent Events",
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
         request=MessagePostSerializer,
-        responses={(200, "text/event-stream"): _SSE_RESPONSE, 409: ErrorSerializer, 422: ErrorSerializer},
+        responses={
+            (200, "text/event-stream"): _SSE_RESPONSE,
+            409: ErrorSerializer,
+            422: ErrorSerializer,
+            503: OpenApiResponse(ErrorSerializer, description="This server process is stopping: send it again."),
+        },
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
         status, body, turn_request = await _turn_once(request, agent_id, conversation_id, start=_stream_start)

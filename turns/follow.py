@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from django.conf import settings
 
@@ -21,8 +21,11 @@ STORED_POLL_SECONDS = 0.5
 SETTLED_CHECK_SECONDS = 2.0
 
 
-async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[list[Entry]]:
-    """The events after `after`, in batches (one per read of the log), ending with the terminal event.
+async def message_events(
+    message_id: str, *, after: int = -1, stop: Callable[[], bool] = lambda: False
+) -> AsyncIterator[list[Entry]]:
+    """The events after `after`, in batches (one per read of the log), ending with the terminal event, or
+    early once `stop()` is true (it is asked after every read, at least every SETTLED_CHECK_SECONDS).
     An empty batch means "nothing for a while": the writer sends a keep-alive comment."""
     log = stream_log()
     loop = asyncio.get_running_loop()
@@ -44,7 +47,7 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
                 yield batch
                 if is_terminal(batch[-1][1]):
                     return
-            if ended:
+            if ended or stop():
                 return
             if batch or not waited:
                 continue
@@ -64,7 +67,7 @@ async def message_events(message_id: str, *, after: int = -1) -> AsyncIterator[l
         if batch:
             last, quiet_since = batch[-1][0], loop.time()
             yield batch
-        if not running:
+        if not running or stop():
             return
         if loop.time() - quiet_since >= settings.STREAM_KEEPALIVE_SECONDS:
             quiet_since = loop.time()

@@ -1,43 +1,73 @@
-"""Periodic upkeep run inside every server process: no cron needed for correctness."""
+"""What runs inside every server process beside the requests: periodic upkeep (no cron needed for
+correctness), and the drain when the process is told to stop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 
 from django.conf import settings
 
 from agents.engines.openai import openai_clients_close
 from core.db import in_worker
+from core.drain import drain_begin, drain_handed_over, draining
 from core.idempotency import idempotency_purge_expired
-from turns.services import message_sweep_stale
+from turns.runtime import generations_drain, stale_replies_take_over
 
 logger = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def sweep_seconds() -> float:
+    """A quarter of GENERATION_STALE_SECONDS: a dead process's replies are taken over within 1.25 times it."""
+    return max(1.0, settings.GENERATION_STALE_SECONDS / 4)
+
 
 async def maintenance_forever() -> None:
-    """At start-up and then every half GENERATION_STALE_SECONDS: fail replies whose process died, drop
-    expired idempotency keys. Several processes may do it at once; both are idempotent updates."""
+    """At start-up and then every sweep_seconds(): take over (or fail) the replies whose process died,
+    drop expired idempotency keys. Several processes may do it at once: a reply is claimed by one.
+
+    Without Redis this is the only process (DESIGN, section 8), so at its start every running reply is a
+    previous run's: those are taken over at once, not once their heartbeat is stale."""
+    everything = not settings.REDIS_URL
     while True:
         try:
-            swept = await in_worker(message_sweep_stale)()
+            failed, continued = await stale_replies_take_over(everything=everything)
+            everything = False
             await in_worker(idempotency_purge_expired)()
-            if swept:
-                logger.warning("Marked %d stale generation(s) failed", swept)
+            if failed or continued:
+                logger.warning("Replies of stopped processes: %d continued here, %d failed", continued, failed)
         except Exception:  # the database may be briefly unreachable: try again next time
             logger.exception("Maintenance failed")
-        await asyncio.sleep(max(1.0, settings.GENERATION_STALE_SECONDS / 2))
+        await asyncio.sleep(sweep_seconds())
+
+
+async def drain() -> None:
+    """Stop taking work (see core.drain), let the running generations go on for up to DRAIN_SECONDS, then
+    hand the rest over; open streams end with an instruction to reconnect (turns.apis)."""
+    drain_begin()
+    logger.warning("Draining: running replies have %g s to finish", settings.DRAIN_SECONDS)
+    handed = await generations_drain(seconds=settings.DRAIN_SECONDS)
+    drain_handed_over()
+    if handed:
+        logger.warning("Handed %d running replies over to the other processes", handed)
 
 
 class MaintainedApplication:
     """An ASGI wrapper that runs `maintenance_forever` beside the application: from the server's lifespan
     start-up (uvicorn), or from the first request where the server sends no lifespan events (daphne's
-    runserver); at the lifespan's shutdown it is stopped and the engines' HTTP clients are closed."""
+    runserver). On SIGTERM or SIGINT it drains (the server's own handler runs too: uvicorn stops listening
+    and waits for the open connections, which the drain ends); at the lifespan's shutdown whatever still
+    runs is handed over, maintenance stops and the engines' HTTP clients are closed."""
 
     def __init__(self, application) -> None:
         self.application = application
         self.task: asyncio.Task | None = None
+        self.draining: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -49,13 +79,39 @@ class MaintainedApplication:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(maintenance_forever(), name="maintenance")
 
+    def drain_soon(self) -> None:
+        if self.draining is None:
+            self.draining = asyncio.get_running_loop().create_task(drain(), name="drain")
+
+    def drain_on_signals(self) -> None:
+        """Chain a drain before the server's own handler of the stop signals (the signal module's documented
+        way: the previous handler is kept and called). Only in the main thread, where the server's is."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for number in STOP_SIGNALS:
+            previous = signal.getsignal(number)
+            if not callable(previous):  # no server handler to chain (the default ends the process at once)
+                continue
+
+            def handler(signum, frame, previous=previous):
+                loop.call_soon_threadsafe(self.drain_soon)
+                previous(signum, frame)
+
+            signal.signal(number, handler)
+
     async def lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.start()
+                self.drain_on_signals()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if not draining():  # stopped without a signal: nothing is left running, but handed over
+                    await generations_drain(seconds=0)
+                elif self.draining is not None:
+                    await self.draining
                 if self.task is not None:
                     self.task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -33,36 +33,40 @@ def heartbeat_seconds() -> float:
     return max(0.5, settings.GENERATION_STALE_SECONDS / 4)
 
 
-def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str]) -> None:
-    """Store running replies' partial streams and the heartbeats of silent ones. A reply that ended or was
-    swept meanwhile is left alone, and so is one whose row another transaction holds (a delete, its end):
-    waiting for it could deadlock with a delete of several conversations."""
+def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str], run_ids: list[str]) -> None:
+    """Store running replies' partial streams and the heartbeats of silent ones, of this process's runs
+    (`run_ids`). A reply that ended, was swept or taken over by another run meanwhile is left alone, and so
+    is one whose row another transaction holds (a delete, its end): waiting for it could deadlock with a
+    delete of several conversations."""
     now = timezone.now()
     with connection.cursor() as cursor:
         if heartbeats:
             cursor.execute(
                 f"UPDATE {TABLE} SET heartbeat_at = %s WHERE id IN ({RUNNING_UNLOCKED})",
-                [now, heartbeats, MessageStatus.IN_PROGRESS],
+                [now, heartbeats, MessageStatus.IN_PROGRESS, run_ids],
             )
         if not snapshots:
             return
         try:
-            _snapshots_store(cursor, snapshots, now=now)
+            _snapshots_store(cursor, snapshots, run_ids, now=now)
         except DatabaseError:  # one reply's text PostgreSQL refuses (a NUL) must not stop the others'
             logger.warning("Storing %d replies' progress together failed; one at a time", len(snapshots))
             for message_id, snapshot in snapshots.items():
                 try:
-                    _snapshots_store(cursor, {message_id: snapshot}, now=now)
+                    _snapshots_store(cursor, {message_id: snapshot}, run_ids, now=now)
                 except DatabaseError:
                     logger.warning("Storing the progress of %s failed", message_id, exc_info=True)
 
 
 TABLE = Message._meta.db_table
-# The running messages among a list of ids whose rows no other transaction holds.
-RUNNING_UNLOCKED = f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND status = %s FOR UPDATE SKIP LOCKED"
+# The running messages among a list of ids, of one of a list of runs (run ids are unique), whose rows no
+# other transaction holds.
+RUNNING_UNLOCKED = (
+    f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND status = %s AND run_id = ANY(%s) FOR UPDATE SKIP LOCKED"
+)
 
 
-def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], *, now) -> None:
+def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], run_ids: list[str], *, now) -> None:
     # One statement for every reply (UPDATE ... FROM VALUES): the ORM's bulk_update would build a CASE per
     # column and row, and compiling it holds the GIL for tens of milliseconds with hundreds of replies.
     rows = ", ".join(["(%s, %s, %s, %s::jsonb, %s::jsonb)"] * len(snapshots))
@@ -82,13 +86,14 @@ def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], *, now) -> No
         f" extra_events = v.extra_events, heartbeat_at = %s"
         f" FROM (VALUES {rows}) AS v (id, content, thinking, stream_index, extra_events)"
         f" WHERE m.id = v.id AND m.id IN ({RUNNING_UNLOCKED})",
-        [now, *values, list(snapshots), MessageStatus.IN_PROGRESS],
+        [now, *values, list(snapshots), MessageStatus.IN_PROGRESS, run_ids],
     )
 
 
 @dataclass
 class _Tracked:
     record: StreamRecord
+    run_id: str
     stored_seq: int  # the record's next_seq when it was last stored
     stored_at: float  # time.monotonic() of its last write
 
@@ -98,9 +103,9 @@ class ProgressWriter:
         self._tracked: dict[str, _Tracked] = {}
         self._task: asyncio.Task | None = None
 
-    def track(self, message_id: str, record: StreamRecord) -> None:
-        """Store this reply's progress from now on (its record as it was is stored already)."""
-        self._tracked[message_id] = _Tracked(record, record.next_seq, time.monotonic())
+    def track(self, message_id: str, run_id: str, record: StreamRecord) -> None:
+        """Store this run's progress of the reply from now on (its record as it was is stored already)."""
+        self._tracked[message_id] = _Tracked(record, run_id, record.next_seq, time.monotonic())
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="progress writer")
 
@@ -133,7 +138,8 @@ class ProgressWriter:
         if not written:
             return
         try:
-            await in_worker(progress_store)(snapshots, heartbeats)
+            run_ids = [tracked.run_id for tracked, _ in written.values()]
+            await in_worker(progress_store)(snapshots, heartbeats, run_ids)
         except Exception:  # a database blip: the next tick tries again; each reply's end is stored with retries
             logger.warning("Storing the progress of %d replies failed", len(written), exc_info=True)
             return

@@ -41,7 +41,7 @@ from tenants.services import usage_record
 from turns.events import END_KINDS, StreamRecord, StreamSnapshot, rebuild_events, wire_event
 from turns.log import stream_log
 from turns.progress import progress_writer
-from turns.services import INTERRUPTED, message_sweep_if_stale
+from turns.services import INTERRUPTED, Claim, message_sweep_if_stale, message_sweep_stale, new_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class TurnPlan:
     conversation_id: str
     user_message_id: str
     message_id: str  # the assistant message
+    run_id: str  # this run of it: its writes change the message only while the run owns it
     agent: Agent
     context: TurnContext
     stream: StreamSnapshot  # the stream so far: its first event, or a continued reply's events
@@ -214,6 +215,7 @@ def _continue(conversation: Conversation, *, now: datetime) -> _Rows:
         raise Invalid("continue: the last message is not the assistant's.", details={"continue": True})
     if assistant.status == MessageStatus.IN_PROGRESS:  # updating it would not trip the index
         raise ReplyRunning
+    assistant.run_id = new_run_id()
     stored = StreamRecord(index=assistant.stream_index)
     if stored.index:
         # Its end dropped, the events so far keep their ids: a client resuming from any id it saw gets
@@ -238,7 +240,9 @@ def _continue(conversation: Conversation, *, now: datetime) -> _Rows:
         now,
     )
     assistant.stream_index, assistant.extra_events = stream.index, stream.extra
-    assistant.save(update_fields=["status", "error", "completed_at", "heartbeat_at", "stream_index", "extra_events"])
+    assistant.save(
+        update_fields=["status", "error", "completed_at", "heartbeat_at", "run_id", "stream_index", "extra_events"]
+    )
     base_tokens = (assistant.input_tokens, assistant.output_tokens)
     return _Rows(assistant.parent, assistant, stream, base_tokens=base_tokens, added=0)
 
@@ -279,6 +283,7 @@ def _assistant(conversation: Conversation, *, parent: Message, now: datetime) ->
         status=MessageStatus.IN_PROGRESS,
         created_at=now,
         heartbeat_at=now,
+        run_id=new_run_id(),
     )
 
 
@@ -321,6 +326,7 @@ def _plan(conversation: Conversation, rows: _Rows, request: TurnRequest, *, star
         conversation_id=conversation.id,
         user_message_id=user_message.id,
         message_id=rows.assistant.id,
+        run_id=rows.assistant.run_id,
         agent=agent,
         context=context,
         stream=rows.stream.snapshot(),
@@ -380,6 +386,7 @@ class Generation:
     cancel_requested: bool = False
     stepping: bool = False  # the task has begun: before that a cancel is a flag it checks first
     finishing: bool = False  # storing the end: a cancel now would lose the stream's end
+    handing_over: bool = False  # stopped by the drain: another process (or this one restarted) goes on
 
 
 @dataclass(frozen=True)
@@ -401,6 +408,7 @@ class Ending:
     completed_at: datetime | None  # None when the end was not stored (the database failed, or the reply is gone)
     title: str = ""  # the title stored with it
     citations: tuple[Citation, ...] = ()
+    lost: bool = False  # the run no longer owns the reply (deleted, swept, taken over): it publishes no end
 
 
 # Generations running in this process, so that a cancel arriving here stops them at once.
@@ -442,11 +450,13 @@ def generation_cancel_soon(message_id: str) -> None:
     task.add_done_callback(_cancelling.discard)
 
 
-async def generation_start(plan: TurnPlan) -> asyncio.Task:
-    """Open the message's live log with its first events, then run the generation in its own task."""
+async def generation_start(plan: TurnPlan, *, resumed: bool = False) -> asyncio.Task:
+    """Open the message's live log with its first events, then run the generation in its own task. A
+    resumed reply's log goes on (what it holds already is not added again; followers keep following)."""
     log, stream = stream_log(), plan.stream
     try:
-        await log.reset(plan.message_id)
+        if not resumed:
+            await log.reset(plan.message_id)
         for seq, event in rebuild_events(
             content=stream.content, thinking=stream.thinking, index=stream.index, extra=stream.extra, after=-1
         ):
@@ -482,6 +492,69 @@ async def generation_cancel(message_id: str) -> None:
         logger.exception("Requesting the cancel of %s from other processes failed", message_id)
 
 
+def generation_runs_here(message_id: str) -> bool:
+    generation = _running.get(message_id)
+    return generation is not None and not generation.task.done()
+
+
+# --- replies of stopping and dead processes ----------------------------------------------------
+
+
+async def generations_drain(*, seconds: float) -> int:
+    """Let this process's generations (and those starting meanwhile) run for up to `seconds`, then hand
+    the rest over: each stops where it is, its progress stored for the next sweep of any process to take
+    it over (stale_replies_take_over). Returns how many were handed over."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (tasks := [g.task for g in _running.values() if not g.task.done()]) and loop.time() < deadline:
+        await asyncio.wait(tasks, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+    rest = [generation for generation in _running.values() if not generation.task.done()]
+    for generation in rest:
+        generation.handing_over = True
+        if generation.stepping and not generation.finishing:  # before its first step it checks the flag
+            generation.task.cancel()
+    if rest:
+        await asyncio.wait([generation.task for generation in rest])
+    return len(rest)
+
+
+async def stale_replies_take_over(*, everything: bool = False) -> tuple[int, int]:
+    """Settle the replies whose process died (turns.services.message_sweep_stale; `everything`: every
+    running one) and continue those claimed here, on the same stream; returns (failed, continued)."""
+    failed, claims = await in_worker(message_sweep_stale)(everything=everything)
+    continued = 0
+    for claim in claims:
+        try:
+            plan = await in_worker(_resume_plan)(claim)
+            await generation_start(plan, resumed=True)
+        except Exception:  # it keeps the claim's heartbeat: once stale again, a sweep tries again
+            logger.exception("Continuing reply %s failed", claim.message.id)
+        else:
+            continued += 1
+    return failed, continued
+
+
+def _resume_plan(claim: Claim) -> TurnPlan:
+    """The plan of a claimed reply: a `continue` of it (same message, stream and history), resumed."""
+    message, stream = claim.message, claim.stream
+    conversation = (
+        Conversation.objects.select_related("agent")
+        .annotate(has_indexed_files=conversation_has_indexed_files())
+        .get(pk=message.conversation_id)
+    )
+    rows = _Rows(
+        message.parent,
+        message,
+        StreamRecord.of(stream),
+        base_tokens=(message.input_tokens, message.output_tokens),
+        added=0,
+    )
+    request = TurnRequest(continue_=True, reasoning=bool(stream.thinking))
+    plan = _plan(conversation, rows, request, started_at=claim.since)
+    context = dataclasses.replace(plan.context, resumed=True, continued_thinking=stream.thinking)
+    return dataclasses.replace(plan, context=context)
+
+
 async def _watch_for_cancel(generation: Generation) -> None:
     """Beside the engine: stop it when a cancel is requested from any process."""
     log, plan = stream_log(), generation.plan
@@ -502,7 +575,7 @@ async def _generate(generation: Generation) -> Ending:
     plan = generation.plan
     generation.stepping = True
     writer = progress_writer()
-    writer.track(plan.message_id, generation.stream)
+    writer.track(plan.message_id, plan.run_id, generation.stream)
     watcher = asyncio.create_task(_watch_for_cancel(generation))
     try:
         outcome = await _run_engine(generation)
@@ -531,7 +604,7 @@ async def _run_engine(generation: Generation) -> Outcome:
         # Cancelled between its commit and this first step: here, or from anywhere through the log.
         if not generation.cancel_requested:
             generation.cancel_requested = await log.is_cancel_requested(plan.message_id, since=plan.started_at)
-        if generation.cancel_requested:
+        if generation.cancel_requested or generation.handing_over:
             raise asyncio.CancelledError
         async with contextlib.aclosing(engine_for(plan.agent.engine).run(plan.context)) as events:
             async for event in events:
@@ -547,6 +620,8 @@ async def _run_engine(generation: Generation) -> Outcome:
     except asyncio.CancelledError:
         if generation.cancel_requested:
             status, error = MessageStatus.CANCELLED, ""
+        elif generation.handing_over:
+            status, error = MessageStatus.IN_PROGRESS, ""
         else:
             status, error = MessageStatus.FAILED, INTERRUPTED  # the server is shutting down
     except EngineFailure as exc:
@@ -565,11 +640,15 @@ async def _run_engine(generation: Generation) -> Outcome:
 async def _end(generation: Generation, outcome: Outcome) -> Ending:
     """Store the end, then publish it, so that a client that sees `done` finds the message stored."""
     plan, stream = generation.plan, generation.stream
+    if outcome.status == MessageStatus.IN_PROGRESS:
+        return await _hand_over(plan, stream.snapshot(), outcome)
     final = [{"error": outcome.error}]
     if outcome.status != MessageStatus.FAILED:
         final = [{"tokens": outcome.input_tokens + outcome.output_tokens}, {"done": True, "status": outcome.status}]
     final = [(stream.add(event), event) for event in final]
     ending = await _store_end(plan, stream.snapshot(), outcome)
+    if ending.lost:
+        return ending
     if ending.completed_at is None:
         # Not stored (the database is unreachable): still end the stream, so no client waits forever;
         # the sweep fails the message once its heartbeat is stale.
@@ -609,11 +688,33 @@ def _finish_and_count(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) 
     return ending
 
 
+def _owned(plan: TurnPlan):
+    return Message.objects.filter(pk=plan.message_id, status=MessageStatus.IN_PROGRESS, run_id=plan.run_id)
+
+
+async def _hand_over(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
+    """A generation the drain stopped: store what it streamed, and a heartbeat old enough that the next
+    sweep of any process (this one's at its restart, without Redis) takes the reply over at once."""
+    stale = timezone.now() - timedelta(seconds=settings.GENERATION_STALE_SECONDS + 1)
+    try:
+        await in_worker(_owned(plan).update)(
+            content=stream.content,
+            thinking=stream.thinking,
+            stream_index=list(stream.index),
+            extra_events=list(stream.extra),
+            heartbeat_at=stale,
+        )
+    except DatabaseErrors:  # its last flush stays; the log (Redis) has the rest, and it goes stale anyway
+        logger.exception("Handing over generation %s failed", plan.message_id)
+    return Ending(outcome, stream, completed_at=None, lost=True)
+
+
 @transaction.atomic
 def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     now = timezone.now()
-    # Only a running message: the sweep may have failed it meanwhile (this process looked dead).
-    stored = Message.objects.filter(pk=plan.message_id, status=MessageStatus.IN_PROGRESS).update(
+    # Only a running message of this run: the sweep may have failed it or given it to another process's
+    # run meanwhile (this process looked dead).
+    stored = _owned(plan).update(
         content=stream.content,
         thinking=stream.thinking,
         stream_index=list(stream.index),
@@ -625,8 +726,8 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
         completed_at=now,
         heartbeat_at=None,
     )
-    if not stored:  # deleted with its conversation, or swept
-        return Ending(outcome, stream, completed_at=None)
+    if not stored:  # deleted with its conversation, swept or taken over
+        return Ending(outcome, stream, completed_at=None, lost=True)
     cited = _citations(plan, outcome.citations)
     if cited:  # a continued reply's numbers already stored are kept
         Citation.objects.bulk_create(cited, ignore_conflicts=True)

@@ -1,10 +1,14 @@
 """Writes that cross a turn's parts: deleting conversations (their running replies stopped, their files'
-and data frames' stored bytes removed after the commit) and failing replies whose process died."""
+and data frames' stored bytes removed after the commit), and settling replies whose process died: claimed
+to be continued by this process, or failed, with the text they streamed."""
 
 from __future__ import annotations
 
+import copy
 import logging
-from datetime import timedelta
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -16,12 +20,13 @@ from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
 from dataframes.services import dataframes_delete_stored
 from files.services import file_bytes_delete_for_conversations
-from turns.events import StreamRecord, is_terminal
+from turns.events import StreamRecord, StreamSnapshot, is_terminal
 from turns.log import stream_log
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "The generation was interrupted: its server process stopped."
+ON_CRASH_DEFAULT = "continue"  # an agent's `on_crash`: a reply whose process died is continued, or "fail"
 SWEPT_SEQ_SKIP = 100_000  # more events than a generation streams between two flushes (one second)
 
 
@@ -76,48 +81,98 @@ def agent_delete(*, agent: Agent) -> None:
     agent.delete()
 
 
-def message_sweep_stale() -> int:
-    """Fail every in-progress message whose generation stopped sending heartbeats."""
+@dataclass(frozen=True)
+class Claim:
+    """A dead process's reply that this process now owns, to be continued: the message as claimed (its
+    text what was streamed, its run this one's) and its stream so far; the rest follows from `first_seq`."""
+
+    message: Message
+    stream: StreamSnapshot
+    since: float  # time.time() of the dead run's last sign of life: a cancel requested since is for it
+
+
+def message_sweep_stale(*, everything: bool = False, fail: bool = False) -> tuple[int, list[Claim]]:
+    """Settle the running replies whose generation stopped sending heartbeats (or, with `everything`,
+    every running reply: one process without Redis, at its start, knows none of them runs): each is
+    claimed to be continued, or failed where its agent says `on_crash: "fail"` (every one with `fail`).
+    Returns how many were failed and the claims, which the caller continues
+    (turns.runtime.stale_replies_take_over)."""
     now = timezone.now()
-    cutoff = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
-    stale = Message.objects.filter(status=MessageStatus.IN_PROGRESS).filter(
-        Q(heartbeat_at__lte=cutoff) | Q(heartbeat_at__isnull=True, created_at__lte=cutoff)
-    )
-    return sum(message_sweep_if_stale(message, now=now) for message in stale)
+    running = Message.objects.filter(status=MessageStatus.IN_PROGRESS).select_related("conversation__agent")
+    if not everything:
+        cutoff = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+        running = running.filter(Q(heartbeat_at__lte=cutoff) | Q(heartbeat_at__isnull=True, created_at__lte=cutoff))
+    failed, claims = 0, []
+    for message in running:
+        if fail or message.conversation.agent.options.get("on_crash", ON_CRASH_DEFAULT) == "fail":
+            failed += message_sweep_if_stale(message, now=now, everything=everything)
+        else:
+            claim = message_claim_if_stale(message, now=now, everything=everything)
+            if claim is not None:
+                claims.append(claim)
+    return failed, claims
 
 
-def message_sweep_if_stale(message: Message, *, now=None) -> bool:
+def _is_stale(message: Message, now: datetime) -> bool:
+    last_sign = message.heartbeat_at or message.created_at
+    return last_sign <= now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+
+
+def _settle_filter(message: Message) -> QuerySet[Message]:
+    # Only if no heartbeat came since it was read: a generation that just showed a sign of life stays.
+    return Message.objects.filter(pk=message.pk, status=MessageStatus.IN_PROGRESS, heartbeat_at=message.heartbeat_at)
+
+
+def message_claim_if_stale(message: Message, *, now=None, everything: bool = False) -> Claim | None:
+    """Take a running message whose generation stopped sending heartbeats over: it gets a new run and a
+    heartbeat, its stored text becomes what was streamed (see message_sweep_if_stale), and the claim says
+    where the rest goes on. None when it is not stale, or another process claimed or settled it first."""
+    now = now or timezone.now()
+    if not (everything or _is_stale(message, now)):
+        return None
+    stream = _streamed(message)
+    if stream is None:
+        stream = _stored(message)
+        stream.first_seq = stream.next_seq + SWEPT_SEQ_SKIP  # past any unflushed id a client saw live
+    run_id = new_run_id()
+    claimed = _settle_filter(message).update(heartbeat_at=now, run_id=run_id, **_stream_fields(stream))
+    if not claimed:
+        return None
+    since = (message.heartbeat_at or message.created_at).timestamp()
+    message = copy.copy(message)
+    message.heartbeat_at, message.run_id = now, run_id
+    message.content, message.thinking = stream.content, stream.thinking
+    message.stream_index, message.extra_events = stream.index, stream.extra
+    return Claim(message, stream.snapshot(), since)
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(8)
+
+
+def message_sweep_if_stale(message: Message, *, now=None, everything: bool = False) -> bool:
     """Mark a running message failed when its generation stopped sending heartbeats; True if it did.
 
     Its stored text is what was streamed: the live log's (in Redis, it outlives the process) when it holds
     this run's events, which may be ahead of the last flush; the error event follows them, there and in the
     stored stream, so a follower ends at once and a client resuming from any id it saw gets the rest."""
     now = now or timezone.now()
-    last_sign = message.heartbeat_at or message.created_at
-    if last_sign > now - timedelta(seconds=settings.GENERATION_STALE_SECONDS):
+    if not (everything or _is_stale(message, now)):
         return False
     record = live = _streamed(message)
     if live is not None:
         error_seq = record.add({"error": INTERRUPTED})
     else:
-        record = StreamRecord(
-            content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
-        )
+        record = _stored(message)
         # The stored record trails what the dead generation had streamed by its last unflushed events, so
         # the error skips ahead: a client resuming from any id it saw live still gets it.
         error_seq = record.add({"error": INTERRUPTED}, seq=record.next_seq + SWEPT_SEQ_SKIP)
-    # Only if no heartbeat came since it was read: a generation that just showed a sign of life stays.
-    updated = Message.objects.filter(
-        pk=message.pk, status=MessageStatus.IN_PROGRESS, heartbeat_at=message.heartbeat_at
-    ).update(
+    updated = _settle_filter(message).update(
         status=MessageStatus.FAILED,
         error=INTERRUPTED,
         completed_at=now,
         heartbeat_at=None,
-        content=record.content,
-        thinking=record.thinking,
-        stream_index=record.index,
-        extra_events=record.extra,
+        **_stream_fields(record),
     )
     if updated and live is not None:  # (a log holding only the error would hide the stored text from joiners)
         try:
@@ -125,6 +180,21 @@ def message_sweep_if_stale(message: Message, *, now=None) -> bool:
         except Exception:  # followers still learn it from the stored message, within seconds
             logger.warning("Publishing the end of swept reply %s failed", message.id, exc_info=True)
     return bool(updated)
+
+
+def _stored(message: Message) -> StreamRecord:
+    return StreamRecord(
+        content=message.content, thinking=message.thinking, index=message.stream_index, extra=message.extra_events
+    )
+
+
+def _stream_fields(record: StreamRecord) -> dict:
+    return {
+        "content": record.content,
+        "thinking": record.thinking,
+        "stream_index": record.index,
+        "extra_events": record.extra,
+    }
 
 
 def _streamed(message: Message) -> StreamRecord | None:

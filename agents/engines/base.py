@@ -75,6 +75,10 @@ class TurnContext:
     attachments: list[str] = field(default_factory=list)  # file refs of the new message
     reasoning: bool = False
     continue_from: str = ""  # with `continue`: the assistant content to extend
+    # A reply whose process died, taken over by another: `continue_from` and `continued_thinking` are what
+    # it streamed, and the engine gives the rest of the same reply (the builtin one exactly the rest).
+    resumed: bool = False
+    continued_thinking: str = ""
     # Whether the conversation has files with passages, when the caller knows (None: look it up).
     has_indexed_files: bool | None = None
 

@@ -4,6 +4,7 @@ files, or plainly, in that order of preference (each mode is a function of its o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -85,28 +86,51 @@ def answer_for(context: TurnContext) -> tuple[list[str], BuiltinAnswer]:
     return steps, plain_answer(context)
 
 
+def _rest(pieces: list[str], streamed: str) -> list[str] | None:
+    """The pieces after those that make up `streamed`, or None when they do not start with it."""
+    done = 0
+    for position, piece in enumerate(pieces):
+        if done == len(streamed):
+            return pieces[position:]
+        if not streamed.startswith(piece, done):
+            return None
+        done += len(piece)
+    return [] if done == len(streamed) else None
+
+
 class BuiltinEngine:
     async def run(self, context: TurnContext) -> AsyncIterator[Event]:
         delay = context.options.get("chunk_delay_ms", 0) / 1000
-        if _queries_database(context):
-            steps, answer = await in_worker(answer_for)(context)
+        # A resumed reply is answered as the uninterrupted one was, then what it streamed is skipped; an
+        # answer that no longer starts with it (the conversation's data changed) is continued instead.
+        fresh = dataclasses.replace(context, continue_from="", continued_thinking="") if context.resumed else context
+        if _queries_database(fresh):
+            steps, answer = await in_worker(answer_for)(fresh)
         else:  # a plain answer: no thread, no query, and the reply starts at once
-            steps, answer = answer_for(context)
-        if context.reasoning:
-            for step in [*steps, *answer.steps]:
-                yield Thinking(step + "\n")
+            steps, answer = answer_for(fresh)
+        thinking = [step + "\n" for step in [*steps, *answer.steps]] if context.reasoning else []
+        pieces, events = chunks(answer.text), answer.events
+        if context.resumed:
+            thinking, pieces = _rest(thinking, context.continued_thinking), _rest(pieces, context.continue_from)
+            if thinking is None or pieces is None:
+                _, answer = answer_for(context)
+                thinking, pieces, events = [], chunks(answer.text), answer.events
+            elif not pieces and context.continue_from:
+                events = []  # the text was all streamed: so were the events after it
+        for step in thinking:
+            yield Thinking(step)
         # Paced like a model streaming from elsewhere: chunk n is due `n * delay` after the first. After a
         # late wake-up of this process, the chunks due meanwhile come at once, as they would have waited
         # in a socket's buffer, not one per turn of the event loop.
         loop = asyncio.get_running_loop()
         due = loop.time()
-        for piece in chunks(answer.text):
+        for piece in pieces:
             if delay:
                 due += delay
                 if due > loop.time():
                     await asyncio.sleep(due - loop.time())
             yield Content(piece)
-        for event in answer.events:
+        for event in events:
             yield event
         prompt_tokens = estimate_tokens(context.system_prompt) + sum(
             estimate_tokens(m.content) for m in context.history

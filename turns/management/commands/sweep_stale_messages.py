@@ -6,11 +6,12 @@ from turns.services import message_sweep_stale
 
 class Command(BaseCommand):
     help = (
-        "Mark replies left in progress by a stopped server as failed (keeping their partial content), "
-        "and purge expired idempotency keys. Run at start-up and periodically (e.g. every minute from cron)."
+        "Mark replies left in progress by stopped servers as failed (keeping the text they streamed), and "
+        "purge expired idempotency keys. Running servers do both by themselves, and continue such replies "
+        "instead where the agent allows (on_crash): use this only where no server will run again."
     )
 
     def handle(self, *args, **options):
-        swept = message_sweep_stale()
+        swept, _ = message_sweep_stale(fail=True)
         purged = idempotency_purge_expired()
         self.stdout.write(f"Marked {swept} stale message(s) failed; purged {purged} expired idempotency key(s).")
