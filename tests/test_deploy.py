@@ -1,6 +1,9 @@
 import os
+import re
 import subprocess
 import sys
+
+import yaml
 
 from tests.servers import BASE_DIR, database_url_of_tests
 
@@ -28,3 +31,35 @@ def test_check_deploy_is_clean_with_production_settings(db):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_stop_timeouts_leave_the_drain_its_time():
+    """DRAIN_SECONDS (60) < uvicorn's graceful-shutdown timeout < the supervisor's kill, in every layout, so
+    that a stop hands running replies over instead of cutting them."""
+    drain = 60
+    compose = yaml.safe_load((BASE_DIR / "deploy" / "compose.yaml").read_text())
+    dockerfile = (BASE_DIR / "deploy" / "Dockerfile").read_text()
+    unit = (BASE_DIR / "deploy" / "parley@.service").read_text()
+    grace = int(re.search(r'"--timeout-graceful-shutdown", "(\d+)"', dockerfile).group(1))
+    assert drain < grace == int(re.search(r"--timeout-graceful-shutdown (\d+)", unit).group(1))
+    assert grace < int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1))
+    for name in ("parley-1", "parley-2"):
+        service = compose["services"][name]
+        assert grace < int(service["stop_grace_period"].rstrip("s"))
+        assert service["environment"]["DRAIN_SECONDS"] == "${DRAIN_SECONDS:-60}"
+
+
+def test_compose_runs_each_container_on_its_own_network_with_health_checks():
+    compose = yaml.safe_load((BASE_DIR / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    # Over TCP: pg_isready on the socket answers during PostgreSQL's first, socket-only start.
+    assert "-h 127.0.0.1" in services["postgres"]["healthcheck"]["test"][1]
+    for name in ("parley-1", "parley-2"):
+        assert "network_mode" not in services[name]  # an nginx restart would leave them without a network
+        assert "/healthz" in " ".join(services[name]["healthcheck"]["test"])
+        assert services[name]["environment"]["DB_POOL_MAX_SIZE"]
+    # The tenant command of its header runs `manage.py create_tenant` in the migrate service.
+    assert "run --rm migrate create_tenant acme" in (BASE_DIR / "deploy" / "compose.yaml").read_text()
+    assert services["migrate"]["entrypoint"] == ["python", "manage.py"]
+    upstream = (BASE_DIR / "deploy" / "nginx-upstream-compose.conf").read_text()
+    assert "server parley-1:8000 resolve;" in upstream and "server parley-2:8000 resolve;" in upstream
