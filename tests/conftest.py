@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import os
 import time
@@ -20,6 +21,8 @@ from django.utils import timezone
 from moto.server import ThreadedMotoServer
 from rest_framework.test import APIClient
 
+from agents.engines import ChatMessage, TurnContext
+from agents.engines.builtin import plain_answer
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
 from tenants.models import ApiKey, Tenant
@@ -168,6 +171,12 @@ def reply_in_progress(ctx: TenantContext, content: str = "", *, heartbeat_age=ti
     conversation.current_message = reply
     conversation.save(update_fields=["current_message"])
     return reply
+
+
+def uninterrupted_text(question: str) -> str:
+    """The builtin engine's plain answer to `question`, as one run without interruption streams it."""
+    context = TurnContext(tenant_id="t", conversation_id=None, message_id=None, system_prompt="", history=[])
+    return plain_answer(dataclasses.replace(context, history=[ChatMessage("user", question)])).text
 
 
 def async_client(ctx: TenantContext) -> AsyncClient:

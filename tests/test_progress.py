@@ -45,11 +45,30 @@ def test_a_run_that_no_longer_owns_its_reply_stores_nothing(owner):
     streaming, silent = reply_in_progress(owner, "taken over"), reply_in_progress(owner)
     before = silent.heartbeat_at
 
-    progress_store({streaming.id: snapshot_of("old run")}, [silent.id], ["another-run"])
+    lost = progress_store({streaming.id: snapshot_of("old run")}, [silent.id], ["another-run"])
 
     streaming.refresh_from_db(), silent.refresh_from_db()
     assert streaming.content == "taken over"
     assert silent.heartbeat_at == before
+    assert lost == {streaming.id, silent.id}  # the writer stops those runs (ProgressWriter.write)
+    runs = [streaming.run_id, silent.run_id]
+    assert progress_store({streaming.id: snapshot_of("new")}, [silent.id], runs) == set()  # their own runs
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_writer_stops_a_run_whose_reply_another_run_took_over(owner, settings):
+    settings.GENERATION_FLUSH_SECONDS = 0.05
+    reply = await sync_to_async(reply_in_progress)(owner, heartbeat_age=timedelta(0))
+    await Message.objects.filter(pk=reply.pk).aupdate(run_id="the-other-process")
+    lost = asyncio.Event()
+    writer, record = ProgressWriter(), StreamRecord()
+    writer.track(reply.id, reply.run_id, record, on_lost=lost.set)
+    record.add({"content": "late"})
+    try:
+        await asyncio.wait_for(lost.wait(), timeout=5)
+    finally:
+        writer.forget(reply.id, record)
+    assert (await Message.objects.aget(pk=reply.pk)).content == ""
 
 
 def test_a_reply_whose_text_postgresql_refuses_does_not_stop_the_others(owner):
@@ -69,7 +88,7 @@ async def test_a_silent_reply_gets_heartbeats_well_inside_the_stale_limit(owner,
     silent = await sync_to_async(reply_in_progress)(owner, heartbeat_age=timedelta(0))
     first = silent.heartbeat_at
     writer, record = ProgressWriter(), StreamRecord()
-    writer.track(silent.id, silent.run_id, record)
+    writer.track(silent.id, silent.run_id, record, on_lost=lambda: None)
     started = time.monotonic()
     try:
         while (await Message.objects.aget(pk=silent.pk)).heartbeat_at == first:

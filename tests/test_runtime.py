@@ -19,6 +19,7 @@ from conversations.models import Conversation, Message, MessageStatus, TitleSour
 from core.errors import NotFound
 from tests.conftest import async_client, await_until, reply_in_progress
 from turns import progress, runtime
+from turns.events import StreamRecord
 from turns.services import SWEPT_SEQ_SKIP
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -118,9 +119,18 @@ def test_the_sweep_fails_stale_generations_and_keeps_partial_content(owner):
     assert fresh.status == "in_progress"
 
 
-def test_a_post_behind_a_stale_generation_heals_the_conversation(owner):
+def test_a_post_behind_a_dead_processs_reply_waits_for_its_takeover_or_heals_with_on_crash_fail(owner):
+    """By default the reply is about to be continued by a sweep: the post is refused (409, naming it), and
+    the reply is left to the sweep. With `on_crash: "fail"` the post fails it and runs."""
     stale = reply_in_progress(owner, "partial")
     url = f"{owner.conversation_url(stale.conversation)}/messages"
+    response = owner.client.post(url, {"content": "next"}, format="json")
+    assert response.status_code == 409 and response.json()["error"]["details"]["message_id"] == stale.id
+    stale.refresh_from_db()
+    assert stale.status == "in_progress"
+
+    owner.agent.options = {"on_crash": "fail"}
+    owner.agent.save()
     response = owner.client.post(url, {"content": "next"}, format="json")
     assert response.status_code == 200
     stale.refresh_from_db()
@@ -396,8 +406,11 @@ async def test_the_builtin_engines_pace_catches_up_after_the_server_was_busy(own
 
 
 def test_continuing_a_reply_whose_process_died_follows_its_swept_end(owner):
-    """The continue sees the reply as the sweep left it: its partial content kept, and the new events
-    numbered past the swept error (itself past anything the dead process may have streamed unflushed)."""
+    """With `on_crash: "fail"`, the continue sees the reply as the sweep left it: its partial content kept,
+    and the new events numbered past the swept error (itself past anything the dead process may have
+    streamed unflushed)."""
+    owner.agent.options = {"on_crash": "fail"}
+    owner.agent.save()
     stale = reply_in_progress(
         owner,
         "Partial answer",
@@ -478,8 +491,9 @@ async def test_a_slow_database_gets_flushes_an_interval_apart_not_back_to_back(s
     def slow_store(*args):
         started = time.monotonic()
         time.sleep(0.3)  # slower than the interval
-        store(*args)
+        lost = store(*args)
         calls.append((started, time.monotonic()))
+        return lost
 
     monkeypatch.setattr(progress, "progress_store", slow_store)
     # 89 chunks 30 ms apart: room for three flushes even when a busy machine delays the first one.
@@ -524,8 +538,10 @@ def test_the_end_of_a_turn_stores_and_keeps_the_first_citation_of_each_number(ow
         {"number": 1, "source_name": "a.txt", "snippet": "first"},
         {"number": 1, "source_name": "a.txt", "snippet": "again"},
     ]
-    outcome = runtime.Outcome("completed", input_tokens=1, output_tokens=2, citations=tuple(cited))
-    runtime._finish(turn, turn.stream, outcome)
+    outcome = runtime.Outcome("completed", input_tokens=1, output_tokens=2)
+    stream = StreamRecord.of(turn.stream)
+    stream.add({"citations": cited[:2]}), stream.add({"content": "An answer."}), stream.add({"citations": cited[2:]})
+    runtime._finish(turn, stream.snapshot(), outcome)
 
     stored = Message.objects.get(pk=turn.message_id)
     assert [(c.number, c.snippet) for c in stored.cited] == [(1, "first"), (2, "second")]

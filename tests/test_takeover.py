@@ -2,21 +2,21 @@
 process's reply over and continues it on the same stream, and what is stored is what was streamed.
 (tests/test_cluster.py does the same with real processes, nginx, SIGTERM and kill -9.)"""
 
-import dataclasses
+import asyncio
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from agents.engines import ChatMessage, TurnContext
-from agents.engines.builtin import chunks, plain_answer
+from agents.engines.builtin import chunks
 from conversations.models import Message, MessageStatus
 from core import drain
-from tests.conftest import async_client, await_until, reply_in_progress
+from tests.conftest import async_client, await_until, reply_in_progress, uninterrupted_text
 from turns import runtime
 from turns.follow import message_events
 from turns.log import stream_log
+from turns.maintenance import maintenance_forever
 from turns.services import message_claim_if_stale
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,11 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _serving():
     yield
     drain.drain_reset()
-
-
-def uninterrupted_text(question: str) -> str:
-    context = TurnContext(tenant_id="t", conversation_id=None, message_id=None, system_prompt="", history=[])
-    return plain_answer(dataclasses.replace(context, history=[ChatMessage("user", question)])).text
 
 
 async def followed(message_id: str, after: int = -1) -> list[tuple[int, dict]]:
@@ -153,3 +148,46 @@ async def test_a_draining_process_refuses_work_and_sends_streams_elsewhere(owner
     assert turn["Retry-After"] == "1"
     # A reply running elsewhere (not here): its stream ends at once, telling the client to come back.
     assert body.endswith(b'retry: 500\ndata: {"reconnect": {"retry_ms": 500}}\n\n')
+
+
+async def test_a_draining_process_takes_nothing_over(owner):
+    """Its sweep stops with the drain: what it took over it would only have to hand over again."""
+    dead = await sync_to_async(reply_in_progress)(owner, "So far")
+    drain.drain_begin()
+    await asyncio.wait_for(maintenance_forever(), timeout=5)
+    assert (await Message.objects.aget(pk=dead.pk)).run_id == dead.run_id
+
+
+async def test_a_turn_starting_after_the_hand_over_is_handed_over_before_its_first_step(owner):
+    conversation = await sync_to_async(owner.conversation)()
+    drain.drain_begin(), drain.drain_handed_over()
+    plan, task = await runtime.turn_launch(
+        ref=runtime.ConversationRef.of(conversation), request=runtime.TurnRequest(content="q")
+    )
+    ending = await task
+    stored = await Message.objects.aget(pk=plan.message_id)
+    assert ending.outcome.status == MessageStatus.IN_PROGRESS == stored.status
+    assert stored.run_id != plan.run_id  # no run's: the next sweep of any process claims it
+    drain.drain_reset()
+    assert await runtime.stale_replies_take_over() == (0, 1)
+    entries = await followed(plan.message_id)
+    assert content_of(entries) == uninterrupted_text("q") == (await Message.objects.aget(pk=plan.message_id)).content
+
+
+async def test_a_post_and_wait_whose_reply_is_handed_over_gets_503_and_its_key_stays_free(slow_reply_agent):
+    """The answer names the reply, which goes on elsewhere; the Idempotency-Key is not bound to the 503, so
+    a retry is not answered 503 for a day: it finds the reply running (409, naming it)."""
+    owner = slow_reply_agent
+    conversation = await sync_to_async(owner.conversation)()
+    url, client = f"{owner.conversation_url(conversation)}/messages", async_client(owner)
+    post = {"path": url, "data": {"content": "q"}, "content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": "k1"}
+    waiting = asyncio.create_task(client.post(**post))
+    await await_until(lambda: any(_running_content(m) for m in list(runtime._running)), what="the reply's words")
+
+    await runtime.generations_drain(seconds=0)
+    response = await waiting
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
+    message_id = response.json()["error"]["details"]["message_id"]
+    retry = await client.post(**post)
+    assert retry.status_code == 409 and retry.json()["error"]["details"]["message_id"] == message_id

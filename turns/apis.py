@@ -97,9 +97,9 @@ async def _post_and_wait(
     plan, generation = await turn_launch(ref=ref, request=turn_request)
     launched.set_result(plan.message_id)
     ending = await asyncio.shield(generation)
-    if ending.outcome.status == MessageStatus.IN_PROGRESS:  # handed over by the drain: still running
-        details = {"message_id": plan.message_id, "conversation_id": plan.conversation_id}
-        return 503, error_body(Unavailable.code, HANDED_OVER, details)
+    if ending.outcome.status == MessageStatus.IN_PROGRESS:  # handed over by the drain: it goes on elsewhere
+        # Raised, not returned: an Idempotency-Key is released, not bound to this answer.
+        raise Unavailable(HANDED_OVER, details={"message_id": plan.message_id, "conversation_id": plan.conversation_id})
     if plan.rows is not None and ending.completed_at is not None:  # no query, so no thread either
         rows = plan.rows.at_end(ending)
         return _turn_body(rows.conversation, rows.user_message, rows.assistant, NewTurnResponseSerializer)
@@ -285,7 +285,7 @@ _SSE_RESPONSE = OpenApiResponse(
     response=OpenApiTypes.STR,
     description="Server-Sent Events: `id: <message id>:<seq>` and one JSON object per `data:` line: "
     "`message`, `thinking`, `content`, `citations`, `data_frame`, `tokens`, then `done` (or `error`). A "
-    "stopping server process ends it with `retry:` and `{\"reconnect\": {...}}`: resume with Last-Event-ID.",
+    'stopping server process ends it with `retry:` and `{"reconnect": {...}}`: resume with Last-Event-ID.',
 )
 
 

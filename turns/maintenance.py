@@ -10,6 +10,7 @@ import signal
 import threading
 
 from django.conf import settings
+from django.utils import timezone
 
 from agents.engines.openai import openai_clients_close
 from core.db import in_worker
@@ -20,6 +21,7 @@ from turns.runtime import generations_drain, stale_replies_take_over
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STARTED_AT = timezone.now()  # this process's start (the module is loaded with the application)
 
 
 def sweep_seconds() -> float:
@@ -29,15 +31,15 @@ def sweep_seconds() -> float:
 
 async def maintenance_forever() -> None:
     """At start-up and then every sweep_seconds(): take over (or fail) the replies whose process died,
-    drop expired idempotency keys. Several processes may do it at once: a reply is claimed by one.
+    drop expired idempotency keys. Several processes may do it at once: a reply is claimed by one. A
+    draining process takes nothing over (it would have to hand it over again).
 
-    Without Redis this is the only process (DESIGN, section 8), so at its start every running reply is a
-    previous run's: those are taken over at once, not once their heartbeat is stale."""
-    everything = not settings.REDIS_URL
-    while True:
+    Without Redis this is the only process (DESIGN, section 8), so a running reply with no sign of life
+    since it started is a previous run's: those are taken over at once, not once their heartbeat is stale."""
+    alive_since = None if settings.REDIS_URL else STARTED_AT
+    while not draining():
         try:
-            failed, continued = await stale_replies_take_over(everything=everything)
-            everything = False
+            failed, continued = await stale_replies_take_over(alive_since=alive_since)
             await in_worker(idempotency_purge_expired)()
             if failed or continued:
                 logger.warning("Replies of stopped processes: %d continued here, %d failed", continued, failed)

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -33,29 +34,39 @@ def heartbeat_seconds() -> float:
     return max(0.5, settings.GENERATION_STALE_SECONDS / 4)
 
 
-def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str], run_ids: list[str]) -> None:
+def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str], run_ids: list[str]) -> set[str]:
     """Store running replies' partial streams and the heartbeats of silent ones, of this process's runs
-    (`run_ids`). A reply that ended, was swept or taken over by another run meanwhile is left alone, and so
-    is one whose row another transaction holds (a delete, its end): waiting for it could deadlock with a
-    delete of several conversations."""
+    (`run_ids`); returns the replies these runs no longer own. A reply that ended, was swept or taken over
+    by another run meanwhile is left alone, and so is one whose row another transaction holds (a delete,
+    its end): waiting for it could deadlock with a delete of several conversations."""
     now = timezone.now()
+    stored: set[str] = set()
     with connection.cursor() as cursor:
         if heartbeats:
             cursor.execute(
-                f"UPDATE {TABLE} SET heartbeat_at = %s WHERE id IN ({RUNNING_UNLOCKED})",
+                f"UPDATE {TABLE} SET heartbeat_at = %s WHERE id IN ({RUNNING_UNLOCKED}) RETURNING id",
                 [now, heartbeats, MessageStatus.IN_PROGRESS, run_ids],
             )
-        if not snapshots:
-            return
-        try:
-            _snapshots_store(cursor, snapshots, run_ids, now=now)
-        except DatabaseError:  # one reply's text PostgreSQL refuses (a NUL) must not stop the others'
-            logger.warning("Storing %d replies' progress together failed; one at a time", len(snapshots))
-            for message_id, snapshot in snapshots.items():
-                try:
-                    _snapshots_store(cursor, {message_id: snapshot}, run_ids, now=now)
-                except DatabaseError:
-                    logger.warning("Storing the progress of %s failed", message_id, exc_info=True)
+            stored.update(row[0] for row in cursor.fetchall())
+        if snapshots:
+            try:
+                stored |= _snapshots_store(cursor, snapshots, run_ids, now=now)
+            except DatabaseError:  # one reply's text PostgreSQL refuses (a NUL) must not stop the others'
+                logger.warning("Storing %d replies' progress together failed; one at a time", len(snapshots))
+                for message_id, snapshot in snapshots.items():
+                    try:
+                        stored |= _snapshots_store(cursor, {message_id: snapshot}, run_ids, now=now)
+                    except DatabaseError:
+                        logger.warning("Storing the progress of %s failed", message_id, exc_info=True)
+                        stored.add(message_id)  # still its run's: only its text was refused
+        missing = [message_id for message_id in [*snapshots, *heartbeats] if message_id not in stored]
+        if not missing:
+            return set()
+        # Not written: its row was locked (still ours), or it is no longer this run's.
+        cursor.execute(f"SELECT id FROM {TABLE} WHERE id = ANY(%s) AND status = %s AND run_id = ANY(%s)", [
+            missing, MessageStatus.IN_PROGRESS, run_ids,
+        ])  # fmt: skip
+        return set(missing) - {row[0] for row in cursor.fetchall()}
 
 
 TABLE = Message._meta.db_table
@@ -66,7 +77,7 @@ RUNNING_UNLOCKED = (
 )
 
 
-def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], run_ids: list[str], *, now) -> None:
+def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], run_ids: list[str], *, now) -> set[str]:
     # One statement for every reply (UPDATE ... FROM VALUES): the ORM's bulk_update would build a CASE per
     # column and row, and compiling it holds the GIL for tens of milliseconds with hundreds of replies.
     rows = ", ".join(["(%s, %s, %s, %s::jsonb, %s::jsonb)"] * len(snapshots))
@@ -85,15 +96,17 @@ def _snapshots_store(cursor, snapshots: dict[str, StreamSnapshot], run_ids: list
         f"UPDATE {TABLE} AS m SET content = v.content, thinking = v.thinking, stream_index = v.stream_index,"
         f" extra_events = v.extra_events, heartbeat_at = %s"
         f" FROM (VALUES {rows}) AS v (id, content, thinking, stream_index, extra_events)"
-        f" WHERE m.id = v.id AND m.id IN ({RUNNING_UNLOCKED})",
+        f" WHERE m.id = v.id AND m.id IN ({RUNNING_UNLOCKED}) RETURNING m.id",
         [now, *values, list(snapshots), MessageStatus.IN_PROGRESS, run_ids],
     )
+    return {row[0] for row in cursor.fetchall()}
 
 
 @dataclass
 class _Tracked:
     record: StreamRecord
     run_id: str
+    on_lost: Callable[[], None]  # the run no longer owns its reply (another took it over)
     stored_seq: int  # the record's next_seq when it was last stored
     stored_at: float  # time.monotonic() of its last write
 
@@ -103,9 +116,10 @@ class ProgressWriter:
         self._tracked: dict[str, _Tracked] = {}
         self._task: asyncio.Task | None = None
 
-    def track(self, message_id: str, run_id: str, record: StreamRecord) -> None:
-        """Store this run's progress of the reply from now on (its record as it was is stored already)."""
-        self._tracked[message_id] = _Tracked(record, run_id, record.next_seq, time.monotonic())
+    def track(self, message_id: str, run_id: str, record: StreamRecord, on_lost: Callable[[], None]) -> None:
+        """Store this run's progress of the reply from now on (its record as it was is stored already);
+        `on_lost()` once a write finds the reply no longer this run's."""
+        self._tracked[message_id] = _Tracked(record, run_id, on_lost, record.next_seq, time.monotonic())
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="progress writer")
 
@@ -139,13 +153,16 @@ class ProgressWriter:
             return
         try:
             run_ids = [tracked.run_id for tracked, _ in written.values()]
-            await in_worker(progress_store)(snapshots, heartbeats, run_ids)
+            lost = await in_worker(progress_store)(snapshots, heartbeats, run_ids)
         except Exception:  # a database blip: the next tick tries again; each reply's end is stored with retries
             logger.warning("Storing the progress of %d replies failed", len(written), exc_info=True)
             return
         stored_at = time.monotonic()
-        for tracked, seq in written.values():
+        for message_id, (tracked, seq) in written.items():
             tracked.stored_seq, tracked.stored_at = seq, stored_at
+            if message_id in lost:
+                logger.warning("Reply %s is no longer this run's (it was taken over): stopping it", message_id)
+                tracked.on_lost()
 
 
 _writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

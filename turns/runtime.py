@@ -27,7 +27,7 @@ from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceErr
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.engines import ChatMessage, Citations, EngineFailure, TurnContext, Usage
+from agents.engines import ChatMessage, EngineFailure, TurnContext, Usage
 from agents.engines.base import estimate_tokens
 from agents.engines.selection import engine_for
 from agents.models import Agent
@@ -35,13 +35,14 @@ from agents.titles import title_from_keywords, title_propose, title_without_mode
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource
 from conversations.selectors import message_branch
 from core.db import in_worker
+from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
 from turns.events import END_KINDS, StreamRecord, StreamSnapshot, rebuild_events, wire_event
 from turns.log import stream_log
 from turns.progress import progress_writer
-from turns.services import INTERRUPTED, Claim, message_sweep_if_stale, message_sweep_stale, new_run_id
+from turns.services import INTERRUPTED, Claim, message_sweep_if_stale, message_sweep_stale, new_run_id, on_crash
 
 logger = logging.getLogger(__name__)
 
@@ -364,11 +365,16 @@ def turn_start_or_conflict(*, ref: ConversationRef, request: TurnRequest) -> Tur
                 raise Conflict("The conversation changed while the turn started; try again.") from None
         except ReplyRunning:
             pass
-        # A query of its own, after the failed turn: it sees the reply that turn collided with.
-        running = Message.objects.filter(
-            tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, status=MessageStatus.IN_PROGRESS
-        ).first()
-        if running is not None and not message_sweep_if_stale(running):
+        # A query of its own, after the failed turn: it sees the reply that turn collided with. One whose
+        # process died is failed here only if its agent says so; else a sweep is about to continue it.
+        running = (
+            Message.objects.filter(
+                tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, status=MessageStatus.IN_PROGRESS
+            )
+            .select_related("conversation__agent")
+            .first()
+        )
+        if running is not None and not (on_crash(running) == "fail" and message_sweep_if_stale(running)):
             raise Conflict(RUNNING, details={"message_id": running.id})
     raise Conflict(RUNNING)
 
@@ -387,6 +393,12 @@ class Generation:
     stepping: bool = False  # the task has begun: before that a cancel is a flag it checks first
     finishing: bool = False  # storing the end: a cancel now would lose the stream's end
     handing_over: bool = False  # stopped by the drain: another process (or this one restarted) goes on
+    lost: bool = False  # another run took the reply over (this process looked dead): stop, store nothing
+
+    def lose(self) -> None:
+        if not self.finishing and self.task is not None and not self.task.done():
+            self.lost = True
+            self.task.cancel()
 
 
 @dataclass(frozen=True)
@@ -395,7 +407,6 @@ class Outcome:
     error: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
-    citations: tuple[dict[str, Any], ...] = ()
     title: str = ""  # stored with the reply: a title that needs no model
 
 
@@ -463,7 +474,8 @@ async def generation_start(plan: TurnPlan, *, resumed: bool = False) -> asyncio.
             await log.append(plan.message_id, seq, event)
     except Exception:  # the log's store failed: the turn is committed, so its generation runs (and ends) anyway
         logger.exception("Opening the live log of %s failed", plan.message_id)
-    generation = Generation(plan, StreamRecord.of(stream))
+    # A turn that started after the drain handed the others over is handed over before its first step.
+    generation = Generation(plan, StreamRecord.of(stream), handing_over=handed_over())
     # A fresh context: nothing of the request (its thread-sensitive executor) is inherited.
     generation.task = asyncio.get_running_loop().create_task(
         _generate(generation), name=f"generation {plan.message_id}", context=contextvars.Context()
@@ -518,10 +530,10 @@ async def generations_drain(*, seconds: float) -> int:
     return len(rest)
 
 
-async def stale_replies_take_over(*, everything: bool = False) -> tuple[int, int]:
-    """Settle the replies whose process died (turns.services.message_sweep_stale; `everything`: every
-    running one) and continue those claimed here, on the same stream; returns (failed, continued)."""
-    failed, claims = await in_worker(message_sweep_stale)(everything=everything)
+async def stale_replies_take_over(*, alive_since: datetime | None = None) -> tuple[int, int]:
+    """Settle the replies whose process died (turns.services.message_sweep_stale) and continue those
+    claimed here, on the same stream; returns (failed, continued)."""
+    failed, claims = await in_worker(message_sweep_stale)(alive_since=alive_since)
     continued = 0
     for claim in claims:
         try:
@@ -551,7 +563,10 @@ def _resume_plan(claim: Claim) -> TurnPlan:
     )
     request = TurnRequest(continue_=True, reasoning=bool(stream.thinking))
     plan = _plan(conversation, rows, request, started_at=claim.since)
-    context = dataclasses.replace(plan.context, resumed=True, continued_thinking=stream.thinking)
+    streamed_events = sum(1 for event in stream.extra if "message" not in event)
+    context = dataclasses.replace(
+        plan.context, resumed=True, continued_thinking=stream.thinking, continued_events=streamed_events
+    )
     return dataclasses.replace(plan, context=context)
 
 
@@ -575,7 +590,7 @@ async def _generate(generation: Generation) -> Ending:
     plan = generation.plan
     generation.stepping = True
     writer = progress_writer()
-    writer.track(plan.message_id, plan.run_id, generation.stream)
+    writer.track(plan.message_id, plan.run_id, generation.stream, on_lost=generation.lose)
     watcher = asyncio.create_task(_watch_for_cancel(generation))
     try:
         outcome = await _run_engine(generation)
@@ -599,7 +614,6 @@ async def _run_engine(generation: Generation) -> Outcome:
     """Drive the engine, publishing its events; the outcome is what the end stores."""
     plan, stream, log = generation.plan, generation.stream, stream_log()
     input_tokens = output_tokens = 0
-    citations: list[dict[str, Any]] = []
     try:
         # Cancelled between its commit and this first step: here, or from anywhere through the log.
         if not generation.cancel_requested:
@@ -612,15 +626,13 @@ async def _run_engine(generation: Generation) -> Outcome:
                     input_tokens += event.input_tokens
                     output_tokens += event.output_tokens
                     continue
-                if isinstance(event, Citations):
-                    citations.extend(event.items)
                 payload = wire_event(event)
                 if payload is not None:
                     await log.append(plan.message_id, stream.add(payload), payload)
     except asyncio.CancelledError:
         if generation.cancel_requested:
             status, error = MessageStatus.CANCELLED, ""
-        elif generation.handing_over:
+        elif generation.handing_over or generation.lost:
             status, error = MessageStatus.IN_PROGRESS, ""
         else:
             status, error = MessageStatus.FAILED, INTERRUPTED  # the server is shutting down
@@ -634,13 +646,15 @@ async def _run_engine(generation: Generation) -> Outcome:
     title = ""
     if plan.title_from and status == MessageStatus.COMPLETED:  # one that needs no model goes with the reply
         title = title_without_model(agent=plan.agent, first_message=plan.title_from) or ""
-    return Outcome(status, error, input_tokens, output_tokens, tuple(citations), title)
+    return Outcome(status, error, input_tokens, output_tokens, title)
 
 
 async def _end(generation: Generation, outcome: Outcome) -> Ending:
     """Store the end, then publish it, so that a client that sees `done` finds the message stored."""
     plan, stream = generation.plan, generation.stream
     if outcome.status == MessageStatus.IN_PROGRESS:
+        if generation.lost:  # the run that owns it now publishes and stores its end
+            return Ending(outcome, stream.snapshot(), completed_at=None, lost=True)
         return await _hand_over(plan, stream.snapshot(), outcome)
     final = [{"error": outcome.error}]
     if outcome.status != MessageStatus.FAILED:
@@ -703,6 +717,7 @@ async def _hand_over(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -
             stream_index=list(stream.index),
             extra_events=list(stream.extra),
             heartbeat_at=stale,
+            run_id=new_run_id(),  # no run's: a progress write of this one still under way changes nothing
         )
     except DatabaseErrors:  # its last flush stays; the log (Redis) has the rest, and it goes stale anyway
         logger.exception("Handing over generation %s failed", plan.message_id)
@@ -728,7 +743,8 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     )
     if not stored:  # deleted with its conversation, swept or taken over
         return Ending(outcome, stream, completed_at=None, lost=True)
-    cited = _citations(plan, outcome.citations)
+    # The citations streamed, by any run of the reply (one taken over streamed some before it died).
+    cited = _citations(plan, tuple(item for event in stream.extra for item in event.get("citations", ())))
     if cited:  # a continued reply's numbers already stored are kept
         Citation.objects.bulk_create(cited, ignore_conflicts=True)
     conversations = Conversation.objects.filter(pk=plan.conversation_id)
@@ -742,7 +758,7 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
 
 
 def _citations(plan: TurnPlan, items: tuple[dict[str, Any], ...]) -> list[Citation]:
-    """The engine's citations as rows, by number, the first of each number."""
+    """The streamed citations as rows, by number, the first of each number."""
     rows: dict[int, Citation] = {}
     for item in items:
         if item["number"] in rows:

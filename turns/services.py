@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -91,31 +91,48 @@ class Claim:
     since: float  # time.time() of the dead run's last sign of life: a cancel requested since is for it
 
 
-def message_sweep_stale(*, everything: bool = False, fail: bool = False) -> tuple[int, list[Claim]]:
-    """Settle the running replies whose generation stopped sending heartbeats (or, with `everything`,
-    every running reply: one process without Redis, at its start, knows none of them runs): each is
-    claimed to be continued, or failed where its agent says `on_crash: "fail"` (every one with `fail`).
-    Returns how many were failed and the claims, which the caller continues
-    (turns.runtime.stale_replies_take_over)."""
+def message_sweep_stale(*, alive_since: datetime | None = None, fail: bool = False) -> tuple[int, list[Claim]]:
+    """Settle the running replies whose generation stopped sending heartbeats (and, with `alive_since`,
+    those without a sign of life since then: one process without Redis, at its start, knows that no
+    earlier reply runs): each is claimed to be continued, or failed where its agent says
+    `on_crash: "fail"` (every one with `fail`). A reply that cannot be claimed is failed. Returns how many
+    were failed and the claims, which the caller continues (turns.runtime.stale_replies_take_over)."""
     now = timezone.now()
-    running = Message.objects.filter(status=MessageStatus.IN_PROGRESS).select_related("conversation__agent")
-    if not everything:
-        cutoff = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
-        running = running.filter(Q(heartbeat_at__lte=cutoff) | Q(heartbeat_at__isnull=True, created_at__lte=cutoff))
+    cutoff = _cutoff(now, alive_since)
+    running = (
+        Message.objects.filter(status=MessageStatus.IN_PROGRESS)
+        .filter(Q(heartbeat_at__lte=cutoff) | Q(heartbeat_at__isnull=True, created_at__lte=cutoff))
+        .select_related("conversation__agent")
+    )
     failed, claims = 0, []
     for message in running:
-        if fail or message.conversation.agent.options.get("on_crash", ON_CRASH_DEFAULT) == "fail":
-            failed += message_sweep_if_stale(message, now=now, everything=everything)
-        else:
-            claim = message_claim_if_stale(message, now=now, everything=everything)
-            if claim is not None:
+        try:
+            if fail or on_crash(message) == "fail":
+                failed += message_sweep_if_stale(message, now=now, alive_since=alive_since)
+            elif (claim := message_claim_if_stale(message, now=now, alive_since=alive_since)) is not None:
                 claims.append(claim)
+        except DatabaseError:  # (its streamed text refused): failed with its stored text, the others go on
+            logger.exception("Settling reply %s failed; failing it with its stored text", message.id)
+            try:
+                failed += message_sweep_if_stale(message, now=now, alive_since=alive_since, from_log=False)
+            except DatabaseError:
+                logger.exception("Failing reply %s failed", message.id)
     return failed, claims
 
 
-def _is_stale(message: Message, now: datetime) -> bool:
-    last_sign = message.heartbeat_at or message.created_at
-    return last_sign <= now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+def on_crash(message: Message) -> str:
+    """What becomes of the reply if its process dies: "continue" or "fail" (its agent's option)."""
+    return message.conversation.agent.options.get("on_crash", ON_CRASH_DEFAULT)
+
+
+def _cutoff(now: datetime, alive_since: datetime | None) -> datetime:
+    """A reply whose last sign of life is this old or older belongs to no running process."""
+    cutoff = now - timedelta(seconds=settings.GENERATION_STALE_SECONDS)
+    return max(cutoff, alive_since) if alive_since is not None else cutoff
+
+
+def _is_stale(message: Message, now: datetime, alive_since: datetime | None) -> bool:
+    return (message.heartbeat_at or message.created_at) <= _cutoff(now, alive_since)
 
 
 def _settle_filter(message: Message) -> QuerySet[Message]:
@@ -123,17 +140,17 @@ def _settle_filter(message: Message) -> QuerySet[Message]:
     return Message.objects.filter(pk=message.pk, status=MessageStatus.IN_PROGRESS, heartbeat_at=message.heartbeat_at)
 
 
-def message_claim_if_stale(message: Message, *, now=None, everything: bool = False) -> Claim | None:
+def message_claim_if_stale(message: Message, *, now=None, alive_since: datetime | None = None) -> Claim | None:
     """Take a running message whose generation stopped sending heartbeats over: it gets a new run and a
     heartbeat, its stored text becomes what was streamed (see message_sweep_if_stale), and the claim says
     where the rest goes on. None when it is not stale, or another process claimed or settled it first."""
     now = now or timezone.now()
-    if not (everything or _is_stale(message, now)):
+    if not _is_stale(message, now, alive_since):
         return None
-    stream = _streamed(message)
-    if stream is None:
-        stream = _stored(message)
-        stream.first_seq = stream.next_seq + SWEPT_SEQ_SKIP  # past any unflushed id a client saw live
+    stream = _streamed(message) or _stored(message)
+    # The rest is numbered past any id a client may have seen live: the unflushed events of a dead run
+    # (without a live log), or the late ones of a run that only looked dead (see ProgressWriter).
+    stream.first_seq = stream.next_seq + SWEPT_SEQ_SKIP
     run_id = new_run_id()
     claimed = _settle_filter(message).update(heartbeat_at=now, run_id=run_id, **_stream_fields(stream))
     if not claimed:
@@ -150,16 +167,18 @@ def new_run_id() -> str:
     return secrets.token_hex(8)
 
 
-def message_sweep_if_stale(message: Message, *, now=None, everything: bool = False) -> bool:
+def message_sweep_if_stale(
+    message: Message, *, now=None, alive_since: datetime | None = None, from_log: bool = True
+) -> bool:
     """Mark a running message failed when its generation stopped sending heartbeats; True if it did.
 
     Its stored text is what was streamed: the live log's (in Redis, it outlives the process) when it holds
     this run's events, which may be ahead of the last flush; the error event follows them, there and in the
     stored stream, so a follower ends at once and a client resuming from any id it saw gets the rest."""
     now = now or timezone.now()
-    if not (everything or _is_stale(message, now)):
+    if not _is_stale(message, now, alive_since):
         return False
-    record = live = _streamed(message)
+    record = live = _streamed(message) if from_log else None
     if live is not None:
         error_seq = record.add({"error": INTERRUPTED})
     else:

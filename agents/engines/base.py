@@ -79,6 +79,7 @@ class TurnContext:
     # it streamed, and the engine gives the rest of the same reply (the builtin one exactly the rest).
     resumed: bool = False
     continued_thinking: str = ""
+    continued_events: int = 0  # and how many of its other events (citations, data frames...)
     # Whether the conversation has files with passages, when the caller knows (None: look it up).
     has_indexed_files: bool | None = None
 

@@ -115,8 +115,8 @@ class BuiltinEngine:
             if thinking is None or pieces is None:
                 _, answer = answer_for(context)
                 thinking, pieces, events = [], chunks(answer.text), answer.events
-            elif not pieces and context.continue_from:
-                events = []  # the text was all streamed: so were the events after it
+            else:
+                events = events[context.continued_events :]
         for step in thinking:
             yield Thinking(step)
         # Paced like a model streaming from elsewhere: chunk n is due `n * delay` after the first. After a
