@@ -16,6 +16,8 @@ from tests.conftest import async_client, await_until, reply_in_progress, uninter
 from turns import runtime
 from turns.follow import message_events
 from turns.log import stream_log
+from turns.log.journal import Journal
+from turns.log.memory import MemoryLog
 from turns.maintenance import maintenance_forever
 from turns.services import message_claim_if_stale
 
@@ -191,3 +193,20 @@ async def test_a_post_and_wait_whose_reply_is_handed_over_gets_503_and_its_key_s
     message_id = response.json()["error"]["details"]["message_id"]
     retry = await client.post(**post)
     assert retry.status_code == 409 and retry.json()["error"]["details"]["message_id"] == message_id
+
+
+async def test_without_redis_the_journal_on_disk_keeps_what_was_streamed_for_the_next_start(tmp_path):
+    streamed = [(0, {"message": {}}), (1, {"thinking": "hm"}), (2, {"content": "Half "}), (3, {"content": "of it"})]
+    log = MemoryLog(journal=Journal(tmp_path))
+    for seq, event in streamed:
+        log.append_now("msg_x", seq, event)
+    with (tmp_path / "msg_x.jsonl").open("ab") as file:
+        file.write(b'[4,{"content":"cut sh')  # the process died in the middle of a write
+
+    after_restart = MemoryLog(journal=Journal(tmp_path))
+    assert await after_restart.entries("msg_x") == streamed
+    for seq, event in streamed:  # the taken-over run writes the events again: read once
+        after_restart.append_now("msg_x", seq, event)
+    assert await MemoryLog(journal=Journal(tmp_path)).entries("msg_x") == streamed
+    after_restart.append_now("msg_x", 100_004, {"done": True, "status": "completed"})
+    assert not (tmp_path / "msg_x.jsonl").exists()  # gone with the reply's end

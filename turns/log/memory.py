@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from turns.events import Entry, is_terminal
+from turns.log.journal import Journal
 
 
 def _entry_seq(entry: Entry) -> int:
@@ -37,9 +38,10 @@ class MemoryLog:
     its stored message rebuilds it exactly. Waiters may live on other event loops (the test client
     makes one per request); those are woken with call_soon_threadsafe."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self._logs: dict[str, _Log] = {}
         self._cancelled: dict[str, float] = {}
+        self.journal = journal  # the log of the process, not Redis's mirror: its events also go to disk
 
     async def append(self, message_id: str, seq: int, event: dict[str, Any]) -> None:
         self.append_now(message_id, seq, event)
@@ -52,9 +54,13 @@ class MemoryLog:
             log = self._logs[message_id] = _Log()
         elif log.entries and seq <= log.entries[-1][0]:
             return
+        if self.journal is not None:  # before any follower is woken: on disk is at least what was sent
+            self.journal.append(message_id, seq, event)
         log.entries.append((seq, event))
         if is_terminal(event):
             del self._logs[message_id]
+            if self.journal is not None:
+                self.journal.drop(message_id)
         waiters, log.waiters = log.waiters, []
         loop = asyncio.get_running_loop()
         for waiter in waiters:
@@ -72,6 +78,8 @@ class MemoryLog:
 
     def drop(self, message_id: str) -> None:
         """Forget the message's log; its readers wake and find none."""
+        if self.journal is not None:
+            self.journal.drop(message_id)
         log = self._logs.pop(message_id, None)
         for waiter in log.waiters if log is not None else []:
             if not waiter.done():
@@ -105,9 +113,12 @@ class MemoryLog:
         return entries, bool(entries) and is_terminal(entries[-1][1])
 
     async def entries(self, message_id: str) -> list[Entry]:
-        """Every entry of the message's live log here (none when it has none)."""
+        """Every entry of the message's live log here (none when it has none); with a journal, also of a
+        reply whose process died (this one, before its restart)."""
         log = self._logs.get(message_id)
-        return list(log.entries) if log is not None else []
+        if log is not None:
+            return list(log.entries)
+        return self.journal.entries(message_id) if self.journal is not None else []
 
     async def request_cancel(self, message_id: str) -> None:
         # Kept even before the run has a log: it may be between its commit and its first event.
