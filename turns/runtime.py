@@ -462,8 +462,8 @@ def generation_cancel_soon(message_id: str) -> None:
 
 
 async def generation_start(plan: TurnPlan, *, resumed: bool = False) -> asyncio.Task:
-    """Open the message's live log with its first events, then run the generation in its own task. A
-    resumed reply's log goes on (what it holds already is not added again; followers keep following)."""
+    """Open the message's live log with its first events, then run the generation in its own task. A reply
+    resumed from its live log keeps it (what it holds already is not added again; followers follow on)."""
     log, stream = stream_log(), plan.stream
     try:
         if not resumed:
@@ -538,7 +538,7 @@ async def stale_replies_take_over(*, alive_since: datetime | None = None) -> tup
     for claim in claims:
         try:
             plan = await in_worker(_resume_plan)(claim)
-            await generation_start(plan, resumed=True)
+            await generation_start(plan, resumed=claim.live)
         except Exception:  # it keeps the claim's heartbeat: once stale again, a sweep tries again
             logger.exception("Continuing reply %s failed", claim.message.id)
         else:

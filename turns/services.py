@@ -89,6 +89,7 @@ class Claim:
     message: Message
     stream: StreamSnapshot
     since: float  # time.time() of the dead run's last sign of life: a cancel requested since is for it
+    live: bool  # the stream is its live log's (which goes on); else the stored one's (the log starts again)
 
 
 def message_sweep_stale(*, alive_since: datetime | None = None, fail: bool = False) -> tuple[int, list[Claim]]:
@@ -147,7 +148,8 @@ def message_claim_if_stale(message: Message, *, now=None, alive_since: datetime 
     now = now or timezone.now()
     if not _is_stale(message, now, alive_since):
         return None
-    stream = _streamed(message) or _stored(message)
+    live = _streamed(message)
+    stream = live or _stored(message)
     # The rest is numbered past any id a client may have seen live: the unflushed events of a dead run
     # (without a live log), or the late ones of a run that only looked dead (see ProgressWriter).
     stream.first_seq = stream.next_seq + SWEPT_SEQ_SKIP
@@ -160,7 +162,7 @@ def message_claim_if_stale(message: Message, *, now=None, alive_since: datetime 
     message.heartbeat_at, message.run_id = now, run_id
     message.content, message.thinking = stream.content, stream.thinking
     message.stream_index, message.extra_events = stream.index, stream.extra
-    return Claim(message, stream.snapshot(), since)
+    return Claim(message, stream.snapshot(), since, live=live is not None)
 
 
 def new_run_id() -> str:
