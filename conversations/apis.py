@@ -2,6 +2,7 @@ from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import models
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.response import Response
@@ -151,6 +152,15 @@ class FeedbackViewSet(viewsets.GenericViewSet):
     def _message(self, request, agent_id, conversation_id, message_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
         return message_get(conversation=conversation, message_id=message_id)
+
+    def get_object(self):
+        """The message's feedback, for DRF's OPTIONS metadata (which asks for it to describe PUT): Http404,
+        which it expects, when there is none yet."""
+        kwargs = {name: self.kwargs[name] for name in ("agent_id", "conversation_id", "message_id")}
+        feedback = getattr(self._message(self.request, **kwargs), "feedback", None)
+        if feedback is None:
+            raise Http404
+        return feedback
 
     @extend_schema(summary="Read the feedback on a message")
     def retrieve(self, request, tenant_id, agent_id, conversation_id, message_id):

@@ -112,7 +112,8 @@ class ConversationStateSerializer(ConversationSerializer):
     messages = serializers.SerializerMethodField()
     messages_truncated = serializers.SerializerMethodField()
 
-    @extend_schema_field({"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StateMessage"}})
+    # A field, not a raw $ref: the generator then also adds the StateMessage component the map points to.
+    @extend_schema_field(serializers.DictField(child=StateMessageSerializer()))
     def get_messages(self, conversation) -> dict:
         return {m.id: StateMessageSerializer(m).data for m in self.context["messages"]}
 

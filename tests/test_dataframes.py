@@ -29,6 +29,7 @@ from conversations.models import Conversation, Message
 from dataframes.builtin import answer_with_sql
 from dataframes.models import DataFrame
 from dataframes.services import dataframe_create
+from turns.events import NUL_REPLACED
 
 pytestmark = pytest.mark.django_db
 
@@ -849,3 +850,20 @@ def test_frame_names_are_unique_whatever_their_case(owner):
             tenant_id=owner.tenant.id, conversation_id=conversation.id, name="Sales", table=pa.table({"a": [2]})
         )
     assert DataFrame.objects.filter(conversation=conversation).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_result_holding_a_nul_is_streamed_and_stored_with_it_replaced(owner):
+    """PostgreSQL stores no NUL: the reply replaces it (U+FFFD) as it streams, so the stored reply is the
+    streamed one, completed, and says so in `error`; the conversation takes the next message at once."""
+    conversation = owner.conversation()
+    url = f"{owner.conversation_url(conversation)}/messages"
+
+    response = owner.client.post(url, {"content": "SELECT 'a' || chr(0) || 'b' AS v"}, format="json")
+
+    assert response.status_code == 200, response.json()
+    reply = Message.objects.get(pk=response.json()["current_message_id"])
+    assert reply.status == "completed" and "| a\ufffdb |" in reply.content and "\x00" not in reply.content
+    assert reply.error == NUL_REPLACED
+    assert response.json()["messages"][1]["content"] == reply.content
+    assert owner.client.post(url, {"content": "thanks"}, format="json").status_code == 200

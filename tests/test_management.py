@@ -315,3 +315,22 @@ def test_feedback_on_a_user_or_foreign_message_is_refused(owner, outsider):
     )
     assert response.status_code == 404
     assert not Feedback.objects.exists()
+
+
+def test_options_on_feedback_describes_it_and_hides_another_tenants(owner, outsider):
+    """OPTIONS answered 500 (DRF's metadata asked the viewset for an object it could not find)."""
+    conversation = owner.conversation()
+    reply_id = post(owner, conversation, {"content": "hi"}).json()["current_message_id"]
+    url = feedback_url(owner, conversation, reply_id)
+
+    before = owner.client.options(url)
+    owner.client.put(url, {"thumbs_up": True}, format="json")
+    after = owner.client.options(url)
+
+    for response in (before, after):
+        assert response.status_code == 200 and response.json()["renders"] == ["application/json"]
+    assert "thumbs_up" in after.json()["actions"]["PUT"]  # (described once there is feedback to replace)
+    foreign = outsider.conversation()
+    foreign_reply = add_message(outsider, foreign, "x", role="assistant")
+    hidden = owner.client.options(f"{owner.agent_url}/conversations/{foreign.id}/messages/{foreign_reply.id}/feedback")
+    assert hidden.status_code == 404

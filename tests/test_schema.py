@@ -30,3 +30,22 @@ def test_swagger_ui_is_served(anon):
     response = anon.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_every_reference_in_the_schema_resolves(anon):
+    """Client generators stop at a dangling $ref (the conversation state's StateMessage was one)."""
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+    def refs(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    found = set(refs(schema))
+    assert "#/components/schemas/StateMessage" in found
+    assert {ref for ref in found if ref.rsplit("/", 1)[1] not in schema["components"]["schemas"]} == set()

@@ -37,6 +37,28 @@ def wire_event(event: Event) -> dict[str, Any] | None:
     return None
 
 
+NUL_REPLACED = "The reply held NUL characters, which cannot be stored; each was replaced with U+FFFD."
+
+
+def storable(payload: Any) -> tuple[Any, bool]:
+    """The event with each NUL character (PostgreSQL stores none, in text or jsonb) replaced by U+FFFD, so
+    that what is streamed is what can be stored; and whether there was one. An engine's text (a model's,
+    a SQL result's) may hold them."""
+    if isinstance(payload, str):
+        return (payload.replace("\x00", "\ufffd"), True) if "\x00" in payload else (payload, False)
+    if isinstance(payload, dict):
+        items = [(storable(key), storable(value)) for key, value in payload.items()]
+        if not any(key[1] or value[1] for key, value in items):
+            return payload, False
+        return {key[0]: value[0] for key, value in items}, True
+    if isinstance(payload, (list, tuple)):
+        items = [storable(item) for item in payload]
+        if not any(replaced for _, replaced in items):
+            return payload, False
+        return [item for item, _ in items], True
+    return payload, False
+
+
 @dataclass(frozen=True)
 class StreamSnapshot:
     """A stream record at one moment: what is stored with the message (its index, text and other events)."""

@@ -39,7 +39,7 @@ from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
-from turns.events import END_KINDS, StreamRecord, StreamSnapshot, rebuild_events, wire_event
+from turns.events import END_KINDS, NUL_REPLACED, StreamRecord, StreamSnapshot, rebuild_events, storable, wire_event
 from turns.log import stream_log
 from turns.progress import progress_writer
 from turns.services import INTERRUPTED, Claim, message_sweep_if_stale, message_sweep_stale, new_run_id, on_crash
@@ -614,6 +614,7 @@ async def _run_engine(generation: Generation) -> Outcome:
     """Drive the engine, publishing its events; the outcome is what the end stores."""
     plan, stream, log = generation.plan, generation.stream, stream_log()
     input_tokens = output_tokens = 0
+    nul_replaced = False
     try:
         # Cancelled between its commit and this first step: here, or from anywhere through the log.
         if not generation.cancel_requested:
@@ -628,6 +629,8 @@ async def _run_engine(generation: Generation) -> Outcome:
                     continue
                 payload = wire_event(event)
                 if payload is not None:
+                    payload, replaced = storable(payload)
+                    nul_replaced = nul_replaced or replaced
                     await log.append(plan.message_id, stream.add(payload), payload)
     except asyncio.CancelledError:
         if generation.cancel_requested:
@@ -643,6 +646,8 @@ async def _run_engine(generation: Generation) -> Outcome:
         status, error = MessageStatus.FAILED, "The engine failed unexpectedly."
     else:
         status, error = MessageStatus.COMPLETED, ""
+    if nul_replaced and not error:
+        error = NUL_REPLACED  # (the reply is whole otherwise: completed, cancelled)
     title = ""
     if plan.title_from and status == MessageStatus.COMPLETED:  # one that needs no model goes with the reply
         title = title_without_model(agent=plan.agent, first_message=plan.title_from) or ""
