@@ -250,6 +250,58 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # The areas of the API, in the order the documentation shows them (core.schema tags each operation).
+    "TAGS": [
+        {
+            "name": "agents",
+            "description": "An agent: its instructions, engine and options; its conversations.",
+        },
+        {"name": "conversations", "description": "A conversation of an agent: its messages as a tree, its title."},
+        {
+            "name": "messages and streams",
+            "description": "Posting a message and getting the reply, waited for or streamed (Server-Sent Events); "
+            "joining, resuming and cancelling a reply; feedback.",
+        },
+        {"name": "files", "description": "A conversation's files, their extracted passages, what replies cite."},
+        {"name": "data frames", "description": "A conversation's tables: uploaded, or produced by SQL in a reply."},
+        {"name": "management", "description": "The tenant's conversations across agents: list, search, delete many."},
+        {"name": "stateless v1", "description": "One request, one answer: the history comes with each request."},
+        {"name": "operations", "description": "For load balancers and operators."},
+    ],
+    # /healthz is a plain Django view (no key, no DRF): described here.
+    "APPEND_PATHS": {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Is this server process serving?",
+                "description": "For load balancers and orchestrators, without a key: 200 while the process "
+                "serves and reaches its database; 503 while it drains (it got SIGTERM: send it no more work) "
+                "or cannot reach the database.",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {
+                    code: {
+                        "description": description,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {"type": "string", "enum": ["ok", "draining", "unavailable"]},
+                                        "database": {"type": "string", "enum": ["ok", "unreachable", "unchecked"]},
+                                    },
+                                    "required": ["status", "database"],
+                                }
+                            }
+                        },
+                    }
+                    for code, description in [("200", "Serving."), ("503", "Draining, or the database is unreachable.")]
+                },
+            }
+        }
+    },
+    # One name per choice set (the generator warns, and names one Role2e2Enum, when two share a field name).
+    "ENUM_NAME_OVERRIDES": {"MessageRoleEnum": "conversations.models.Role"},
 }
 
 # Requests per API key; a tenant's own `requests_per_minute` overrides it.

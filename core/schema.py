@@ -33,7 +33,30 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
+# The areas of the API (described in SPECTACULAR_SETTINGS["TAGS"]) by path: the first fragment the path holds.
+_PATH_TAGS = [
+    ("/v1/", "stateless v1"),
+    ("/data-frames", "data frames"),
+    ("/files", "files"),
+    ("/related-documents", "files"),
+    ("/messages", "messages and streams"),
+    ("/stream", "messages and streams"),
+    ("/api/v2/conversations", "management"),
+    ("/conversations", "conversations"),
+    ("/agents", "agents"),
+]
+
+
 class AutoSchema(SpectacularAutoSchema):
+    def get_description(self) -> str:
+        """Only what an operation's extend_schema says: docstrings are notes for this code's developers."""
+        return ""
+
+    def get_tags(self) -> list[str]:
+        """The area of the API the operation belongs to, from its path."""
+        path = self.path
+        return [next((tag for fragment, tag in _PATH_TAGS if fragment in path), "operations")]
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         if direction != "response":

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
 from conversations.models import Conversation, Message, MessageStatus, Role
@@ -141,6 +141,11 @@ class MessagesView(AsyncAPIView):
 
     @extend_schema(
         summary="List messages (the active branch, oldest first)",
+        description="The messages of the conversation's active branch, the path from its first message to "
+        "`current_message_id`, oldest first (`order=desc`: newest first); `branch=all` lists every message of "
+        "the tree. Each assistant message has its `status` (`in_progress`, `completed`, `cancelled`, "
+        "`failed`), its `error` and its citations. Paginated with `limit` and `next`. 400 for an unknown "
+        "`order` or `branch`; 404 for a conversation that is not the tenant's under this agent.",
         parameters=[
             *_ID_PARAMS,
             OpenApiParameter("order", OpenApiTypes.STR, enum=["asc", "desc"], description="desc: newest first."),
@@ -168,6 +173,22 @@ class MessagesView(AsyncAPIView):
 
     @extend_schema(
         summary="Post a message and wait for the agent's reply",
+        description="Adds the user's message and answers once the agent's reply has ended, with the "
+        "conversation and both messages. The body is a new message (`content`, `attachments` of the "
+        "conversation's files, `parent_id` to branch), or `regenerate` (a new reply to an earlier question), "
+        "or `continue` (the last reply goes on). The reply does not depend on the connection: a client that "
+        "goes away finds it stored later unless `on_disconnect` is `cancel`. With an `Idempotency-Key`, a "
+        "retry of the same body answers what the first did.\n\n"
+        "Errors: 400 invalid body or attachment; 404 unknown conversation; 409 a reply is already running in "
+        "the conversation (`details.message_id` names it); 422 an Idempotency-Key reused with another body; "
+        "502 the engine failed (the reply is stored `failed`); 503 this server process is stopping (nginx "
+        "sends the request elsewhere; if the reply had started, `details.message_id` names it and another "
+        "process finishes it).",
+        examples=[
+            OpenApiExample("A question", value={"content": "What is the total of the March invoices?"}),
+            OpenApiExample("Regenerate a reply", value={"regenerate": "msg_01jd8n1q7v"}),
+            OpenApiExample("Continue the last reply", value={"continue": True}),
+        ],
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
         request=MessagePostSerializer,
         responses={
@@ -195,6 +216,9 @@ class MessagesView(AsyncAPIView):
 class MessageCancelView(AsyncAPIView):
     @extend_schema(
         summary="Stop a running generation; the partial reply is kept as `cancelled`",
+        description="Stops the reply wherever it runs (any server process) within about a second and answers "
+        "the message as stored: `cancelled` with the text streamed so far, or its end if it had already "
+        "ended. 404 for a message that is not an assistant message of this conversation.",
         parameters=[*_ID_PARAMS, OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
         request=None,
         responses=MessageSerializer,
@@ -297,6 +321,14 @@ async def _stream_start(ref: ConversationRef, turn_request: TurnRequest) -> tupl
 class StreamView(EventStreamView):
     @extend_schema(
         summary="Post a message and stream the reply as Server-Sent Events",
+        description="Takes the body of `POST .../messages` and streams the reply: one JSON object per "
+        "`data:` line, each with `id: <message id>:<seq>`. In order: `message` (its ids), `thinking` and "
+        '`content` deltas, `citations`, `data_frame`, then `tokens` and `{"done": true, "status": ...}`, '
+        'or `{"error": "..."}` when the engine failed. The concatenated `content` deltas are the stored '
+        "content. Comment lines (`: keep-alive`) come every 15 s. A server process that stops ends the stream "
+        'with `retry:` and `{"reconnect": {"retry_ms": 500}}`: resume with `GET .../messages/{id}/stream` '
+        "and `Last-Event-ID`. Errors before the stream starts are JSON, as for `POST .../messages`.",
+        examples=[OpenApiExample("A question", value={"content": "Walk me through the reconciliation."})],
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
         request=MessagePostSerializer,
         responses={
@@ -318,6 +350,11 @@ class StreamView(EventStreamView):
 class MessageStreamView(EventStreamView):
     @extend_schema(
         summary="Join or resume the stream of an assistant message, running or finished",
+        description="The reply's events after `Last-Event-ID` (or `?after=<seq>`; from its start without "
+        "either), from any server process, then live until its end: no event is lost or repeated, while it "
+        "runs or after. A finished reply's stream is rebuilt exactly from the stored message. 400 for a "
+        "`Last-Event-ID` of another message; 404 for a message that is not an assistant message of this "
+        "conversation.",
         parameters=[
             *_ID_PARAMS,
             OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH),
