@@ -301,7 +301,11 @@ SPECTACULAR_SETTINGS = {
         }
     },
     # One name per choice set (the generator warns, and names one Role2e2Enum, when two share a field name).
-    "ENUM_NAME_OVERRIDES": {"MessageRoleEnum": "conversations.models.Role"},
+    "ENUM_NAME_OVERRIDES": {
+        "MessageRoleEnum": "conversations.models.Role",
+        "MessageStatusEnum": "conversations.models.MessageStatus",
+        "StreamEndStatusEnum": ["completed", "cancelled"],
+    },
 }
 
 # Requests per API key; a tenant's own `requests_per_minute` overrides it.

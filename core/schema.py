@@ -57,6 +57,13 @@ class AutoSchema(SpectacularAutoSchema):
         path = self.path
         return [next((tag for fragment, tag in _PATH_TAGS if fragment in path), "operations")]
 
+    def _get_response_for_code(self, serializer, status_code, media_types=None, direction="response"):
+        # Every answer is JSON, unless the operation declares another type for a status (a stream, a file):
+        # the views that may stream also have the event-stream renderer, which is not what their errors and
+        # other answers are.
+        media_types = media_types or ["application/json"]
+        return super()._get_response_for_code(serializer, status_code, media_types, direction)
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         if direction != "response":

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
@@ -32,6 +34,34 @@ def sse_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event through at once
     return response
+
+
+# What one `data:` line of a stream holds, for the OpenAPI document: an object with one of these keys
+# (`done` comes with `status`). OpenAPI has no notation for a stream of events; this is their shape.
+StreamEventSerializer = inline_serializer(
+    name="StreamEvent",
+    fields={
+        "message": serializers.DictField(
+            required=False, help_text="First: `id`, `user_message_id`, `conversation_id` of the reply."
+        ),
+        "thinking": serializers.CharField(required=False, help_text="A delta of the reasoning (reasoning on)."),
+        "content": serializers.CharField(required=False, help_text="A delta of the reply's text."),
+        "citations": serializers.ListField(
+            child=serializers.DictField(), required=False, help_text="Sources the text cites by `[number]`."
+        ),
+        "data_frame": serializers.DictField(required=False, help_text="`name`, `rows`, `columns` of a new frame."),
+        "tokens": serializers.IntegerField(required=False, help_text="The reply's tokens, before its end."),
+        "done": serializers.BooleanField(required=False, help_text="The end; the stream closes."),
+        "status": serializers.ChoiceField(
+            choices=["completed", "cancelled"], required=False, help_text="With `done`: how it ended."
+        ),
+        "error": serializers.CharField(required=False, help_text="The end of a failed reply: why."),
+        "reconnect": serializers.DictField(
+            required=False,
+            help_text="The server process is stopping: reconnect after `retry_ms` with Last-Event-ID.",
+        ),
+    },
+)
 
 
 class EventStreamRenderer(BaseRenderer):

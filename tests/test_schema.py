@@ -91,3 +91,24 @@ def test_descriptions_are_for_users_not_the_views_docstrings(anon):
         "409" in messages["post"]["description"]
         and messages["post"]["requestBody"]["content"]["application/json"]["examples"]
     )
+
+
+def test_only_streams_are_declared_as_event_streams_and_their_events_are_described(anon):
+    """Every error is JSON, and /v1/files never streams (both were declared text/event-stream)."""
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    streaming = set()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                content = response.get("content", {})
+                if "text/event-stream" in content:
+                    streaming.add((path, method, code))
+                    assert content["text/event-stream"]["schema"]["$ref"].endswith("/StreamEvent")
+    prefix = "/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations/{conversation_id}"
+    assert streaming == {
+        (f"{prefix}/stream", "post", "200"),
+        (f"{prefix}/messages/{{message_id}}/stream", "get", "200"),
+        ("/v1/conversation", "post", "200"),
+    }
+    event = schema["components"]["schemas"]["StreamEvent"]["properties"]
+    assert {"content", "thinking", "done", "error", "reconnect"} <= set(event)

@@ -26,7 +26,14 @@ from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
-from core.sse import KEEPALIVE, EventStreamNegotiation, sse_event, sse_reconnect, sse_response
+from core.sse import (
+    KEEPALIVE,
+    EventStreamNegotiation,
+    StreamEventSerializer,
+    sse_event,
+    sse_reconnect,
+    sse_response,
+)
 from turns.events import is_terminal
 from turns.follow import message_events
 from turns.runtime import (
@@ -306,8 +313,8 @@ class EventStreamView(EventStreamNegotiation, AsyncAPIView):
 
 
 _SSE_RESPONSE = OpenApiResponse(
-    response=OpenApiTypes.STR,
-    description="Server-Sent Events: `id: <message id>:<seq>` and one JSON object per `data:` line: "
+    response=StreamEventSerializer,
+    description="Server-Sent Events: `id: <message id>:<seq>` and one JSON object (StreamEvent) per `data:` line: "
     "`message`, `thinking`, `content`, `citations`, `data_frame`, `tokens`, then `done` (or `error`). A "
     'stopping server process ends it with `retry:` and `{"reconnect": {...}}`: resume with Last-Event-ID.',
 )

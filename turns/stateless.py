@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -22,7 +21,7 @@ from agents.selectors import agent_get
 from core.errors import EngineError, Invalid, PayloadTooLarge
 from core.fields import StrictBooleanField, StrictCharField
 from core.schema import V1ErrorSerializer
-from core.sse import sse_event, sse_response
+from core.sse import StreamEventSerializer, sse_event, sse_response
 from core.views import V1APIView
 from files.selectors import file_refs_validate, files_as_context
 from tenants.models import Tenant
@@ -163,7 +162,7 @@ class ConversationV1View(V1APIView):
                 "V1ConversationResponse", {"success": serializers.BooleanField(), "response": serializers.CharField()}
             ),
             (200, "text/event-stream"): OpenApiResponse(
-                response=OpenApiTypes.STR,
+                response=StreamEventSerializer,
                 description='With `"stream": true`: `data:` lines `{"thinking"}`, `{"content"}` deltas, '
                 '`{"citations"}`, `{"tokens"}`, then `{"done": true}` (or `{"error"}`).',
             ),
