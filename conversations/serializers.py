@@ -51,7 +51,7 @@ class CitationSerializer(serializers.Serializer):
     number = serializers.IntegerField(read_only=True)
     source_id = serializers.CharField(read_only=True, help_text="A file_ref, or a URL's identifier.")
     source_name = serializers.CharField(read_only=True)
-    url = serializers.URLField(read_only=True)
+    url = serializers.CharField(read_only=True, help_text="The cited page's URL; empty for a file of the conversation.")
     page = serializers.IntegerField(read_only=True, allow_null=True)
     snippet = serializers.CharField(read_only=True)
     relevance_score = serializers.FloatField(read_only=True)

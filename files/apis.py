@@ -109,7 +109,7 @@ class FileViewSet(viewsets.GenericViewSet):
     @extend_schema(
         summary="Download a file's bytes",
         parameters=[DownloadQuerySerializer],
-        responses={(200, "application/octet-stream"): _BYTES},
+        responses={(200, "*/*"): _BYTES},
     )
     def download(self, request, tenant_id, agent_id, conversation_id):
         conversation = _conversation(request, agent_id, conversation_id)
@@ -219,7 +219,7 @@ class SignedDownloadView(APIView):
     @extend_schema(
         summary="Download a file through a signed preview URL (no API key)",
         auth=[],
-        responses={(200, "application/octet-stream"): _BYTES, 403: ErrorSerializer},
+        responses={(200, "*/*"): _BYTES, 403: ErrorSerializer},
     )
     def get(self, request, tenant_id: str, token: str):
         file_ref = signed_url_verify(tenant_id=tenant_id, token=token)

@@ -112,3 +112,17 @@ def test_only_streams_are_declared_as_event_streams_and_their_events_are_describ
     }
     event = schema["components"]["schemas"]["StreamEvent"]["properties"]
     assert {"content", "thinking", "done", "error", "reconnect"} <= set(event)
+
+
+def test_declared_shapes_are_the_answers_shapes(anon):
+    """What a fuzzer found declared otherwise than answered."""
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    paths, components = schema["paths"], schema["components"]["schemas"]
+    delete_all = paths["/tenants/{tenant_id}/api/v2/conversations"]["delete"]["responses"]
+    assert "204" not in delete_all and delete_all["200"]["content"]["application/json"]  # it answers {"deleted": n}
+    assert "format" not in components["Citation"]["properties"]["url"]  # "" for a file: not a URI
+    parameters = [p["name"] for item in paths.values() for op in item.values() for p in op.get("parameters", [])]
+    assert "format" not in parameters
+    assert "V1ConversationRequest" in components and "V1ConversationRequestRequest" not in components
+    download = paths["/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations/{conversation_id}/files/download/"]
+    assert list(download["get"]["responses"]["200"]["content"]) == ["*/*"]  # the file's own type

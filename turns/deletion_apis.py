@@ -55,7 +55,7 @@ class DeletableTenantConversationViewSet(conversation_apis.TenantConversationVie
     @extend_schema(
         summary="Delete all the tenant's conversations (needs ?confirm=true)",
         parameters=[OpenApiParameter("confirm", bool, required=True)],
-        responses=DeleteAllResultSerializer,
+        responses={200: DeleteAllResultSerializer},
     )
     def destroy_all(self, request, tenant_id):
         if request.query_params.get("confirm") != "true":

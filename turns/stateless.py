@@ -43,7 +43,7 @@ class V1MessageSerializer(serializers.Serializer):
         return content
 
 
-class V1ConversationRequestSerializer(serializers.Serializer):
+class V1ConversationSerializer(serializers.Serializer):
     messages = serializers.ListField(
         child=V1MessageSerializer(),
         allow_empty=False,
@@ -74,7 +74,7 @@ def stateless_request_parse(data) -> dict:
                 f"The conversation is {size} bytes; the limit is {settings.STATELESS_MAX_BYTES} bytes.",
                 details={"limit": settings.STATELESS_MAX_BYTES, "setting": "STATELESS_MAX_BYTES"},
             )
-    serializer = V1ConversationRequestSerializer(data=data)
+    serializer = V1ConversationSerializer(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
@@ -156,7 +156,7 @@ async def stateless_stream(tenant: Tenant, engine: str, context: TurnContext) ->
 class ConversationV1View(V1APIView):
     @extend_schema(
         summary="Stateless multi-turn conversation: send the whole history, get the reply",
-        request=V1ConversationRequestSerializer,
+        request=V1ConversationSerializer,
         responses={
             200: inline_serializer(
                 "V1ConversationResponse", {"success": serializers.BooleanField(), "response": serializers.CharField()}
