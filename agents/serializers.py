@@ -3,21 +3,21 @@ from rest_framework import serializers
 
 from agents.engines.openai import model_allowed
 from agents.models import Agent, Engine
-from core.fields import StrictCharField
+from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 
 TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
 
 
 class AgentOptionsSerializer(serializers.Serializer):
-    temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
-    max_tokens = serializers.IntegerField(required=False, min_value=1, max_value=200_000)
-    history_tokens = serializers.IntegerField(
+    temperature = StrictFloatField(required=False, min_value=0, max_value=2)
+    max_tokens = StrictIntegerField(required=False, min_value=1, max_value=200_000)
+    history_tokens = StrictIntegerField(
         required=False, min_value=100, max_value=2_000_000, help_text="Budget for the history sent to the engine."
     )
     tools = serializers.ListField(
         child=serializers.ChoiceField(choices=TOOL_NAMES), required=False, max_length=len(TOOL_NAMES)
     )
-    chunk_delay_ms = serializers.IntegerField(
+    chunk_delay_ms = StrictIntegerField(
         required=False,
         min_value=0,
         max_value=60_000,

@@ -40,7 +40,7 @@ class _RowCompare(Func):
 
 
 def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT, name: str = "limit") -> int:
-    if raw is None or raw == "":
+    if raw is None:  # (an empty `limit=` is a mistake, not the default)
         return default
     try:
         limit = int(raw)

@@ -50,9 +50,17 @@ def storage_key_new(*, tenant_id: str, conversation_id: str | None) -> str:
     return f"{tenant_id}/{conversation_id or '_tenant'}/{secrets.token_hex(16)}"
 
 
+# Browsers (the HTML form encoding) and HTTP clients such as httpx write these three as percent escapes in a
+# multipart file name; nothing else is escaped there, so only they are decoded.
+_MULTIPART_NAME_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
+
+
 def file_name_sanitize(raw: str) -> str:
     """The display name: no path parts, no control characters (NUL included), at most 255 characters."""
-    name = unicodedata.normalize("NFC", raw or "")
+    name = raw or ""
+    for escape, character in _MULTIPART_NAME_ESCAPES.items():
+        name = name.replace(escape, character)
+    name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = " ".join(name.split()).strip(" .")

@@ -36,6 +36,11 @@ def test_it_creates_an_openai_agent_with_options(owner):
         ({"name": "a", "engine": "openai"}, "model"),
         ({"name": "a", "engine": "magic"}, "engine"),
         ({"name": "a", "options": {"temperature": 5}}, "options"),
+        ({"name": "a", "options": {"temperature": False}}, "options"),  # not 0.0
+        ({"name": "a", "options": {"temperature": "0.5"}}, "options"),
+        ({"name": "a", "options": {"max_tokens": True}}, "options"),  # not 1
+        ({"name": "a", "options": {"max_tokens": 2.5}}, "options"),
+        ({"name": "a", "options": {"on_crash": "retry"}}, "options"),
         ({"name": "a", "options": {"unknown": 1}}, "options"),
         ({"name": "a", "options": "fast"}, "options"),
     ],

@@ -218,6 +218,10 @@ def test_the_tenants_total_is_limited(owner, outsider, media, settings):
         ("re\x00port\x01.txt", "report.txt"),
         ("\u202eevil\x7f.txt", "evil.txt"),
         ("  .hidden. ", "hidden"),
+        # Quotes and line breaks come percent-escaped in a multipart name (HTML's form encoding, httpx):
+        ("say %22hi%22.txt", 'say "hi".txt'),
+        ("%22evil.txt", '"evil.txt'),
+        ("two%0Alines.txt", "twolines.txt"),
     ],
 )
 def test_file_names_are_sanitised(owner, media, raw, expected):

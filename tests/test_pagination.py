@@ -53,7 +53,7 @@ def test_default_limit_is_20(owner):
     assert body["next"]
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5"])
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1.5", ""])
 def test_it_rejects_bad_limits_naming_limit(owner, limit):
     response = owner.client.get(f"{owner.agent_url}/conversations", {"limit": limit})
     assert response.status_code == 400

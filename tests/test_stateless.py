@@ -138,6 +138,12 @@ def test_keys_are_required(owner):
         assert response.json()["success"] is False and response.json()["error"]
 
 
+def test_an_empty_agent_id_is_400_not_ignored(owner):
+    response = owner.client.post(URL, {**SEED, "agent_id": ""}, format="json")
+    assert response.status_code == 400 and response.json()["success"] is False
+    assert "agent_id" in response.json()["error"]
+
+
 def test_an_unknown_or_foreign_agent_is_404(owner, outsider):
     for agent_id in ("agt_nope", outsider.agent.id):
         response = owner.client.post(URL, {**SEED, "agent_id": agent_id}, format="json")

@@ -55,7 +55,7 @@ class V1ConversationSerializer(serializers.Serializer):
     )
     stream = StrictBooleanField(required=False, default=False)
     reasoning = StrictBooleanField(required=False, default=False)
-    agent_id = StrictCharField(required=False, allow_blank=True, help_text="Use this agent's engine and model.")
+    agent_id = StrictCharField(required=False, help_text="Use this agent's engine and model.")
 
     def validate_messages(self, messages: list[dict]) -> list[dict]:
         if messages[-1]["role"] != "user":
