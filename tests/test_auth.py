@@ -128,15 +128,26 @@ def test_create_api_key_and_revoke_api_key(owner):
         call_command("create_api_key", "no-such-tenant", stdout=io.StringIO())
 
 
-def test_ensure_demo_tenant_prints_a_working_key_and_is_repeatable():
+def test_ensure_demo_tenant_prints_a_working_key_that_survives_restarts(tmp_path):
+    """Every `make run` prints the same key (an open shell's $KEY keeps working), kept in a file only its user
+    reads; a new one, and the old revoked, only once that key no longer works."""
+    key_file = tmp_path / "demo_key"
+    keys = []
     for _ in range(2):
         out = io.StringIO()
-        call_command("ensure_demo_tenant", stdout=out)
-        key = _last_line(out)
+        call_command("ensure_demo_tenant", "--key-file", str(key_file), stdout=out)
+        keys.append(_last_line(out))
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {keys[-1]}")
         response = client.get("/tenants/demo/api/v2/agents")
         assert response.status_code == 200
         assert len(response.json()["items"]) == 1
-        assert "curl" in out.getvalue()
-    assert ApiKey.objects.active().filter(tenant_id="demo").count() == 1
+        agent_id = response.json()["items"][0]["id"]
+        assert f"AID={agent_id}" in out.getvalue() and "curl" in out.getvalue()
+    assert keys[0] == keys[1] == key_file.read_text().strip()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+    call_command("revoke_api_key", keys[0].split("_")[1], stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("ensure_demo_tenant", "--key-file", str(key_file), stdout=out)
+    assert _last_line(out) != keys[0] and ApiKey.objects.active().filter(tenant_id="demo").count() == 1
