@@ -16,7 +16,7 @@ import httpx
 import pytest
 from django.core.cache import cache
 from django.db import connection
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 from django.utils import timezone
 from moto.server import ThreadedMotoServer
 from rest_framework.test import APIClient
@@ -127,6 +127,16 @@ def _clear_cache():
 
 # No `db` argument: the test's django_db marker decides, so transactional tests get committed rows
 # that server threads and processes can see.
+@pytest.fixture(scope="session", autouse=True)
+def _writes_under_a_temporary_directory(tmp_path_factory):
+    """No test writes into the developer's var/: stored files, data frames and the stream journal go to a
+    temporary directory, in this process and in the servers tests start (they inherit the environment)."""
+    root = tmp_path_factory.mktemp("var")
+    os.environ["MEDIA_ROOT"], os.environ["PARLEY_VAR_DIR"] = str(root / "media"), str(root)
+    with override_settings(MEDIA_ROOT=root / "media", VAR_DIR=root):
+        yield root
+
+
 @pytest.fixture
 def owner() -> TenantContext:
     return make_tenant("acme")
