@@ -95,6 +95,18 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# CORS for browser clients on other origins (django-cors-headers), off unless origins are listed: then on
+# the API's paths only, with the headers a client of the API sends and reads. The middleware is added only
+# then (each middleware costs every request a step).
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", "")
+if CORS_ALLOWED_ORIGINS:
+    INSTALLED_APPS.append("corsheaders")
+    MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
+CORS_URLS_REGEX = r"^/(tenants/|v1/)"
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key", "last-event-id")
+CORS_EXPOSE_HEADERS = ("retry-after", "content-disposition")
+CORS_PREFLIGHT_MAX_AGE = 3600
+
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
 WSGI_APPLICATION = None
