@@ -15,7 +15,7 @@ UV_VENV ?= /tmp/parley-uv
 UV_VERSION := 0.13.9
 UV_COMPILE := $(UV_VENV)/bin/uv pip compile --python-version 3.11 --python-platform linux --generate-hashes
 
-.PHONY: install install-test run test lint migrate lock clean
+.PHONY: install install-test run stop test lint migrate lock clean
 
 # Runtime set only (make run, install). The stamps depend on the locks: editing a lock reinstalls.
 $(BIN)/.installed: requirements.txt
@@ -41,6 +41,11 @@ run: migrate
 	$(BIN)/python manage.py ensure_demo_tenant --port $(PORT)
 	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --proxy-headers --loop uvloop --http httptools \
 		--timeout-graceful-shutdown $(GRACE)
+
+# Stops what `make run` started: its server (this checkout's, on PORT) and the embedded PostgreSQL, if any.
+stop:
+	-pkill -TERM -f "$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT)"
+	test ! -x $(BIN)/python || $(BIN)/python -m config.embedded stop $${PARLEY_VAR_DIR:-var}/pgdata
 
 test: install-test
 	$(BIN)/ruff check .

@@ -28,6 +28,23 @@ def embedded_database(data_dir: Path) -> dict:
     }
 
 
+def embedded_database_stop(data_dir: Path) -> bool:
+    """Stop the PostgreSQL server of `data_dir` if one runs (`make stop`); True if it did. As root, pgserver
+    runs it as its own system user, and stops it as that user too."""
+    import os
+
+    import warnings
+
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pgserver
+
+    pgserver.pg_ctl(["-w", "stop"], pgdata=data_dir, user="pgserver" if os.geteuid() == 0 else None)
+    return True
+
+
 def local_secret_key(path: Path) -> str:
     """A per-checkout secret for runs without SECRET_KEY, created once and kept private."""
     if path.exists():
@@ -37,3 +54,12 @@ def local_secret_key(path: Path) -> str:
     path.touch(mode=0o600)
     path.write_text(key)
     return key
+
+
+if __name__ == "__main__":  # python -m config.embedded stop DATA_DIR (no Django: that would start it first)
+    import sys
+
+    if sys.argv[1:2] != ["stop"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m config.embedded stop DATA_DIR")
+    stopped = embedded_database_stop(Path(sys.argv[2]))
+    print(f"PostgreSQL in {sys.argv[2]}: {'stopped' if stopped else 'not running'}")

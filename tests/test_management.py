@@ -1,6 +1,11 @@
 """Tenant-wide conversation management: list, search, bulk delete, delete all, titles, feedback."""
 
+import shutil
+import subprocess
+import sys
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -11,6 +16,7 @@ from agents.models import Agent
 from conversations import search as search_module
 from conversations.models import Conversation, Feedback, Message
 from tests.openai_server import OpenAIServer
+from tests.servers import BASE_DIR
 from turns.log import stream_log
 
 # Posting messages runs generations in worker threads: rows must be committed.
@@ -334,3 +340,27 @@ def test_options_on_feedback_describes_it_and_hides_another_tenants(owner, outsi
     foreign_reply = add_message(outsider, foreign, "x", role="assistant")
     hidden = owner.client.options(f"{owner.agent_url}/conversations/{foreign.id}/messages/{foreign_reply.id}/feedback")
     assert hidden.status_code == 404
+
+
+@pytest.mark.slow
+def test_make_stop_stops_the_embedded_postgresql_whatever_user_runs_it():
+    """`make stop` (python -m config.embedded stop): as root pgserver runs PostgreSQL as its own user."""
+    directory = Path(tempfile.mkdtemp(prefix="parley-pg-"))
+    directory.chmod(0o755)  # (reachable by pgserver's user when the tests run as root)
+    data = directory / "pgdata"
+    python = [sys.executable, "-W", "ignore"]
+    try:
+        start = "from pathlib import Path; from config.embedded import embedded_database as e; e(Path('%s'))"
+        subprocess.run([*python, "-c", start % data], cwd=BASE_DIR, check=True, timeout=120)
+        assert (data / "postmaster.pid").exists()
+
+        stop = [*python, "-m", "config.embedded", "stop", str(data)]
+        stopped = subprocess.run(stop, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(stop, cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+        assert not (data / "postmaster.pid").exists()
+        assert again.returncode == 0 and "not running" in again.stdout
+    finally:
+        subprocess.run([*python, "-m", "config.embedded", "stop", str(data)], cwd=BASE_DIR, timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
