@@ -87,6 +87,8 @@ class Sandbox:
                 "python_enable_replacements": False,
                 # No spilling: the memory limit is the bound, and nothing is written outside storage.
                 "temp_directory": "",
+                # Not the server's: a query of duckdb_settings() would show its home (and derived paths).
+                "home_directory": "/nonexistent",
                 "memory_limit": settings.DATAFRAMES_SQL_MEMORY_LIMIT,
                 "threads": settings.DATAFRAMES_SQL_THREADS,
             },

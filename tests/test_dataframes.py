@@ -840,6 +840,13 @@ def test_errors_do_not_reveal_storage_paths(owner, files, settings):
     assert "/media/" not in answer.text
 
 
+def test_duckdbs_settings_do_not_reveal_the_servers_home(owner):
+    query = "SELECT name, value FROM duckdb_settings() WHERE name LIKE '%directory%' OR value LIKE '/%'"
+    answer, _ = ask(owner, owner.conversation(), query)
+    assert "home_directory" in answer.text  # the query ran, and its rows are in the reply
+    assert os.path.expanduser("~") not in answer.text
+
+
 def test_frame_names_are_unique_whatever_their_case(owner):
     conversation = owner.conversation()
     dataframe_create(
