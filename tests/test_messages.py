@@ -134,6 +134,8 @@ def test_continue_extends_the_last_reply_in_place(owner):
     assert after.startswith(before) and len(after) > len(before)
     assert Message.objects.get(id=reply_id).content == after
     assert Message.objects.filter(conversation=conversation).count() == 2
+    # The builtin engine says its last sentence (how to configure an LLM engine) once, not again.
+    assert after.count("configure an OpenAI-compatible engine") == 1
 
 
 def test_conversation_state_is_a_bounded_tree(owner):

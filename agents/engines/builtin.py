@@ -48,10 +48,9 @@ def plain_answer(context: TurnContext) -> BuiltinAnswer:
     question = " ".join(context.question.split())
     quoted = question if len(question) <= 200 else question[:197] + "..."
     if context.continue_from:
-        return BuiltinAnswer(
-            steps=["Continuing the previous answer."],
-            text=" Nothing more to add from here: " + CONFIGURE_HINT,
-        )
+        # Said once: the plain answer ends with the hint already.
+        more = "" if CONFIGURE_HINT in context.continue_from else ": " + CONFIGURE_HINT
+        return BuiltinAnswer(steps=["Continuing the previous answer."], text=" Nothing more to add from here" + more)
     text = (
         f'You wrote: "{quoted}"\n\n'
         "I am Parley's builtin assistant. I answer from this conversation's files (upload some and ask "
