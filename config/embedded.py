@@ -32,7 +32,6 @@ def embedded_database_stop(data_dir: Path) -> bool:
     """Stop the PostgreSQL server of `data_dir` if one runs (`make stop`); True if it did. As root, pgserver
     runs it as its own system user, and stops it as that user too."""
     import os
-
     import warnings
 
     if not (data_dir / "postmaster.pid").exists():

@@ -47,7 +47,7 @@ def test_the_seed_example_answers(owner):
     body = response.json()
     assert body["success"] is True
     assert body["response"].strip()
-    assert set(body) == {"success", "response"}
+    assert set(body) == {"success", "response", "citations"}
     usage = DailyUsage.objects.get(tenant=owner.tenant)
     assert usage.requests == 1 and usage.output_tokens > 0
 
@@ -68,16 +68,28 @@ async def test_the_seed_example_streams_the_seed_events(owner):
 def test_an_agent_engine_gets_the_whole_history(owner, llm):
     agent = Agent.objects.create(tenant=owner.tenant, name="llm", engine="openai", model="echo")
     response = owner.client.post(URL, {**SEED, "agent_id": agent.id}, format="json")
-    assert response.json() == {"success": True, "response": "You said: How are you?."}
+    assert response.json() == {"success": True, "response": "You said: How are you?.", "citations": []}
     assert llm.requests[-1]["body"]["messages"] == [{"role": "system", "content": "You are a helpful assistant."}] + [
         {"role": m["role"], "content": m["content"]} for m in SEED["messages"]
     ]
 
 
+def test_without_a_system_prompt_an_agent_keeps_its_own(owner, llm):
+    """With agent_id and no system_prompt, the agent's own instructions (a default replaced them)."""
+    agent = Agent.objects.create(
+        tenant=owner.tenant, name="llm", engine="openai", model="echo", system_prompt="Answer in French."
+    )
+    body = {key: value for key, value in SEED.items() if key != "system_prompt"}
+    assert owner.client.post(URL, {**body, "agent_id": agent.id}, format="json").status_code == 200
+    assert llm.requests[-1]["body"]["messages"][0] == {"role": "system", "content": "Answer in French."}
+    assert owner.client.post(URL, {**body, "agent_id": agent.id, "system_prompt": "Be brief."}, format="json")
+    assert llm.requests[-1]["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
 def test_the_default_model_serves_requests_without_an_agent(owner, llm):
     with override_settings(DEFAULT_MODEL="echo"):
         response = owner.client.post(URL, {"messages": [{"role": "user", "content": "Hi"}]}, format="json")
-    assert response.json() == {"success": True, "response": "You said: Hi."}
+    assert response.json() == {"success": True, "response": "You said: Hi.", "citations": []}
     assert llm.requests[-1]["body"]["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
 
 
@@ -247,15 +259,20 @@ def test_the_builtin_engine_answers_from_attached_files_with_citations(owner):
     assert response.status_code == 200, response.json()
     answer = response.json()["response"]
     assert "30 days" in answer and "[1]" in answer
+    # The sources the [n] markers cite come with the answer.
+    cited = response.json()["citations"]
+    assert cited[0]["number"] == 1 and cited[0]["source_id"] == ref and "30 days" in cited[0]["snippet"]
 
 
 def test_the_openai_engine_gets_the_files_text(owner, llm):
     ref = upload(owner, "policy.txt", POLICY).json()["files"][0]["file_ref"]
-    agent = Agent.objects.create(tenant=owner.tenant, name="llm", engine="openai", model="echo")
+    agent = Agent.objects.create(
+        tenant=owner.tenant, name="llm", engine="openai", model="echo", system_prompt="Be brief."
+    )
     question = {"role": "user", "content": "Summarize the policy.", "files": [ref]}
     assert owner.client.post(URL, {"messages": [question], "agent_id": agent.id}, format="json").status_code == 200
     system = llm.requests[-1]["body"]["messages"][0]["content"]
-    assert system.startswith("You are a helpful assistant.")
+    assert system.startswith("Be brief.")  # the agent's own instructions, then the files
     assert "policy.txt" in system and "within 30 days of delivery" in system
 
 

@@ -14,7 +14,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_seriali
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from agents.engines import ChatMessage, Content, EngineFailure, Event, TurnContext, Usage
+from agents.engines import ChatMessage, Citations, Content, EngineFailure, Event, TurnContext, Usage
 from agents.engines.selection import engine_for
 from agents.models import Engine
 from agents.selectors import agent_get
@@ -51,7 +51,10 @@ class V1ConversationSerializer(serializers.Serializer):
         help_text="The whole history; the last from the user.",
     )
     system_prompt = StrictCharField(
-        required=False, default=DEFAULT_SYSTEM_PROMPT, allow_blank=True, trim_whitespace=False
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Without it: the agent's own (with `agent_id`), else a generic one.",
     )
     stream = StrictBooleanField(required=False, default=False)
     reasoning = StrictBooleanField(required=False, default=False)
@@ -82,13 +85,14 @@ def stateless_request_parse(data) -> dict:
 def stateless_context(*, tenant: Tenant, request: dict) -> tuple[str, TurnContext]:
     """The engine and the engine's context: the agent's if one is named, else the operator's default
     model when an OpenAI-compatible server is configured, else the builtin engine."""
-    engine, model, options = Engine.BUILTIN, "", {}
+    engine, model, options, system_prompt = Engine.BUILTIN, "", {}, DEFAULT_SYSTEM_PROMPT
     if request.get("agent_id"):
         agent = agent_get(tenant=tenant, agent_id=request["agent_id"])
         engine, model, options = agent.engine, agent.model, dict(agent.options)
+        system_prompt = agent.system_prompt
     elif settings.DEFAULT_MODEL and (settings.OPENAI_BASE_URL or settings.OPENAI_API_KEY):
         engine, model = Engine.OPENAI, settings.DEFAULT_MODEL
-    system_prompt = request["system_prompt"]
+    system_prompt = request.get("system_prompt", system_prompt)  # the request's, when it gives one
     file_refs = list(dict.fromkeys(ref for message in request["messages"] for ref in message["files"]))
     if file_refs:
         files = file_refs_validate(tenant_id=tenant.id, conversation_id=None, refs=file_refs, field="files")
@@ -125,12 +129,15 @@ async def stateless_events(*, tenant: Tenant, engine: str, context: TurnContext)
         )
 
 
-async def stateless_answer(*, tenant: Tenant, engine: str, context: TurnContext) -> str:
-    parts = []
+async def stateless_answer(*, tenant: Tenant, engine: str, context: TurnContext) -> tuple[str, list[dict]]:
+    """The reply's text and the sources it cites by number."""
+    parts, citations = [], []
     async for event in stateless_events(tenant=tenant, engine=engine, context=context):
         if isinstance(event, Content):
             parts.append(event.text)
-    return "".join(parts)
+        elif isinstance(event, Citations):
+            citations.extend(event.items)
+    return "".join(parts), citations
 
 
 async def stateless_stream(tenant: Tenant, engine: str, context: TurnContext) -> AsyncIterator[bytes]:
@@ -159,7 +166,16 @@ class ConversationV1View(V1APIView):
         request=V1ConversationSerializer,
         responses={
             200: inline_serializer(
-                "V1ConversationResponse", {"success": serializers.BooleanField(), "response": serializers.CharField()}
+                "V1ConversationResponse",
+                {
+                    "success": serializers.BooleanField(),
+                    "response": serializers.CharField(),
+                    "citations": serializers.ListField(
+                        child=serializers.DictField(),
+                        help_text="The sources the response cites as [number]: number, source_id, source_name, "
+                        "page, snippet, relevance_score.",
+                    ),
+                },
             ),
             (200, "text/event-stream"): OpenApiResponse(
                 response=StreamEventSerializer,
@@ -178,7 +194,7 @@ class ConversationV1View(V1APIView):
         if validated["stream"]:
             return sse_response(stateless_stream(request.tenant, engine, context))
         try:
-            text = await stateless_answer(tenant=request.tenant, engine=engine, context=context)
+            text, citations = await stateless_answer(tenant=request.tenant, engine=engine, context=context)
         except EngineFailure as exc:
             raise EngineError(str(exc)) from exc
-        return Response({"success": True, "response": text})
+        return Response({"success": True, "response": text, "citations": citations})
