@@ -6,6 +6,10 @@ from core.views import healthz
 from files.v1_apis import FilesV1View, FileV1View
 from turns.stateless import ConversationV1View
 
+admin.site.site_header = "Parley administration"
+admin.site.site_title = "Parley"
+admin.site.index_title = "Tenants, agents and their conversations"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

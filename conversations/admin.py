@@ -12,24 +12,42 @@ class ReadOnlyMixin:
         return False
 
 
+def _excerpt(message: Message) -> str:
+    return truncatechars(message.content, 120)
+
+
+def _feedback(message: Message) -> str:
+    feedback = getattr(message, "feedback", None)
+    if feedback is None:
+        return ""
+    return "👍" if feedback.thumbs_up else f"👎 {feedback.category}"
+
+
 class MessageInline(ReadOnlyMixin, admin.TabularInline):
     model = Message
-    fields = ["id", "role", "status", "excerpt", "parent", "output_tokens", "created_at"]
+    fields = ["id", "role", "status", "excerpt", "input_tokens", "output_tokens", "rating", "created_at"]
     readonly_fields = fields
     ordering = ["created_at", "id"]
     extra = 0
     show_change_link = True
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("feedback")
+
     @admin.display(description="content")
     def excerpt(self, message: Message) -> str:
-        return truncatechars(message.content, 120)
+        return _excerpt(message)
+
+    @admin.display(description="feedback")
+    def rating(self, message: Message) -> str:
+        return _feedback(message)
 
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "tenant", "agent", "message_count", "updated_at"]
     list_filter = ["tenant"]
-    search_fields = ["id", "name"]
+    search_fields = ["id", "name", "agent__id", "agent__name"]
     readonly_fields = ["id", "tenant", "agent", "current_message", "message_count", "created_at", "updated_at"]
     list_select_related = ["agent"]
     inlines = [MessageInline]
@@ -37,10 +55,20 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["id", "conversation", "role", "status", "created_at"]
+    list_display = ["id", "conversation", "role", "status", "excerpt", "output_tokens", "rating", "created_at"]
     list_filter = ["status", "role", "tenant"]
-    search_fields = ["id", "conversation__id"]
-    list_select_related = ["conversation"]
+    search_fields = ["id", "conversation__id", "content"]
+    list_select_related = ["conversation", "feedback"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="content")
+    def excerpt(self, message: Message) -> str:
+        return _excerpt(message)
+
+    @admin.display(description="feedback")
+    def rating(self, message: Message) -> str:
+        return _feedback(message)
+
     exclude = ["stream_index", "extra_events"]
     readonly_fields = [
         "id",

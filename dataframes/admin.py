@@ -54,3 +54,20 @@ class DataFrameAdmin(admin.ModelAdmin):
             ),
         )
         return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, rows)
+
+
+class DataFrameInline(admin.TabularInline):
+    """A conversation's data frames on its page (see turns/admin.py)."""
+
+    model = DataFrame
+    fields = ["name", "row_count", "message", "created_at"]
+    readonly_fields = fields
+    ordering = ["created_at"]
+    extra = 0
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

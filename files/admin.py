@@ -23,6 +23,9 @@ class FileAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # files arrive through the API, which sniffs, limits and indexes them
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # nothing of a file is edited here (it can be downloaded or deleted)
+
     @admin.display(description="Download")
     def download(self, obj: File) -> str:
         return format_html('<a href="{}">download</a>', reverse("admin:files_file_download", args=[obj.pk]))
@@ -42,3 +45,20 @@ class FileAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for file in queryset:
             file_delete(file=file)
+
+
+class FileInline(admin.TabularInline):
+    """A conversation's files on its page (turns/admin.py puts it there: conversations sit below files)."""
+
+    model = File
+    fields = ["name", "content_type", "size", "extraction_status", "created_at"]
+    readonly_fields = fields
+    ordering = ["created_at"]
+    extra = 0
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

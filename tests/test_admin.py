@@ -1,7 +1,10 @@
 import pytest
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 
-from conversations.models import Message
+from conversations.models import Feedback, Message
+from dataframes.models import DataFrame
+from files.services import file_create_many
 from tenants.models import ApiKey
 
 pytestmark = pytest.mark.django_db
@@ -43,3 +46,28 @@ def test_the_admin_pages_render(staff, owner):
         response = staff.get(url)
         assert response.status_code == 200, url
     assert b"hello admin" in staff.get(f"/admin/conversations/conversation/{conversation.id}/change/").content
+
+
+def test_a_conversation_shows_its_messages_files_and_frames_and_files_are_read_only(staff, owner):
+    conversation = owner.conversation()
+    question = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
+    reply = Message.objects.create(
+        tenant=owner.tenant, conversation=conversation, parent=question, role="assistant", content="an answer",
+        output_tokens=42,
+    )  # fmt: skip
+    Feedback.objects.create(tenant=owner.tenant, message=reply, thumbs_up=False, category="inaccurate")
+    (file,) = file_create_many(
+        tenant=owner.tenant, conversation_id=conversation.id, uploads=[ContentFile(b"hello", name="notes.txt")]
+    )
+    DataFrame.objects.create(tenant=owner.tenant, conversation=conversation, name="totals", row_count=3)
+
+    page = staff.get(f"/admin/conversations/conversation/{conversation.id}/change/").content.decode()
+    file_page = staff.get(f"/admin/files/file/{file.id}/change/").content.decode()
+    messages = staff.get("/admin/conversations/message/").content.decode()
+
+    assert "an answer" in page and "42" in page
+    assert "inaccurate" in page
+    assert "notes.txt" in page and "totals" in page
+    assert 'name="_save"' not in file_page and "notes.txt" in file_page
+    assert "an answer" in messages and "inaccurate" in messages  # the list shows content and feedback
+    assert "Parley administration" in page
