@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from conversations.models import Conversation, Feedback, Message, Role, TitleSource
-from core.errors import Invalid
+from core.errors import Invalid, NotFound
 
 
 def conversation_create(*, agent: Agent, name: str = "", metadata: dict[str, Any] | None = None) -> Conversation:
@@ -24,16 +24,17 @@ def conversation_create(*, agent: Agent, name: str = "", metadata: dict[str, Any
 
 
 def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> Conversation:
-    fields = ["updated_at"]
+    """Rename it or replace its metadata; 404 when it was deleted since it was read."""
+    changes: dict[str, Any] = {"updated_at": timezone.now()}
     if "name" in data:
-        conversation.name = data["name"]
-        conversation.title_source = TitleSource.USER
-        fields += ["name", "title_source"]
+        changes.update(name=data["name"], title_source=TitleSource.USER)
     if "metadata" in data:
-        conversation.metadata = data["metadata"]
-        fields.append("metadata")
-    conversation.updated_at = timezone.now()
-    conversation.save(update_fields=fields)
+        changes["metadata"] = data["metadata"]
+    # An UPDATE that finds no row (deleted meanwhile, by another request) is a 404; save() raised a 500.
+    if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
+        raise NotFound("Conversation not found.")
+    for name, value in changes.items():
+        setattr(conversation, name, value)
     return conversation
 
 

@@ -5,7 +5,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from core.drain import draining
-from core.errors import v1_exception_handler
+from core.errors import error_body, v1_exception_handler
 from core.schema import V1ErrorSerializer
 from core.sse import EventStreamNegotiation
 
@@ -15,6 +15,10 @@ logger = logging.getLogger(__name__)
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness and database reachability, for load balancers (no authentication); 503 while the process
     drains, so that they send it no more work."""
+    if request.method not in ("GET", "HEAD"):  # (a plain view: no DRF to refuse TRACE and the rest)
+        response = JsonResponse(error_body("method_not_allowed", f'Method "{request.method}" not allowed.'), status=405)
+        response["Allow"] = "GET, HEAD"
+        return response
     if draining():
         return JsonResponse({"status": "draining", "database": "unchecked"}, status=503)
     try:

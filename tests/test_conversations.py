@@ -80,3 +80,15 @@ def test_a_conversation_under_the_wrong_agent_is_404(owner):
     response = owner.client.get(f"{owner.base}/agents/{other_agent.id}/conversations/{conversation.id}")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_renaming_a_conversation_deleted_meanwhile_is_404_not_500(owner):
+    """The fuzzer's PATCH raced a DELETE: the update found no row, and save() raised a server error."""
+    from conversations.services import conversation_update
+    from core.errors import NotFound
+
+    conversation = owner.conversation("old")
+    Conversation.objects.filter(pk=conversation.pk).delete()  # by another request, after this one read it
+    with pytest.raises(NotFound):
+        conversation_update(conversation=conversation, data={"name": "new"})
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()

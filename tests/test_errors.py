@@ -80,6 +80,11 @@ def test_healthz_checks_the_database(anon):
     response = anon.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+    assert anon.head("/healthz").status_code == 200
+    for method in ("POST", "TRACE", "DELETE"):  # (the fuzzer's TRACE got a 200)
+        refused = anon.generic(method, "/healthz")
+        assert refused["Allow"] == "GET, HEAD"
+        _assert_error_shape(refused, 405, "method_not_allowed")
 
 
 def test_json_nested_too_deeply_is_400(owner):

@@ -170,6 +170,8 @@ def test_conversation_state_is_a_bounded_tree(owner):
         ({"content": "hi", "attachments": ["file_nope"]}, "attachments"),
         ({"content": "hi", "attachments": "file_nope"}, "attachments"),
         ({"content": "hi", "on_disconnect": "explode"}, "on_disconnect"),
+        ({"content": "hi", "continue": 0}, "continue"),  # JSON booleans only (0 was taken for false)
+        ({"content": "hi", "reasoning": "yes"}, "reasoning"),
     ],
 )
 def test_bad_posts_are_400_naming_the_field_and_store_nothing(owner, body, field):

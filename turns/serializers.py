@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from conversations.serializers import ConversationSerializer, MessageSerializer
-from core.fields import StrictCharField
+from core.fields import StrictBooleanField, StrictCharField
 
 
 class MessagePostSerializer(serializers.Serializer):
@@ -20,12 +20,12 @@ class MessagePostSerializer(serializers.Serializer):
     regenerate = StrictCharField(
         required=False, max_length=40, help_text="A new reply replacing this assistant message."
     )
-    reasoning = serializers.BooleanField(required=False, default=False)
+    reasoning = StrictBooleanField(required=False, default=False)
     on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], required=False, default="continue")
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["continue"] = serializers.BooleanField(
+        fields["continue"] = StrictBooleanField(
             required=False, default=False, help_text="Extend the last assistant message instead of a new turn."
         )
         return fields
