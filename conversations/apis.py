@@ -36,7 +36,7 @@ from conversations.services import (
     feedback_submit,
 )
 from core.errors import EngineError, Invalid, NotFound
-from core.pagination import decode_cursor, encode_cursor, keyset_pagination, parse_limit
+from core.pagination import decode_cursor, encode_cursor, keyset_pagination, parse_bool, parse_limit
 from core.schema import ErrorSerializer
 
 STATE_MESSAGES_DEFAULT = 100
@@ -137,7 +137,7 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
             limit=limit,
             after=after,
             agent_id=agent_id,
-            highlights=request.query_params.get("highlights", "true").lower() not in ("false", "0", "no"),
+            highlights=parse_bool(request.query_params.get("highlights"), default=True, name="highlights"),
         )
         next_cursor = None
         if len(hits) > limit:

@@ -39,6 +39,15 @@ class _RowCompare(Func):
         super().__init__(lhs, rhs)
 
 
+def parse_bool(raw: str | None, *, default: bool, name: str) -> bool:
+    """A query parameter that is `true` or `false` (400 for anything else: `1.5` is no answer)."""
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise Invalid(f"{name}: must be true or false.", details={name: raw})
+    return raw.lower() == "true"
+
+
 def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT, name: str = "limit") -> int:
     if raw is None:  # (an empty `limit=` is a mistake, not the default)
         return default

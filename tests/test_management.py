@@ -31,6 +31,13 @@ def search(ctx, **params):
     return ctx.client.get(f"{ctx.base}/conversations/search", params)
 
 
+@pytest.mark.parametrize("value", ["1.5", "yes", "0", ""])
+def test_search_highlights_takes_true_or_false_only(owner, value):
+    response = search(owner, q="x", highlights=value)
+    assert response.status_code == 400 and response.json()["error"]["message"].startswith("highlights")
+    assert search(owner, q="x", highlights="false").status_code == 200
+
+
 def test_the_tenant_list_spans_agents_with_their_model(owner, outsider):
     gpt = Agent.objects.create(tenant=owner.tenant, name="gpt", engine="openai", model="gpt-4o-mini")
     first = owner.conversation("first")

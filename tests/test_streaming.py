@@ -358,6 +358,7 @@ def test_joining_validates_its_input(server, owner, outsider):
     url = join_url(server, owner, conversation, message_id)
     assert httpx.get(url, headers=headers(owner, **{"Last-Event-ID": "garbage"})).status_code == 400
     assert httpx.get(url, params={"after": "x"}, headers=headers(owner)).status_code == 400
+    assert httpx.get(url, params={"after": ""}, headers=headers(owner)).status_code == 400  # not "from the start"
     user_id = Message.objects.get(id=message_id).parent_id
     assert httpx.get(join_url(server, owner, conversation, user_id), headers=headers(owner)).status_code == 404
     assert httpx.get(url, headers=headers(outsider)).status_code == 404

@@ -300,7 +300,7 @@ def _resume_point(request, message_id: str) -> int:
             if event_message != message_id:
                 raise ValueError
             return max(-1, int(seq))
-        return -1 if after in (None, "") else max(-1, int(after))
+        return -1 if after is None else max(-1, int(after))  # (an empty ?after= is a mistake, not "all")
     except ValueError:
         raise Invalid(
             "Last-Event-ID: must be '<message id>:<seq>' of this message (or ?after=<seq>).",
