@@ -43,3 +43,14 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class QueryParamsSerializer(serializers.Serializer):
+    """Query parameters: one given empty (`?num_samples=`) is a 400, not its default (DRF's reading of an
+    HTML form, where an empty field means "not given")."""
+
+    def to_internal_value(self, data):
+        empty = {name: ["May not be empty."] for name in self.fields if name in data and data.get(name) == ""}
+        if empty:
+            raise serializers.ValidationError(empty)
+        return super().to_internal_value(data)

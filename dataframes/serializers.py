@@ -3,12 +3,13 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from core.fields import QueryParamsSerializer
 from dataframes.models import DataFrame
 
 OUTPUT_FORMATS = ["records", "split", "csv", "parquet"]
 
 
-class DataFrameListParamsSerializer(serializers.Serializer):
+class DataFrameListParamsSerializer(QueryParamsSerializer):
     num_samples = serializers.IntegerField(
         min_value=0, max_value=settings.DATAFRAMES_SAMPLES_MAX, default=0, help_text="Sample rows per frame."
     )
@@ -22,7 +23,7 @@ def _names(value: str, parameter: str) -> list[str]:
     return names
 
 
-class DataFrameRowsParamsSerializer(serializers.Serializer):
+class DataFrameRowsParamsSerializer(QueryParamsSerializer):
     offset = serializers.IntegerField(
         min_value=0, max_value=2**63 - 1, default=0, help_text="Index of the first row to return."
     )

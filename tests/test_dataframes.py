@@ -433,7 +433,9 @@ def test_the_list_is_paginated(owner):
     assert rest["next"] is None
 
 
-@pytest.mark.parametrize("query", ["num_samples=-1", "num_samples=101", "num_samples=x", "limit=0", "next=%%%"])
+@pytest.mark.parametrize(
+    "query", ["num_samples=-1", "num_samples=101", "num_samples=x", "num_samples=", "limit=0", "next=%%%"]
+)
 def test_the_list_rejects_bad_parameters(owner, query):
     conversation = owner.conversation()
     response = owner.client.get(f"{frames_url(owner, conversation)}?{query}")
@@ -599,6 +601,7 @@ def test_the_split_csv_and_parquet_formats_equal_pandas(owner, wide):
         ("limit=0", "limit"),
         ("limit=10001", "limit"),
         ("limit=ten", "limit"),
+        ("limit=", "limit"),  # given empty: not the default
         ("output_format=xml", "output_format"),
         ("column_names=id,id", "column_names"),
         ("order_by=-", "order_by"),
