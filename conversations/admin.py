@@ -2,28 +2,25 @@ from django.contrib import admin
 from django.template.defaultfilters import truncatechars
 
 from conversations.models import Conversation, Feedback, Message
+from core.admin import ReadOnlyMixin
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+class MessageColumns:
+    """A message's columns that are not fields, for the list and the conversation page."""
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+    @admin.display(description="content")
+    def excerpt(self, message: Message) -> str:
+        return truncatechars(message.content, 120)
 
-
-def _excerpt(message: Message) -> str:
-    return truncatechars(message.content, 120)
-
-
-def _feedback(message: Message) -> str:
-    feedback = getattr(message, "feedback", None)
-    if feedback is None:
-        return ""
-    return "👍" if feedback.thumbs_up else f"👎 {feedback.category}"
+    @admin.display(description="feedback")
+    def rating(self, message: Message) -> str:
+        feedback = getattr(message, "feedback", None)
+        if feedback is None:
+            return ""
+        return "👍" if feedback.thumbs_up else f"👎 {feedback.category}"
 
 
-class MessageInline(ReadOnlyMixin, admin.TabularInline):
+class MessageInline(MessageColumns, ReadOnlyMixin, admin.TabularInline):
     model = Message
     fields = ["id", "role", "status", "excerpt", "input_tokens", "output_tokens", "rating", "created_at"]
     readonly_fields = fields
@@ -33,14 +30,6 @@ class MessageInline(ReadOnlyMixin, admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("feedback")
-
-    @admin.display(description="content")
-    def excerpt(self, message: Message) -> str:
-        return _excerpt(message)
-
-    @admin.display(description="feedback")
-    def rating(self, message: Message) -> str:
-        return _feedback(message)
 
 
 @admin.register(Conversation)
@@ -54,20 +43,12 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class MessageAdmin(MessageColumns, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["id", "conversation", "role", "status", "excerpt", "output_tokens", "rating", "created_at"]
     list_filter = ["status", "role", "tenant"]
     search_fields = ["id", "conversation__id", "content"]
     list_select_related = ["conversation", "feedback"]
     date_hierarchy = "created_at"
-
-    @admin.display(description="content")
-    def excerpt(self, message: Message) -> str:
-        return _excerpt(message)
-
-    @admin.display(description="feedback")
-    def rating(self, message: Message) -> str:
-        return _feedback(message)
 
     exclude = ["stream_index", "extra_events"]
     readonly_fields = [

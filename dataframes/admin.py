@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
+from core.admin import ReadOnlyMixin
 from dataframes.formats import json_columns
 from dataframes.models import DataFrame
 from dataframes.selectors import dataframe_samples
@@ -56,7 +57,7 @@ class DataFrameAdmin(admin.ModelAdmin):
         return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, rows)
 
 
-class DataFrameInline(admin.TabularInline):
+class DataFrameInline(ReadOnlyMixin, admin.TabularInline):
     """A conversation's data frames on its page (see turns/admin.py)."""
 
     model = DataFrame
@@ -65,9 +66,3 @@ class DataFrameInline(admin.TabularInline):
     ordering = ["created_at"]
     extra = 0
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False

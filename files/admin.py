@@ -3,6 +3,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyMixin
 from files.apis import file_download_response
 from files.models import File
 from files.services import file_delete
@@ -47,7 +48,7 @@ class FileAdmin(admin.ModelAdmin):
             file_delete(file=file)
 
 
-class FileInline(admin.TabularInline):
+class FileInline(ReadOnlyMixin, admin.TabularInline):
     """A conversation's files on its page (turns/admin.py puts it there: conversations sit below files)."""
 
     model = File
@@ -56,9 +57,3 @@ class FileInline(admin.TabularInline):
     ordering = ["created_at"]
     extra = 0
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
