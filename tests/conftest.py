@@ -138,6 +138,15 @@ def _writes_under_a_temporary_directory(tmp_path_factory):
 
 
 @pytest.fixture
+def slow_agent(owner) -> TenantContext:
+    """The owner, whose agent streams a chunk every 15 ms: a reply lasts about 1.5 s, long enough to act on
+    while it runs."""
+    owner.agent.options = {"chunk_delay_ms": 15}
+    owner.agent.save()
+    return owner
+
+
+@pytest.fixture
 def owner() -> TenantContext:
     return make_tenant("acme")
 

@@ -29,13 +29,6 @@ async def apost(client, url, body, **headers):
     return await client.post(url, body, content_type="application/json", headers=headers)
 
 
-@pytest.fixture
-def slow_agent(owner):
-    owner.agent.options = {"chunk_delay_ms": 15}
-    owner.agent.save()
-    return owner
-
-
 async def test_two_concurrent_posts_one_runs_the_other_gets_409(slow_agent):
     owner = slow_agent
     conversation = await sync_to_async(owner.conversation)()

@@ -94,10 +94,10 @@ async def test_on_crash_fail_ends_the_reply_failed_with_the_streamed_text(owner)
     assert "error" in entries[-1][1]
 
 
-async def test_a_drain_hands_over_what_still_runs_and_the_next_sweep_finishes_it(slow_reply_agent):
+async def test_a_drain_hands_over_what_still_runs_and_the_next_sweep_finishes_it(slow_agent):
     """A reply longer than the drain: stopped at its end with its progress stored and its heartbeat made
     stale, so the next sweep (of any process) continues it; one stream, completed, stored as streamed."""
-    owner = slow_reply_agent
+    owner = slow_agent
     conversation = await sync_to_async(owner.conversation)()
     url = f"{owner.conversation_url(conversation)}/stream"
     client = async_client(owner)
@@ -122,13 +122,6 @@ async def test_a_drain_hands_over_what_still_runs_and_the_next_sweep_finishes_it
 def _running_content(message_id: str) -> str:
     generation = runtime._running.get(message_id)
     return generation.stream.content if generation is not None else ""
-
-
-@pytest.fixture
-def slow_reply_agent(owner):
-    owner.agent.options = {"chunk_delay_ms": 20}
-    owner.agent.save()
-    return owner
 
 
 async def test_a_draining_process_refuses_work_and_sends_streams_elsewhere(owner):
@@ -176,10 +169,10 @@ async def test_a_turn_starting_after_the_hand_over_is_handed_over_before_its_fir
     assert content_of(entries) == uninterrupted_text("q") == (await Message.objects.aget(pk=plan.message_id)).content
 
 
-async def test_a_post_and_wait_whose_reply_is_handed_over_gets_503_and_its_key_stays_free(slow_reply_agent):
+async def test_a_post_and_wait_whose_reply_is_handed_over_gets_503_and_its_key_stays_free(slow_agent):
     """The answer names the reply, which goes on elsewhere; the Idempotency-Key is not bound to the 503, so
     a retry is not answered 503 for a day: it finds the reply running (409, naming it)."""
-    owner = slow_reply_agent
+    owner = slow_agent
     conversation = await sync_to_async(owner.conversation)()
     url, client = f"{owner.conversation_url(conversation)}/messages", async_client(owner)
     post = {"path": url, "data": {"content": "q"}, "content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": "k1"}
