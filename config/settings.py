@@ -145,6 +145,10 @@ if DB_POOL_MAX_SIZE:
         "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The role a tenant's requests run as (SET ROLE from the login role, per statement or transaction):
+# row-level security shows it only that tenant's rows (core/tenancy.py). `migrate` creates it if
+# missing (NOLOGIN) and grants it the tenant-owned tables; it must not be a superuser or BYPASSRLS.
+DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE", "parley_app")
 
 REDIS_URL = env_str("REDIS_URL")
 # Threads per server process for requests' sync code (auth, views, ORM); generations use the event

@@ -29,6 +29,7 @@ from django.utils import timezone
 from core.db import in_worker
 from core.errors import Conflict, IdempotencyKeyReused, Invalid
 from core.models import IdempotencyKey
+from core.tenancy import owner_scope
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def idempotency_release(*, tenant_id: str, key: str) -> None:
     IdempotencyKey.objects.filter(tenant_id=tenant_id, key=key, response_status__isnull=True).delete()
 
 
+@owner_scope()  # every tenant's
 def idempotency_purge_expired() -> int:
     return IdempotencyKey.objects.filter(created_at__lt=_expiry_cutoff()).delete()[0]
 

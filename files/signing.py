@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 
 from core.errors import ApplicationError
+from core.tenancy import tenant_scope_enter
 from files.models import File
 
 SALT = "files.signed-download"
@@ -55,7 +56,9 @@ def signed_url(*, file: File, request=None) -> str:
 
 
 def signed_url_verify(*, tenant_id: str, token: str) -> str:
-    """The file_ref a token grants; SignatureRejected when it is tampered, expired or for another tenant."""
+    """The file_ref a token grants; SignatureRejected when it is tampered, expired or for another tenant.
+
+    A valid token is the request's credential, like an API key: the rest of it is scoped to its tenant."""
     try:
         payload = signing.loads(token, salt=SALT)
     except signing.BadSignature:
@@ -64,4 +67,5 @@ def signed_url_verify(*, tenant_id: str, token: str) -> str:
         raise SignatureRejected("This link's signature is invalid.")
     if not isinstance(payload.get("e"), int) or payload["e"] < time.time():
         raise SignatureRejected("This link has expired.", details={"expired_at": payload.get("e")})
+    tenant_scope_enter(tenant_id)
     return payload["f"]

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from core.tenancy import owner_scope, tenant_scope_enter
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_verify
 
@@ -28,13 +29,18 @@ def bearer_token(header: str) -> str | None:
 
 
 def principal_for_header(header: str) -> ApiPrincipal:
-    """Authenticate an `Authorization` header value; raise AuthenticationFailed when it is not a live key."""
+    """Authenticate an `Authorization` header value; raise AuthenticationFailed when it is not a live key.
+
+    The rest of the request, and what it starts, is then scoped to the key's tenant: its queries see
+    only that tenant's rows (core.tenancy)."""
     token = bearer_token(header)
     if token is None:
         raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <API key>'.")
-    key = api_key_verify(token)
+    with owner_scope():  # which tenant a secret belongs to is what is being found out
+        key = api_key_verify(token)
     if key is None:
         raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+    tenant_scope_enter(key.tenant_id)
     return ApiPrincipal(tenant=key.tenant, api_key=key)
 
 

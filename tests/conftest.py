@@ -25,6 +25,7 @@ from agents.engines import ChatMessage, TurnContext
 from agents.engines.builtin import plain_answer
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
+from core.tenancy import tenant_scope_leave
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create, tenant_create
 from tests.servers import free_port
@@ -116,6 +117,16 @@ def _end_stray_connections(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(autouse=True)
+def _unscoped():
+    """Each test's own queries run as the owner (every tenant's rows). A server gives each request its own
+    context, whose tenant scope goes with it; a test that calls a view directly (a request factory) runs
+    the view in the test's context, where authentication's scope would otherwise stay."""
+    tenant_scope_leave()
+    yield
+    tenant_scope_leave()
 
 
 @pytest.fixture(autouse=True)

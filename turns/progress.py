@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from conversations.models import Message, MessageStatus
 from core.db import in_worker
+from core.tenancy import owner_scope
 from turns.events import StreamRecord, StreamSnapshot
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def heartbeat_seconds() -> float:
     return max(0.5, settings.GENERATION_STALE_SECONDS / 4)
 
 
+@owner_scope()  # the runs of every tenant's replies this process has
 def progress_store(snapshots: dict[str, StreamSnapshot], heartbeats: list[str], run_ids: list[str]) -> set[str]:
     """Store running replies' partial streams and the heartbeats of silent ones, of this process's runs
     (`run_ids`); returns the replies these runs no longer own. A reply that ended, was swept or taken over

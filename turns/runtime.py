@@ -37,6 +37,7 @@ from conversations.selectors import message_branch
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
+from core.tenancy import tenant_scope
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
 from turns.events import END_KINDS, NUL_REPLACED, StreamRecord, StreamSnapshot, rebuild_events, storable, wire_event
@@ -537,8 +538,9 @@ async def stale_replies_take_over(*, alive_since: datetime | None = None) -> tup
     continued = 0
     for claim in claims:
         try:
-            plan = await in_worker(_resume_plan)(claim)
-            await generation_start(plan, resumed=claim.live)
+            with tenant_scope(claim.message.tenant_id):  # it runs as its tenant's requests do
+                plan = await in_worker(_resume_plan)(claim)
+                await generation_start(plan, resumed=claim.live)
         except Exception:  # it keeps the claim's heartbeat: once stale again, a sweep tries again
             logger.exception("Continuing reply %s failed", claim.message.id)
         else:

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
+from core.tenancy import owner_scope
 from dataframes.services import dataframes_delete_stored
 from files.services import file_bytes_delete_for_conversations
 from turns.events import StreamRecord, StreamSnapshot, is_terminal
@@ -92,6 +93,7 @@ class Claim:
     live: bool  # the stream is its live log's (which goes on); else the stored one's (the log starts again)
 
 
+@owner_scope()  # every tenant's replies
 def message_sweep_stale(*, alive_since: datetime | None = None, fail: bool = False) -> tuple[int, list[Claim]]:
     """Settle the running replies whose generation stopped sending heartbeats (and, with `alive_since`,
     those without a sign of life since then: one process without Redis, at its start, knows that no
