@@ -9,13 +9,18 @@ TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
 
 
 class AgentOptionsSerializer(serializers.Serializer):
-    temperature = StrictFloatField(required=False, min_value=0, max_value=2)
-    max_tokens = StrictIntegerField(required=False, min_value=1, max_value=200_000)
+    temperature = StrictFloatField(required=False, min_value=0, max_value=2, help_text="Sampling temperature.")
+    max_tokens = StrictIntegerField(
+        required=False, min_value=1, max_value=200_000, help_text="Longest reply, in tokens."
+    )
     history_tokens = StrictIntegerField(
         required=False, min_value=100, max_value=2_000_000, help_text="Budget for the history sent to the engine."
     )
     tools = serializers.ListField(
-        child=serializers.ChoiceField(choices=TOOL_NAMES), required=False, max_length=len(TOOL_NAMES)
+        child=serializers.ChoiceField(choices=TOOL_NAMES),
+        required=False,
+        max_length=len(TOOL_NAMES),
+        help_text="The tools the engine may call.",
     )
     chunk_delay_ms = StrictIntegerField(
         required=False,
@@ -60,10 +65,17 @@ class AgentSerializer(serializers.ModelSerializer):
 class AgentInputSerializer(serializers.Serializer):
     name = StrictCharField(max_length=200, min_length=1)
     description = StrictCharField(max_length=2000, required=False, allow_blank=True)
-    system_prompt = StrictCharField(max_length=20000, required=False, allow_blank=True, trim_whitespace=False)
-    engine = serializers.ChoiceField(choices=Engine.choices, required=False)
-    model = StrictCharField(max_length=200, required=False, allow_blank=True)
-    options = AgentOptionsSerializer(required=False)
+    system_prompt = StrictCharField(
+        max_length=20000, required=False, allow_blank=True, trim_whitespace=False, help_text="Kept as written."
+    )
+    engine = serializers.ChoiceField(choices=Engine.choices, required=False, help_text="Default: builtin.")
+    model = StrictCharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="Required for the openai engine: one of the models the operator offers.",
+    )
+    options = AgentOptionsSerializer(required=False, help_text="Only the keys listed; any other is refused.")
 
     def validate(self, attrs):
         instance = self.instance

@@ -309,11 +309,22 @@ SPECTACULAR_SETTINGS = {
                                         "database": {"type": "string", "enum": ["ok", "unreachable", "unchecked"]},
                                     },
                                     "required": ["status", "database"],
-                                }
+                                },
+                                "examples": {
+                                    name: {"value": {"status": status, "database": database}}
+                                    for name, status, database in examples
+                                },
                             }
                         },
                     }
-                    for code, description in [("200", "Serving."), ("503", "Draining, or the database is unreachable.")]
+                    for code, description, examples in [
+                        ("200", "Serving.", [("Serving", "ok", "ok")]),
+                        (
+                            "503",
+                            "Draining, or the database is unreachable.",
+                            [("Draining", "draining", "unchecked"), ("NoDatabase", "unavailable", "unreachable")],
+                        ),
+                    ]
                 },
             }
         }

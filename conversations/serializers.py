@@ -1,8 +1,10 @@
 import json
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agents.titles import TITLE_MAX_CHARS
 from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource
 from core.fields import StrictCharField
 
@@ -21,7 +23,7 @@ class ConversationSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True, help_text="Last activity; bumped by new messages.")
     message_count = serializers.IntegerField(read_only=True)
-    metadata = serializers.JSONField(read_only=True)
+    metadata = serializers.JSONField(read_only=True, help_text="The JSON object given by the client.")
 
 
 def validate_metadata(value):
@@ -32,6 +34,11 @@ def validate_metadata(value):
     return value
 
 
+@extend_schema_field(OpenApiTypes.OBJECT)
+class MetadataField(serializers.JSONField):
+    """A JSONField declared as an object in the OpenAPI document: validate_metadata refuses anything else."""
+
+
 class ConversationCreateSerializer(serializers.Serializer):
     name = StrictCharField(
         min_length=1,
@@ -39,12 +46,20 @@ class ConversationCreateSerializer(serializers.Serializer):
         required=False,
         help_text="Without one, a title is proposed after the first reply.",
     )
-    metadata = serializers.JSONField(required=False, validators=[validate_metadata])
+    metadata = MetadataField(
+        required=False, validators=[validate_metadata], help_text="A JSON object, at most 16 KiB as JSON."
+    )
 
 
 class ConversationUpdateSerializer(serializers.Serializer):
-    name = StrictCharField(min_length=1, max_length=200, required=False)
-    metadata = serializers.JSONField(required=False, validators=[validate_metadata])
+    name = StrictCharField(
+        min_length=1, max_length=200, required=False, help_text="A proposed title never replaces it."
+    )
+    metadata = MetadataField(
+        required=False,
+        validators=[validate_metadata],
+        help_text="Replaces the metadata whole: a JSON object, at most 16 KiB as JSON.",
+    )
 
 
 class CitationSerializer(serializers.Serializer):
@@ -68,7 +83,12 @@ class FeedbackSerializer(serializers.Serializer):
 
 class FeedbackInputSerializer(serializers.Serializer):
     thumbs_up = serializers.BooleanField()
-    category = serializers.ChoiceField(choices=FeedbackCategory.choices, required=False, allow_blank=True)
+    category = serializers.ChoiceField(
+        choices=FeedbackCategory.choices,
+        required=False,
+        allow_blank=True,
+        help_text="Required when thumbs_up is false.",
+    )
     comment = StrictCharField(max_length=2000, required=False, allow_blank=True, trim_whitespace=False)
 
     def validate(self, attrs):
@@ -138,7 +158,12 @@ class SearchHitSerializer(serializers.Serializer):
 
 
 class BulkDeleteSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=StrictCharField(max_length=40), min_length=1, max_length=100)
+    ids = serializers.ListField(
+        child=StrictCharField(max_length=40),
+        min_length=1,
+        max_length=100,
+        help_text="Conversation ids, each once.",
+    )
 
     def validate_ids(self, ids):
         if len(set(ids)) != len(ids):
@@ -156,4 +181,4 @@ class DeleteAllResultSerializer(serializers.Serializer):
 
 
 class TitleSerializer(serializers.Serializer):
-    title = serializers.CharField()
+    title = serializers.CharField(max_length=TITLE_MAX_CHARS)

@@ -80,6 +80,9 @@ def decode_cursor(cursor: str, fields: list[models.Field]) -> list[Any]:
         raise Invalid("next: malformed pagination cursor.", details={"next": cursor}) from None
 
 
+NEXT_EXAMPLE = "WyIyMDI1LTAzLTA0VDEwOjE1OjAwLjQ4MjExMyswMDowMCIsImFndF8wMWpuZ2FkbTUwcjR2ZHQ2ZTk1ZjczeHJxNSJd"
+
+
 class KeysetPagination(BasePagination):
     """Subclass with `ordering`, e.g. ("-updated_at", "-id"); every field sorts the same way."""
 
@@ -124,6 +127,8 @@ class KeysetPagination(BasePagination):
                     "type": "string",
                     "nullable": True,
                     "description": "Cursor of the next page (pass as `?next=`); null on the last page.",
+                    # Opaque: base64 of the last item's sort values. Also what a list's examples show.
+                    "example": NEXT_EXAMPLE,
                 },
             },
         }

@@ -7,7 +7,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -48,6 +48,51 @@ PREVIEW_TEXT_CHARS = 10_000
 _413 = OpenApiResponse(ErrorSerializer, description="A size or count limit was passed (`payload_too_large`).")
 _BYTES = OpenApiResponse(OpenApiTypes.BINARY, description="The stored bytes, with their stored content type.")
 
+# What the OpenAPI document shows (ids as core.ids makes them).
+_CONVERSATION_PATH = (
+    "/tenants/acme/api/v2/agents/agt_01jngadm50r4vdt6e95f73xrq5/conversations/conv_01jngak3y04wqfkxg2cnc1hw48"
+)
+FILE_EXAMPLE = {
+    "file_ref": "file_01jngarkq08g41awjffpe1rcbc",
+    "conversation_id": "conv_01jngak3y04wqfkxg2cnc1hw48",
+    "name": "invoices-2025-03.pdf",
+    "content_type": "application/pdf",
+    "size": 284113,
+    "sha256": "9f2c1a7e5b3d48c0a6e1f4b2d7c9e0a3b5f8d1c4e7a0b3d6f9c2e5a8b1d4f7c0",
+    "origin": "upload",
+    "page_count": 4,
+    "extraction_status": "done",
+    "extraction_error": "",
+    "created_at": "2025-03-04T10:21:00.337902Z",
+}
+RELATED_DOCUMENT_EXAMPLE = {
+    "source_id": "file_01jngarkq08g41awjffpe1rcbc",
+    "name": "invoices-2025-03.pdf",
+    "link": f"https://parley.example.com{_CONVERSATION_PATH}/files/download/?file_ref=file_01jngarkq08g41awjffpe1rcbc",
+    "page": 2,
+    "citation_number": 1,
+    "snippet": "Total for March 2025: 48,250.00 EUR",
+    "relevance_score": 0.82,
+    "updated_date": "2025-03-04",
+    "quality_score": 0.9,
+}
+SIGNED_TOKEN_EXAMPLE = (
+    "eyJ0IjoiYWNtZSIsImYiOiJmaWxlXzAxam5nYXJrcTA4ZzQxYXdqZmZwZTFyY2JjIiwiZSI6MTc0MTA4NjAwMH0"
+    ":1xa7Gg:k0EkX4bXpJqlz6PjmJwan6b_meyMh4F2Y3t5Oj_Md2M"
+)
+_FILE_RESPONSE = OpenApiExample("A file", value=FILE_EXAMPLE, response_only=True)
+UPLOAD_RULES = (
+    "`multipart/form-data` with one or more `files` parts. Limits: FILE_MAX_BYTES per file (50 MiB by default), "
+    "FILE_MAX_PER_REQUEST files per request (20 by default), the other form fields DATA_UPLOAD_MAX_MEMORY_SIZE "
+    "(2 MiB by default), and the tenant's total stored bytes (TENANT_MAX_UPLOAD_BYTES, 10 GiB by default, or "
+    "the tenant's own); over a limit the answer is 413 and nothing of the request is stored. An empty file is "
+    "refused. The content type is sniffed from the bytes (the extension only tells text formats apart); the "
+    "name loses any path and control characters and is cut to 255 characters. The text is extracted before "
+    "the answer, within bounds of time, pages and characters: `extraction_status` is `done`, `failed` (with "
+    "`extraction_error`) or `unsupported` (a type without text); the extracted text is what replies search "
+    "and cite."
+)
+
 
 def _conversation(request, agent_id: str, conversation_id: str) -> Conversation:
     return conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
@@ -78,16 +123,32 @@ def file_download_response(file: File) -> FileResponse:
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List the conversation's files, newest first"),
+    list=extend_schema(
+        summary="List the conversation's files, newest first",
+        description="The conversation's files, newest first, each with its sniffed content type, size, "
+        "SHA-256, `origin` and text extraction state. A page at a time: `limit` (1 to 100, default 20) and the "
+        "`next` cursor of the previous page.\n\nErrors: 400 for a `limit` out of range or a malformed `next` "
+        "cursor; 404 for a conversation that is not the tenant's under this agent.",
+        examples=[_FILE_RESPONSE],
+    ),
     create=extend_schema(
         summary="Upload files to the conversation",
-        description="`multipart/form-data` with one or more `files` fields. Limits: FILE_MAX_BYTES per file "
-        "(default 50 MiB), FILE_MAX_PER_REQUEST files (default 20) and the tenant's total; over a limit the "
-        "answer is 413 and nothing of the request is stored. The content type is sniffed from the bytes.",
+        description=f"Stores files in the conversation, all of them or none; messages then attach them by "
+        f"`file_ref` and the agent searches and cites them. {UPLOAD_RULES}\n\nErrors: 400 for no `files` part, "
+        "an empty file or a malformed form; 404 for a conversation that is not the tenant's under this agent; "
+        "413 for a limit passed (`details.limit` names it); 415 for a body that is not `multipart/form-data`.",
         request={"multipart/form-data": FileUploadSerializer},
         responses={201: FileUploadResultSerializer, 413: _413},
+        examples=[OpenApiExample("One file stored", value={"items": [FILE_EXAMPLE]}, response_only=True)],
     ),
-    destroy=extend_schema(summary="Delete a file; returns it", responses={200: FileSerializer}),
+    destroy=extend_schema(
+        summary="Delete a file; returns it",
+        description="Deletes the file, its extracted text and its stored bytes, and answers the file as it "
+        "was. Messages that attached or cited it keep its `file_ref`; it can no longer be attached, downloaded "
+        "or searched.\n\nErrors: 404 for a file that is not of this conversation of the tenant.",
+        responses={200: FileSerializer},
+        examples=[_FILE_RESPONSE],
+    ),
 )
 class FileViewSet(viewsets.GenericViewSet):
     serializer_class = FileSerializer
@@ -108,8 +169,17 @@ class FileViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Download a file's bytes",
+        description="The exact stored bytes of a file of the conversation, with its stored content type, its "
+        "size as Content-Length and a Content-Disposition `attachment` naming it (an ASCII fallback and the "
+        "UTF-8 name).\n\nErrors: 400 without `file_ref`; 404 for a file that is not of this conversation of the "
+        "tenant, or whose bytes are missing from storage.",
         parameters=[DownloadQuerySerializer],
         responses={(200, "*/*"): _BYTES},
+        examples=[
+            OpenApiExample(
+                "A file of the conversation", value=FILE_EXAMPLE["file_ref"], parameter_only=("file_ref", "query")
+            )
+        ],
     )
     def download(self, request, tenant_id, agent_id, conversation_id):
         conversation = _conversation(request, agent_id, conversation_id)
@@ -155,10 +225,45 @@ def _related_document_body(request, conversation: Conversation, document: Relate
 @extend_schema_view(
     list=extend_schema(
         summary="The sources cited in the conversation, each once",
+        description="Every source the conversation's replies cite, once each, ordered by `source_id`: a file "
+        "(its `file_ref`) or a web page. Each comes with its first citation (the reply's `[number]`, page, "
+        "snippet, relevance and quality scores from 0 to 1) and a `link`: for a file of the conversation its "
+        "download URL in this API, for a web page its URL. A page at a time: `limit` (1 to 100, default 20) and "
+        "the `next` cursor of the previous page.\n\nErrors: 400 for a `limit` out of range or a malformed "
+        "`next` cursor; 404 for a conversation that is not the tenant's under this agent.",
         responses={200: RelatedDocumentSerializer(many=True)},
+        examples=[OpenApiExample("A cited file", value=RELATED_DOCUMENT_EXAMPLE, response_only=True)],
     ),
     retrieve=extend_schema(
-        summary="One cited source, with its citations and passages", responses={200: RelatedDocumentDetailSerializer}
+        summary="One cited source, with its citations and passages",
+        description="A source cited in the conversation, as in the list, with every citation of it in the "
+        "conversation (message, number, page, snippet, scores) and, for a file, the first 100 passages of its "
+        "extracted text.\n\nErrors: 404 for a conversation that is not the tenant's under this agent, or a "
+        "source it does not cite.",
+        responses={200: RelatedDocumentDetailSerializer},
+        examples=[
+            OpenApiExample(
+                "A cited file",
+                value={
+                    **RELATED_DOCUMENT_EXAMPLE,
+                    "citations": [
+                        {
+                            "message_id": "msg_01jngb9320er8x3d7fsjzd70va",
+                            "number": 1,
+                            "page": 2,
+                            "snippet": "Total for March 2025: 48,250.00 EUR",
+                            "relevance_score": 0.82,
+                            "quality_score": 0.9,
+                        }
+                    ],
+                    "passages": [
+                        {"ordinal": 0, "page": 1, "text": "ACME Corp. Invoices, March 2025. Summary by customer"},
+                        {"ordinal": 1, "page": 2, "text": "Total for March 2025: 48,250.00 EUR, payable in 30 days"},
+                    ],
+                },
+                response_only=True,
+            )
+        ],
     ),
 )
 class RelatedDocumentViewSet(viewsets.GenericViewSet):
@@ -187,7 +292,27 @@ class RelatedDocumentViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Preview a source: its first 10,000 characters (text) and a signed URL valid 15 minutes",
+        description="What a client needs to show a file of the conversation or a file it cites: its coarse "
+        "`content_type` (`text`, `pdf`, `image` or `binary`), the first 10,000 characters of a text file, its "
+        "page count and size, and a signed `url` that downloads it without an API key for 15 minutes.\n\n"
+        "Errors: 404 for a conversation that is not the tenant's under this agent, or a source that is neither "
+        "one of its files nor a file it cites (a web page has no preview).",
         responses={200: PreviewSerializer},
+        examples=[
+            OpenApiExample(
+                "A PDF",
+                value={
+                    "source_id": FILE_EXAMPLE["file_ref"],
+                    "name": FILE_EXAMPLE["name"],
+                    "content_type": "pdf",
+                    "url": f"https://parley.example.com/tenants/acme/api/v2/files/signed/{SIGNED_TOKEN_EXAMPLE}",
+                    "text": None,
+                    "page_count": 4,
+                    "size": 284113,
+                },
+                response_only=True,
+            )
+        ],
     )
     def preview(self, request, tenant_id, agent_id, conversation_id, source_id):
         conversation = _conversation(request, agent_id, conversation_id)
@@ -218,8 +343,19 @@ class SignedDownloadView(APIView):
 
     @extend_schema(
         summary="Download a file through a signed preview URL (no API key)",
+        description="The bytes of the file a preview's signed URL names, as `GET .../files/download/` gives "
+        "them; no API key: the signature is the credential, for 15 minutes, and only while the tenant is "
+        "active.\n\nErrors: 403 for a signature that is invalid, expired or of another tenant; 404 for a file "
+        "deleted since.",
         auth=[],
         responses={(200, "*/*"): _BYTES, 403: ErrorSerializer},
+        examples=[
+            OpenApiExample(
+                "A signed token",
+                value=SIGNED_TOKEN_EXAMPLE,
+                parameter_only=("token", "path"),
+            )
+        ],
     )
     def get(self, request, tenant_id: str, token: str):
         file_ref = signed_url_verify(tenant_id=tenant_id, token=token)

@@ -25,11 +25,14 @@ class FileSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# Documents the multipart body; the files themselves are read by the streaming upload handler. (A comment, not
+# a docstring: the OpenAPI document would show a docstring to users as the body's description.)
 class FileUploadSerializer(serializers.Serializer):
-    """Documents the multipart body; the files themselves are read by the streaming upload handler."""
-
     files = serializers.ListField(
-        child=serializers.FileField(), help_text="One or more files: repeat the `files` field.", min_length=1
+        child=serializers.FileField(),
+        help_text="One or more files: repeat the `files` field. At most FILE_MAX_PER_REQUEST files (20 by "
+        "default), each at most FILE_MAX_BYTES (50 MiB by default): 413 beyond.",
+        min_length=1,
     )
 
 
@@ -38,7 +41,7 @@ class FileUploadResultSerializer(serializers.Serializer):
 
 
 class DownloadQuerySerializer(serializers.Serializer):
-    file_ref = serializers.CharField(help_text="Reference of the file to download.")
+    file_ref = serializers.CharField(help_text="Reference of the file to download (`file_…`).")
 
 
 class RelatedDocumentSerializer(serializers.Serializer):

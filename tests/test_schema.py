@@ -126,3 +126,23 @@ def test_declared_shapes_are_the_answers_shapes(anon):
     assert "V1ConversationRequest" in components and "V1ConversationRequestRequest" not in components
     download = paths["/tenants/{tenant_id}/api/v2/agents/{agent_id}/conversations/{conversation_id}/files/download/"]
     assert list(download["get"]["responses"]["200"]["content"]) == ["*/*"]  # the file's own type
+
+
+def test_every_operation_is_documented_for_users(anon):
+    """Issue 19: each operation says what it does and its errors, with at least one example."""
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    undocumented = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            contents = [
+                *operation.get("requestBody", {}).get("content", {}).values(),
+                *(c for response in operation["responses"].values() for c in response.get("content", {}).values()),
+            ]
+            examples = [c["examples"] for c in contents if c.get("examples")]
+            examples += [p["examples"] for p in operation.get("parameters", []) if p.get("examples")]
+            description = operation.get("description", "")
+            if not (operation.get("summary") and description and examples):
+                undocumented.append(f"{method.upper()} {path}")
+            elif path != "/healthz" and "\n\nErrors: " not in description:
+                undocumented.append(f"{method.upper()} {path}: no closing 'Errors:' paragraph")
+    assert undocumented == []

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 
+from conversations.apis import ASSISTANT_MESSAGE_EXAMPLE, CONVERSATION_EXAMPLE, USER_MESSAGE_EXAMPLE
 from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_aget, message_get, message_list
 from conversations.serializers import MessageSerializer
@@ -23,7 +26,7 @@ from core.db import in_worker
 from core.drain import draining, handed_over
 from core.errors import Invalid, NotFound, Unavailable, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
-from core.idempotency import request_fingerprint, run_idempotent
+from core.idempotency import MAX_KEY_LENGTH, request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
 from core.schema import ErrorSerializer
 from core.sse import (
@@ -137,9 +140,52 @@ _ID_PARAMS = [
 ]
 _IDEMPOTENCY_PARAM = OpenApiParameter(
     IDEMPOTENCY_HEADER,
-    OpenApiTypes.STR,
+    {"type": "string", "maxLength": MAX_KEY_LENGTH},
     OpenApiParameter.HEADER,
-    description="Retries with the same key and body replay the first response instead of running again.",
+    description="Retries with the same key and body replay the first response instead of running again "
+    f"(for {settings.IDEMPOTENCY_TTL_HOURS} hours). At most {MAX_KEY_LENGTH} printable characters.",
+)
+
+# What the OpenAPI document shows (ids as core.ids makes them).
+_USER, _REPLY = USER_MESSAGE_EXAMPLE, ASSISTANT_MESSAGE_EXAMPLE
+_TURN_RESPONSE = OpenApiExample(
+    "The question and its reply",
+    value={
+        "conversation": {**CONVERSATION_EXAMPLE},
+        "messages": [_USER, _REPLY],
+        "current_message_id": _REPLY["id"],
+    },
+    response_only=True,
+)
+_CANCELLED = {
+    **_REPLY,
+    "content": "The March invoices total",
+    "status": "cancelled",
+    "output_tokens": 5,
+    "citations": [],
+    "completed_at": "2025-03-04T10:30:02.114259Z",
+}
+_STREAM_EXAMPLE = "".join(
+    f"id: {_REPLY['id']}:{seq}\ndata: {json.dumps(event, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    for seq, event in enumerate(
+        [
+            {
+                "message": {
+                    "id": _REPLY["id"],
+                    "user_message_id": _USER["id"],
+                    "conversation_id": _REPLY["conversation_id"],
+                }
+            },
+            {"content": "The March invoices total "},
+            {"content": "48,250.00 EUR [1]."},
+            {"citations": _REPLY["citations"]},
+            {"tokens": _REPLY["input_tokens"] + _REPLY["output_tokens"]},
+            {"done": True, "status": "completed"},
+        ]
+    )
+)
+_STREAM_RESPONSE = OpenApiExample(
+    "A reply", value=_STREAM_EXAMPLE, response_only=True, media_type="text/event-stream", status_codes=[200]
 )
 
 
@@ -151,14 +197,17 @@ class MessagesView(AsyncAPIView):
         description="The messages of the conversation's active branch, the path from its first message to "
         "`current_message_id`, oldest first (`order=desc`: newest first); `branch=all` lists every message of "
         "the tree. Each assistant message has its `status` (`in_progress`, `completed`, `cancelled`, "
-        "`failed`), its `error` and its citations. Paginated with `limit` and `next`. 400 for an unknown "
-        "`order` or `branch`; 404 for a conversation that is not the tenant's under this agent.",
+        "`failed`), its `error` and its citations. A page at a time: `limit` (1 to 100, default 20) and the "
+        "`next` cursor of the previous page (with the same `order`).\n\nErrors: 400 for an unknown `order` or "
+        "`branch`, a `limit` out of range or a malformed `next` cursor; 404 for a conversation that is not the "
+        "tenant's under this agent.",
         parameters=[
             *_ID_PARAMS,
             OpenApiParameter("order", OpenApiTypes.STR, enum=["asc", "desc"], description="desc: newest first."),
             OpenApiParameter("branch", OpenApiTypes.STR, enum=["active", "all"], description="all: every message."),
         ],
         responses=MessageSerializer(many=True),
+        examples=[OpenApiExample("A reply", value=_REPLY, response_only=True)],
     )
     async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str):
         conversation = await conversation_aget(
@@ -185,16 +234,30 @@ class MessagesView(AsyncAPIView):
         "conversation's files, `parent_id` to branch), or `regenerate` (a new reply to an earlier question), "
         "or `continue` (the last reply goes on). The reply does not depend on the connection: a client that "
         "goes away finds it stored later unless `on_disconnect` is `cancel`. With an `Idempotency-Key`, a "
-        "retry of the same body answers what the first did.\n\n"
-        "Errors: 400 invalid body or attachment; 404 unknown conversation; 409 a reply is already running in "
-        "the conversation (`details.message_id` names it); 422 an Idempotency-Key reused with another body; "
+        "retry of the same body answers what the first did. `content` takes up to MESSAGE_MAX_CHARS "
+        f"characters ({settings.MESSAGE_MAX_CHARS:,} on this server) and may not be blank; `attachments` up to "
+        "20 `file_ref`s of the conversation's files; a NUL character anywhere in the body is refused.\n\n"
+        "Errors: 400 invalid body, attachment or Idempotency-Key; 404 unknown conversation; 409 a reply is "
+        "already running in the conversation (`details.message_id` names it), or a request with the same "
+        "Idempotency-Key still is; 422 an Idempotency-Key reused with another body; "
         "502 the engine failed (the reply is stored `failed`); 503 this server process is stopping (nginx "
         "sends the request elsewhere; if the reply had started, `details.message_id` names it and another "
         "process finishes it).",
         examples=[
-            OpenApiExample("A question", value={"content": "What is the total of the March invoices?"}),
-            OpenApiExample("Regenerate a reply", value={"regenerate": "msg_01jd8n1q7v"}),
-            OpenApiExample("Continue the last reply", value={"continue": True}),
+            OpenApiExample("A question", value={"content": "Is the March total paid?"}, request_only=True),
+            OpenApiExample("Regenerate a reply", value={"regenerate": _REPLY["id"]}, request_only=True),
+            OpenApiExample("Continue the last reply", value={"continue": True}, request_only=True),
+            OpenApiExample(
+                "Branch from an earlier reply",
+                value={"content": "And for February?", "parent_id": _REPLY["id"]},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A question about a file",
+                value={"content": "What is the total of the March invoices?", "attachments": [_USER["attachments"][0]]},
+                request_only=True,
+            ),
+            _TURN_RESPONSE,
         ],
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
         request=MessagePostSerializer,
@@ -225,10 +288,12 @@ class MessageCancelView(AsyncAPIView):
         summary="Stop a running generation; the partial reply is kept as `cancelled`",
         description="Stops the reply wherever it runs (any server process) within about a second and answers "
         "the message as stored: `cancelled` with the text streamed so far, or its end if it had already "
-        "ended. 404 for a message that is not an assistant message of this conversation.",
+        "ended. Cancelling an ended reply changes nothing. No request body.\n\nErrors: 404 for a message that "
+        "is not an assistant message of this conversation of the tenant.",
         parameters=[*_ID_PARAMS, OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH)],
         request=None,
         responses=MessageSerializer,
+        examples=[OpenApiExample("A cancelled reply", value=_CANCELLED, response_only=True)],
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
         message = await _assistant_message(request, agent_id, conversation_id, message_id)
@@ -334,8 +399,21 @@ class StreamView(EventStreamView):
         'or `{"error": "..."}` when the engine failed. The concatenated `content` deltas are the stored '
         "content. Comment lines (`: keep-alive`) come every 15 s. A server process that stops ends the stream "
         'with `retry:` and `{"reconnect": {"retry_ms": 500}}`: resume with `GET .../messages/{id}/stream` '
-        "and `Last-Event-ID`. Errors before the stream starts are JSON, as for `POST .../messages`.",
-        examples=[OpenApiExample("A question", value={"content": "Walk me through the reconciliation."})],
+        "and `Last-Event-ID`. With `on_disconnect: cancel` the reply stops when the client goes away; else it "
+        "goes on and is stored.\n\nErrors: 400 invalid body, attachment or Idempotency-Key; 404 unknown "
+        "conversation; 409 a reply is already running in the conversation, or a request with the same "
+        "Idempotency-Key still is; 422 an Idempotency-Key reused with another body; 503 this server process is "
+        "stopping. They come as JSON before the stream starts, as for `POST .../messages`; an engine failure "
+        'ends the stream with `{"error": "..."}` instead of a 502.',
+        examples=[
+            OpenApiExample("A question", value={"content": "Walk me through the reconciliation."}, request_only=True),
+            OpenApiExample(
+                "A question stopped if the client leaves",
+                value={"content": "Summarise the March invoices.", "on_disconnect": "cancel"},
+                request_only=True,
+            ),
+            _STREAM_RESPONSE,
+        ],
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
         request=MessagePostSerializer,
         responses={
@@ -359,9 +437,10 @@ class MessageStreamView(EventStreamView):
         summary="Join or resume the stream of an assistant message, running or finished",
         description="The reply's events after `Last-Event-ID` (or `?after=<seq>`; from its start without "
         "either), from any server process, then live until its end: no event is lost or repeated, while it "
-        "runs or after. A finished reply's stream is rebuilt exactly from the stored message. 400 for a "
-        "`Last-Event-ID` of another message; 404 for a message that is not an assistant message of this "
-        "conversation.",
+        "runs or after. A finished reply's stream is rebuilt exactly from the stored message. Leaving does not "
+        "stop the reply.\n\nErrors: 400 for a `Last-Event-ID` that is not `<message id>:<seq>` of this message, "
+        "or an `after` that is not an integer; 404 for a message that is not an assistant message of this "
+        "conversation of the tenant.",
         parameters=[
             *_ID_PARAMS,
             OpenApiParameter("message_id", OpenApiTypes.STR, OpenApiParameter.PATH),
@@ -371,6 +450,7 @@ class MessageStreamView(EventStreamView):
             ),
         ],
         responses={(200, "text/event-stream"): _SSE_RESPONSE},
+        examples=[_STREAM_RESPONSE],
     )
     async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
         message = await _assistant_message(request, agent_id, conversation_id, message_id)

@@ -2,7 +2,7 @@
 removes their files' and data frames' stored bytes (turns.services), so these views extend the lower
 apps' viewsets with the delete actions; every other action is theirs."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework.response import Response
 
 from agents import apis as agent_apis
@@ -19,9 +19,18 @@ from conversations.serializers import (
 from core.errors import Invalid
 from turns.services import agent_delete, conversation_delete, conversation_delete_all, conversation_delete_by_ids
 
+_CONVERSATION_IDS = [conversation_apis.CONVERSATION_ID, "conv_01jngbsjd0cej6z2qzrf0262wz"]
+
 
 class DeletableAgentViewSet(agent_apis.AgentViewSet):
-    @extend_schema(summary="Delete an agent with its conversations", responses={200: AgentSerializer})
+    @extend_schema(
+        summary="Delete an agent with its conversations",
+        description="Deletes the agent and every conversation it has, with their messages, files and data "
+        "frames (their stored bytes included); the replies they are generating are stopped. Answers the agent "
+        "as it was. This cannot be undone.\n\nErrors: 404 for an agent that is not the tenant's.",
+        responses={200: AgentSerializer},
+        examples=[OpenApiExample("The deleted agent", value=agent_apis.AGENT_EXAMPLE, response_only=True)],
+    )
     def destroy(self, request, tenant_id, agent_id):
         agent = agent_get(tenant=request.tenant, agent_id=agent_id)
         body = AgentSerializer(agent).data
@@ -31,7 +40,15 @@ class DeletableAgentViewSet(agent_apis.AgentViewSet):
 
 class DeletableConversationViewSet(conversation_apis.ConversationViewSet):
     @extend_schema(
-        summary="Delete a conversation and everything it owns; returns it", responses={200: ConversationSerializer}
+        summary="Delete a conversation and everything it owns; returns it",
+        description="Deletes the conversation with its messages, feedback, citations, files and data frames "
+        "(their stored bytes included); a reply it is generating is stopped. Answers the conversation as it "
+        "was. This cannot be undone.\n\nErrors: 404 for a conversation that is not the tenant's under this "
+        "agent.",
+        responses={200: ConversationSerializer},
+        examples=[
+            OpenApiExample("The deleted conversation", value=conversation_apis.CONVERSATION_EXAMPLE, response_only=True)
+        ],
     )
     def destroy(self, request, tenant_id, agent_id, conversation_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
@@ -43,8 +60,21 @@ class DeletableConversationViewSet(conversation_apis.ConversationViewSet):
 class DeletableTenantConversationViewSet(conversation_apis.TenantConversationViewSet):
     @extend_schema(
         summary="Delete up to 100 conversations by id",
+        description="Deletes the tenant's conversations among `ids` (1 to 100 ids, each at most 40 characters "
+        "and listed once), whatever their agent, each as `DELETE` on the conversation would. Ids that are not "
+        "the tenant's conversations change nothing and come back in `failed`; `deleted` counts the others.\n\n"
+        "Errors: 400 for an empty list, more than 100 ids, an id listed twice or longer than 40 characters, or "
+        "an id that is not a string.",
         request=BulkDeleteSerializer,
         responses=BulkDeleteResultSerializer,
+        examples=[
+            OpenApiExample("Two conversations", value={"ids": _CONVERSATION_IDS}, request_only=True),
+            OpenApiExample(
+                "One deleted, one not found",
+                value={"deleted": 1, "failed": [_CONVERSATION_IDS[1]]},
+                response_only=True,
+            ),
+        ],
     )
     def bulk_delete(self, request, tenant_id):
         serializer = BulkDeleteSerializer(data=request.data)
@@ -54,8 +84,16 @@ class DeletableTenantConversationViewSet(conversation_apis.TenantConversationVie
 
     @extend_schema(
         summary="Delete all the tenant's conversations (needs ?confirm=true)",
-        parameters=[OpenApiParameter("confirm", bool, required=True)],
+        description="Deletes every conversation of the tenant, of all its agents, each as `DELETE` on the "
+        "conversation would; the agents stay. `confirm=true` is required, exactly. Answers how many were "
+        "deleted.\n\nErrors: 400 without `confirm=true`.",
+        parameters=[
+            OpenApiParameter(
+                "confirm", {"type": "boolean", "enum": [True]}, required=True, description="Must be `true`."
+            )
+        ],
         responses={200: DeleteAllResultSerializer},
+        examples=[OpenApiExample("Deleted", value={"deleted": 12}, response_only=True)],
     )
     def destroy_all(self, request, tenant_id):
         if request.query_params.get("confirm") != "true":

@@ -9,19 +9,36 @@ from core.fields import StrictBooleanField, StrictCharField
 
 class MessagePostSerializer(serializers.Serializer):
     content = StrictCharField(
-        required=False, allow_blank=True, trim_whitespace=False, max_length=settings.MESSAGE_MAX_CHARS
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=settings.MESSAGE_MAX_CHARS,
+        help_text="The question; not blank, unless the body is a regenerate or a continue (then empty or absent).",
     )
     attachments = serializers.ListField(
-        child=StrictCharField(max_length=40), required=False, default=list, max_length=20, help_text="File refs."
+        child=StrictCharField(max_length=40),
+        required=False,
+        default=list,
+        max_length=20,
+        help_text="File refs of the conversation's files.",
     )
     parent_id = StrictCharField(
         required=False, max_length=40, help_text='Branch from this assistant message ("root": from the top).'
     )
     regenerate = StrictCharField(
-        required=False, max_length=40, help_text="A new reply replacing this assistant message."
+        required=False,
+        max_length=40,
+        help_text="A new reply to the question this assistant message answers, beside it.",
     )
-    reasoning = StrictBooleanField(required=False, default=False)
-    on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], required=False, default="continue")
+    reasoning = StrictBooleanField(
+        required=False, default=False, help_text="Ask for the model's reasoning too (`thinking`)."
+    )
+    on_disconnect = serializers.ChoiceField(
+        choices=["continue", "cancel"],
+        required=False,
+        default="continue",
+        help_text="When the client goes away: the reply goes on and is stored (continue), or stops (cancel).",
+    )
 
     def get_fields(self):
         fields = super().get_fields()

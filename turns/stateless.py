@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -35,7 +35,12 @@ MAX_FILE_REFS = 20  # as for a message's attachments in the v2 API
 class V1MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["user", "assistant"])
     content = StrictCharField(trim_whitespace=False)
-    files = serializers.ListField(child=StrictCharField(), required=False, default=list, help_text="File refs.")
+    files = serializers.ListField(
+        child=StrictCharField(),
+        required=False,
+        default=list,
+        help_text="File refs of files uploaded with POST /v1/files; at most 20 different ones in all the messages.",
+    )
 
     def validate_content(self, content: str) -> str:
         if not content.strip():
@@ -160,9 +165,55 @@ async def stateless_stream(tenant: Tenant, engine: str, context: TurnContext) ->
     yield sse_event({"done": True})
 
 
+_FILE_REF = "file_01jngay3g0ktrrva35ffrhkr7a"
+_V1_REQUEST = {
+    "messages": [
+        {"role": "user", "content": "What is the total of the March invoices?", "files": [_FILE_REF]},
+        {"role": "assistant", "content": "The March invoices total 48,250.00 EUR [1]."},
+        {"role": "user", "content": "And without the credit note?"},
+    ],
+    "agent_id": "agt_01jngadm50r4vdt6e95f73xrq5",
+}
+_V1_CITATION = {
+    "number": 1,
+    "source_id": _FILE_REF,
+    "source_name": "invoices-2025-03.pdf",
+    "url": "",
+    "page": 2,
+    "snippet": "Credit note CN-2025-007: -1,200.00 EUR",
+    "relevance_score": 0.78,
+    "quality_score": 0.9,
+}
+_V1_STREAM = "".join(
+    f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+    for event in [
+        {"content": "Without the credit note, "},
+        {"content": "they total 47,050.00 EUR [1]."},
+        {"citations": [_V1_CITATION]},
+        {"tokens": 2210},
+        {"done": True},
+    ]
+)
+
+
 class ConversationV1View(V1APIView):
     @extend_schema(
         summary="Stateless multi-turn conversation: send the whole history, get the reply",
+        description="One request, one answer, nothing stored but the tenant's usage: the client sends the "
+        "whole history, `messages` (at least one, `user` and `assistant` turns, the last the user's, none "
+        "blank), and gets the agent's reply with the sources it cites. With `agent_id`, the agent's engine, "
+        "model, options and system prompt answer; without, the operator's default model when one is "
+        "configured, else the builtin engine. `system_prompt` replaces the agent's (or the generic one). A "
+        "message's `files` are refs of files uploaded with `POST /v1/files`, at most 20 different ones in all: "
+        "an LLM engine gets their extracted text (up to 20,000 characters) in its prompt, the builtin engine "
+        "searches and cites them. `messages` and `system_prompt` together may take STATELESS_MAX_BYTES as "
+        'JSON (1 MiB by default). With `"stream": true` the answer is Server-Sent Events, one JSON object '
+        "per `data:` line (no ids: a stream cannot be resumed), and leaving stops the reply. Errors have the "
+        'shape `{"success": false, "error": "..."}`.\n\n'
+        "Errors: 400 for an invalid body (the message names the field, e.g. `messages[2].role`), a last "
+        "message not the user's, more than 20 files or an unknown file ref; 404 for an `agent_id` that is not "
+        "the tenant's; 413 for a history over STATELESS_MAX_BYTES; 502 when the engine failed (a stream ends "
+        'with `{"error": "..."}` instead).',
         request=V1ConversationSerializer,
         responses={
             200: inline_serializer(
@@ -185,6 +236,35 @@ class ConversationV1View(V1APIView):
             413: V1ErrorSerializer,
             502: V1ErrorSerializer,
         },
+        examples=[
+            OpenApiExample("A follow-up question with a file", value=_V1_REQUEST, request_only=True),
+            OpenApiExample(
+                "Streamed, with a system prompt",
+                value={
+                    "messages": [{"role": "user", "content": "Say hello in French."}],
+                    "system_prompt": "You are terse.",
+                    "stream": True,
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "The reply",
+                value={
+                    "success": True,
+                    "response": "Without the credit note, they total 47,050.00 EUR [1].",
+                    "citations": [_V1_CITATION],
+                },
+                response_only=True,
+                media_type="application/json",
+            ),
+            OpenApiExample(
+                "The reply streamed",
+                value=_V1_STREAM,
+                response_only=True,
+                media_type="text/event-stream",
+                status_codes=[200],
+            ),
+        ],
     )
     async def post(self, request):
         if not isinstance(request.data, dict):
