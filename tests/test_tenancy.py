@@ -1,10 +1,17 @@
 """Every API route, called with the outsider's key on the owner's objects, or the owner's key on the outsider's
 objects, answers 404 in the error shape and changes nothing."""
 
+import re
+
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents.models import Agent
-from conversations.models import Conversation, Message
+from conversations.models import Citation, Conversation, Feedback, Message
+from dataframes.models import DataFrame
+from files.models import File
+from files.signing import signed_url
+from tests.file_factories import upload
 
 pytestmark = pytest.mark.django_db
 
@@ -95,3 +102,97 @@ def test_every_route_without_a_key_is_401(owner, anon):
     for method, url, body in _routes(owner, conversation):
         response = getattr(anon, method)(url, body, format="json")
         assert response.status_code == 401, (method, url)
+
+
+@pytest.fixture
+def owners_objects(owner, settings, tmp_path):
+    """One of each object the owner can have, each referenced by its route's path parameter."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    conversation = owner.conversation()
+    file_ref = upload(owner, conversation, [("secret.txt", b"Quarterly secret numbers.")]).json()["items"][0][
+        "file_ref"
+    ]
+    tenant_file = owner.client.post(
+        "/v1/files", {"files": SimpleUploadedFile("t.txt", b"tenant level")}, format="multipart"
+    )
+    question = Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="q")
+    reply = Message.objects.create(
+        tenant=owner.tenant, conversation=conversation, role="assistant", content="secret answer", parent=question
+    )
+    Citation.objects.create(tenant=owner.tenant, message=reply, number=1, source_id=file_ref, snippet="s")
+    Feedback.objects.create(tenant=owner.tenant, message=reply, thumbs_up=True)
+    frame = DataFrame.objects.create(tenant=owner.tenant, conversation=conversation, name="sales", storage_key="k")
+    token = signed_url(file=File.objects.get(id=file_ref)).rstrip("/").rsplit("/", 1)[-1]
+    return {
+        "agent_id": owner.agent.id,
+        "conversation_id": conversation.id,
+        "message_id": reply.id,
+        "file_ref": file_ref,
+        "source_id": file_ref,
+        "data_frame_name": frame.name,
+        "token": token,
+        "tenant_file_ref": tenant_file.json()["files"][0]["file_ref"],
+    }
+
+
+def _request_body(operation: dict, ids: dict):
+    """The operation's documented example (naming the owner's objects where it names any), or a file."""
+    content = operation.get("requestBody", {}).get("content", {})
+    if "multipart/form-data" in content:
+        return {"files": SimpleUploadedFile("x.txt", b"intruder")}, "multipart"
+    if "application/json" not in content:
+        return None, "json"
+    examples = content["application/json"].get("examples", {})
+    body = next(iter(examples.values()))["value"] if examples else {}
+    if "ids" in body:
+        body = {**body, "ids": [ids["conversation_id"]]}
+    if "agent_id" in body:
+        body = {**body, "agent_id": ids["agent_id"]}
+    return body, "json"
+
+
+def test_every_route_of_the_schema_keeps_another_tenants_objects_out_of_reach(owner, outsider, owners_objects, anon):
+    """Each operation the API documents (REST, SSE, signed URLs, /v1), called with the outsider's key and
+    the owner's ids, is 404 (a signed link, 403), answers nothing of the owner's, and changes nothing."""
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    ids = owners_objects
+    secrets_of_owner = {value for name, value in ids.items() if name != "data_frame_name"} | {"secret answer"}
+    rows_before = {model: model.objects.filter(tenant=owner.tenant).count() for model in (Conversation, Message, File)}
+    checked = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if path == "/healthz":
+                continue
+            names = re.findall(r"{(\w+)}", path)
+            values = {**ids, "tenant_id": outsider.tenant.id}
+            if path.startswith("/v1/"):
+                values["file_ref"] = ids["tenant_file_ref"]
+            url = path.format(**values)
+            query = {"file_ref": ids["file_ref"], "q": "secret", "confirm": "true"}
+            query = {
+                p["name"]: query[p["name"]]
+                for p in operation.get("parameters", [])
+                if p["in"] == "query" and p.get("required")
+            }
+            body, body_format = _request_body(operation, ids)
+            client = anon if "token" in names else outsider.client
+            if query:
+                url += "?" + "&".join(f"{key}={value}" for key, value in query.items())
+            response = getattr(client, method)(url, body, format=body_format)
+            text = response.content.decode(errors="replace") if not response.streaming else ""
+            sent = url + repr(body)  # an answer may name what it was asked about
+            leaked = sorted(secret for secret in secrets_of_owner if secret in text and secret not in sent)
+            assert not leaked, (method, url, leaked)
+            names_owners_object = (
+                bool(set(names) - {"tenant_id"})
+                or "file_ref" in query
+                or (isinstance(body, dict) and "agent_id" in body)
+            )
+            if "token" in names:
+                assert response.status_code == 403, (method, url, response.status_code)
+            elif names_owners_object:
+                assert response.status_code == 404, (method, url, response.status_code, text[:300])
+            checked.append(f"{method.upper()} {path}")
+    assert len(checked) >= 36
+    assert {model: model.objects.filter(tenant=owner.tenant).count() for model in rows_before} == rows_before
+    assert Message.objects.get(id=ids["message_id"]).content == "secret answer"
