@@ -6,12 +6,13 @@ the rows of the tenant named by the `parley.tenant_id` setting: a query that for
 returns nothing of another tenant's, and an insert for another tenant is refused.
 
 Which role and tenant a statement runs as is the *scope* of the code that runs it, a context variable:
-- a request is scoped to its API key's tenant by authentication (`tenant_scope_enter`), and what it starts
-  (a generation's task and threads) inherits that scope;
-- code with no scope runs as the login role, the tables' owner, which the policies do not restrict:
+- a request to the API starts as the application role with no tenant (""), seeing nothing; authentication
+  (an API key, a signed URL) scopes it to its tenant (`tenant_scope_enter`), and what it starts (a
+  generation's task and threads) inherits that scope;
+- code with no scope (None) runs as the login role, the tables' owner, which the policies do not restrict:
   migrations, the admin, management commands, and maintenance, which says so with `owner_scope()`
-  (finding another process's dead replies, storing the progress of every running reply, finding the key
-  a secret belongs to).
+  (finding another process's dead replies, storing the progress of every running reply, finding whose an
+  API key is when the URL does not name its tenant).
 
 One execute wrapper, installed on every connection, makes the connection's role and setting match the
 scope before each statement: for the session when no transaction is open (only when they differ from
@@ -85,6 +86,8 @@ class _ConnectionScope:
     local: bool = False  # a transaction-local setting may be in force: set it for every statement
 
 
+# By PostgreSQL connection (psycopg's, which a pool hands from request to request), not by Django's
+# per-thread wrapper: a connection taken from the pool in the scope its last user left needs no setting.
 _connection_scopes: WeakKeyDictionary = WeakKeyDictionary()
 
 _SET_SCOPE = f"SELECT set_config('role', %s, %s), set_config('{TENANT_SETTING}', %s, %s)"
@@ -93,7 +96,7 @@ _SET_SCOPE = f"SELECT set_config('role', %s, %s), set_config('{TENANT_SETTING}',
 def _scoped_execute(execute, sql, params, many, context):
     connection = context["connection"]
     wanted = _scope.get()
-    state = _connection_scopes.setdefault(connection, _ConnectionScope())
+    state = _connection_scopes.setdefault(connection.connection, _ConnectionScope())
     if connection.connection.info.transaction_status == TransactionStatus.INERROR:
         pass  # only a rollback can run (which may undo a local setting: `local` stays true)
     elif connection.in_atomic_block or not connection.get_autocommit():
@@ -110,14 +113,13 @@ def _scoped_execute(execute, sql, params, many, context):
 
 def _set_scope(connection, tenant_id: str | None, *, local: bool) -> None:
     role = "none" if tenant_id is None else settings.DATABASE_APP_ROLE
-    connection.connection.execute(_SET_SCOPE, [role, local, tenant_id or "", local])
+    with connection.wrap_database_errors:  # raised as Django's errors, as the statement's own would be
+        connection.connection.execute(_SET_SCOPE, [role, local, tenant_id or "", local])
 
 
 def _scope_new_connection(sender, connection, **kwargs) -> None:
     if connection.alias != DEFAULT_DB_ALIAS or connection.vendor != "postgresql":
         return
-    # A new (or pooled) connection: what its session was set to is not known until this wrapper sets it.
-    _connection_scopes[connection] = _ConnectionScope()
     if _scoped_execute not in connection.execute_wrappers:
         connection.execute_wrappers.append(_scoped_execute)
 

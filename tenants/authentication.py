@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from core.tenancy import owner_scope, tenant_scope_enter
+from core.tenancy import owner_scope, tenant_scope, tenant_scope_enter
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_verify
 
@@ -28,16 +28,22 @@ def bearer_token(header: str) -> str | None:
     return token
 
 
-def principal_for_header(header: str) -> ApiPrincipal:
+def principal_for_header(header: str, tenant_id: str | None = None) -> ApiPrincipal:
     """Authenticate an `Authorization` header value; raise AuthenticationFailed when it is not a live key.
+    `tenant_id`: the tenant the request names (its URL's), if any.
 
     The rest of the request, and what it starts, is then scoped to the key's tenant: its queries see
     only that tenant's rows (core.tenancy)."""
     token = bearer_token(header)
     if token is None:
         raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <API key>'.")
-    with owner_scope():  # which tenant a secret belongs to is what is being found out
-        key = api_key_verify(token)
+    key = None
+    if tenant_id:  # looked up as that tenant's requests run: no change of role or tenant on the connection
+        with tenant_scope(tenant_id):
+            key = api_key_verify(token)
+    if key is None:  # /v1, or the key of another tenant (then 404) or none: the owner finds whose it is
+        with owner_scope():
+            key = api_key_verify(token)
     if key is None:
         raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
     tenant_scope_enter(key.tenant_id)
@@ -49,7 +55,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        principal = principal_for_header(header)
+        principal = principal_for_header(header, (request.parser_context or {}).get("kwargs", {}).get("tenant_id"))
         return principal, principal.api_key
 
     def authenticate_header(self, request: Request) -> str:

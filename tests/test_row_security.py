@@ -143,3 +143,21 @@ async def test_async_requests_are_scoped_too(two_tenants_rows, filters_forgotten
     )
     assert response.status_code == 200, response.content
     assert [message["content"] for message in response.json()["items"]] == ["hi"]
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit: the scope is set for the session, then changed
+def test_one_connection_changes_scope_between_statements_and_transactions(two_tenants_rows):
+    owner, outsider = two_tenants_rows
+    for tenant in (owner.tenant, outsider.tenant, owner.tenant):
+        with tenant_scope(tenant.id):
+            assert list(Conversation.objects.values_list("tenant_id", flat=True)) == [tenant.id]
+        assert Conversation.objects.count() == 2
+    with tenant_scope(outsider.tenant.id):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            with tenant_scope(owner.tenant.id):
+                Conversation.objects.update(name="inside")
+            assert Conversation.objects.get().tenant_id == outsider.tenant.id
+            raise RuntimeError("rolled back")
+        assert Conversation.objects.get().tenant_id == outsider.tenant.id
+    assert Conversation.objects.count() == 2
+    assert not Conversation.objects.filter(name="inside").exists()
