@@ -4,10 +4,12 @@ from rest_framework import serializers
 from agents.engines.openai import model_allowed
 from agents.models import Agent, Engine
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
+from core.schema import refuses_unknown_keys
 
 TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
 
 
+@refuses_unknown_keys
 class AgentOptionsSerializer(serializers.Serializer):
     temperature = StrictFloatField(required=False, min_value=0, max_value=2, help_text="Sampling temperature.")
     max_tokens = StrictIntegerField(

@@ -329,6 +329,7 @@ SPECTACULAR_SETTINGS = {
             }
         }
     },
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.close_objects"],
     # One name per choice set (the generator warns, and names one Role2e2Enum, when two share a field name).
     "ENUM_NAME_OVERRIDES": {
         "MessageRoleEnum": "conversations.models.Role",

@@ -157,13 +157,29 @@ class SearchHitSerializer(serializers.Serializer):
     )
 
 
+BULK_DELETE_MAX_IDS = 100
+ID_MAX_LENGTH = 40
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"type": "string", "maxLength": ID_MAX_LENGTH},
+        "minItems": 1,
+        "maxItems": BULK_DELETE_MAX_IDS,
+        "uniqueItems": True,
+    }
+)
+class ConversationIdsField(serializers.ListField):
+    """1 to 100 conversation ids, each once (the schema says `uniqueItems`, which a ListField cannot)."""
+
+    def __init__(self, **kwargs):
+        child = StrictCharField(max_length=ID_MAX_LENGTH)
+        super().__init__(child=child, min_length=1, max_length=BULK_DELETE_MAX_IDS, **kwargs)
+
+
 class BulkDeleteSerializer(serializers.Serializer):
-    ids = serializers.ListField(
-        child=StrictCharField(max_length=40),
-        min_length=1,
-        max_length=100,
-        help_text="Conversation ids, each once.",
-    )
+    ids = ConversationIdsField(help_text="Conversation ids, each once.")
 
     def validate_ids(self, ids):
         if len(set(ids)) != len(ids):

@@ -47,6 +47,25 @@ _PATH_TAGS = [
 ]
 
 
+# Component names (without the Patched/Request variants) of serializers that refuse keys they do not list.
+_CLOSED_COMPONENTS: set[str] = set()
+
+
+def refuses_unknown_keys(serializer_class):
+    """Class decorator: the serializer answers 400 for a key it does not list, and its schema says so
+    (`additionalProperties: false`), so that clients and fuzzers send only those."""
+    _CLOSED_COMPONENTS.add(serializer_class.__name__.removesuffix("Serializer"))
+    return serializer_class
+
+
+def close_objects(result, generator, request, public):
+    """SPECTACULAR_SETTINGS postprocessing hook for `refuses_unknown_keys`."""
+    for name, schema in result.get("components", {}).get("schemas", {}).items():
+        if name.removeprefix("Patched").removesuffix("Request") in _CLOSED_COMPONENTS:
+            schema["additionalProperties"] = False
+    return result
+
+
 class AutoSchema(SpectacularAutoSchema):
     def get_description(self) -> str:
         """Only what an operation's extend_schema says: docstrings are notes for this code's developers."""

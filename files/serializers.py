@@ -1,3 +1,4 @@
+from django.conf import settings
 from rest_framework import serializers
 
 from files.models import File
@@ -33,6 +34,7 @@ class FileUploadSerializer(serializers.Serializer):
         help_text="One or more files: repeat the `files` field. At most FILE_MAX_PER_REQUEST files (20 by "
         "default), each at most FILE_MAX_BYTES (50 MiB by default): 413 beyond.",
         min_length=1,
+        max_length=settings.FILE_MAX_PER_REQUEST,  # enforced while the upload streams in (files.storage), 413
     )
 
 
