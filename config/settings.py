@@ -281,7 +281,7 @@ SPECTACULAR_SETTINGS = {
             "joining, resuming and cancelling a reply; feedback.",
         },
         {"name": "files", "description": "A conversation's files, their extracted passages, what replies cite."},
-        {"name": "data frames", "description": "A conversation's tables: uploaded, or produced by SQL in a reply."},
+        {"name": "data frames", "description": "A conversation's tables, made by the SQL an agent runs in a reply."},
         {"name": "management", "description": "The tenant's conversations across agents: list, search, delete many."},
         {"name": "stateless v1", "description": "One request, one answer: the history comes with each request."},
         {"name": "operations", "description": "For load balancers and operators."},

@@ -87,8 +87,14 @@ class AutoSchema(SpectacularAutoSchema):
         responses = super()._get_response_bodies(direction)
         if direction != "response":
             return responses
-        codes = ["400", "401", "404", "429"]
-        if self.method in {"POST", "PUT", "PATCH"}:
+        # Only what the operation can answer: 401 where a key is needed, 429 where it is throttled, 415
+        # where it reads a body.
+        codes = ["400", "404"]
+        if self.view.authentication_classes:
+            codes.append("401")
+        if self.view.throttle_classes:
+            codes.append("429")
+        if self.method in {"POST", "PUT", "PATCH"} and self.get_request_serializer() is not None:
             codes.append("415")
         error_serializer = getattr(self.view, "error_serializer", ErrorSerializer)
         for code in codes:

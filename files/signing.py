@@ -42,11 +42,7 @@ def signed_url(*, file: File, request=None) -> str:
             parameters={
                 "ResponseContentType": file.content_type,
                 # Inline only for PDFs and images: an uploaded HTML page must not render from the bucket.
-                "ResponseContentDisposition": content_disposition_header(
-                    not file.content_type.startswith(("application/pdf", "image/"))
-                    or file.content_type == "image/svg+xml",
-                    file.name,
-                ),
+                "ResponseContentDisposition": content_disposition_header(not _shown_inline(file), file.name),
             },
             expire=seconds,
         )
