@@ -84,6 +84,7 @@ INSTALLED_APPS = [
 # Django's own middleware (the admin needs sessions, auth, messages and CSRF), WhiteNoise's static files with
 # an async path, and the refusal of NUL characters (core/middleware.py).
 MIDDLEWARE = [
+    "core.middleware.api_requests_see_nothing",  # first: row-level security from the request's start
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.AsyncWhiteNoiseMiddleware",
     "core.middleware.nul_characters_refused",

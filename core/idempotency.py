@@ -12,7 +12,6 @@ IDEMPOTENCY_TTL_HOURS.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import json
 import logging
@@ -29,7 +28,7 @@ from django.utils import timezone
 from core.db import in_worker
 from core.errors import Conflict, IdempotencyKeyReused, Invalid
 from core.models import IdempotencyKey
-from core.tenancy import owner_scope
+from core.tenancy import owner_scope, scoped_context
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +110,9 @@ async def run_idempotent(
             raise Conflict("A request with this Idempotency-Key is still running.", details={"idempotency_key": key})
         await asyncio.sleep(0.05)
     # The work outlives a disconnected client, and so must the recording of its result for the retry:
-    # it runs in a context of its own, so none of its calls depends on the request's thread.
+    # it runs in a context of its own (but for its tenant), so none of its calls depends on the request's thread.
     task = asyncio.get_running_loop().create_task(
-        _run_and_record(tenant_id=tenant_id, key=key, run=run), context=contextvars.Context()
+        _run_and_record(tenant_id=tenant_id, key=key, run=run), context=scoped_context(tenant_id)
     )
     _recording.add(task)
     task.add_done_callback(_recording.discard)

@@ -4,6 +4,7 @@ from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from core.errors import error_body, v1_error_body
+from core.tenancy import request_scope_enter
 
 
 class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
@@ -33,6 +34,27 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return self.serve(static_file, request)
         return await self.get_response(request)
+
+
+@sync_and_async_middleware
+def api_requests_see_nothing(get_response):
+    """A request to the API runs as the application role with no tenant, seeing no tenant's rows, until
+    authentication names its tenant (core.tenancy); first in the chain, so nothing runs before it. A
+    middleware, not a request_started receiver: Django sends that signal to async servers' requests in a
+    child task, whose context is not the request's."""
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            request_scope_enter(request.path)
+            return await get_response(request)
+
+    else:
+
+        def middleware(request):
+            request_scope_enter(request.path)
+            return get_response(request)
+
+    return middleware
 
 
 @sync_and_async_middleware

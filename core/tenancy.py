@@ -7,8 +7,8 @@ returns nothing of another tenant's, and an insert for another tenant is refused
 
 Which role and tenant a statement runs as is the *scope* of the code that runs it, a context variable:
 - a request to the API starts as the application role with no tenant (""), seeing nothing; authentication
-  (an API key, a signed URL) scopes it to its tenant (`tenant_scope_enter`), and what it starts (a
-  generation's task and threads) inherits that scope;
+  (an API key, a signed URL) scopes it to its tenant (`tenant_scope_enter`); its threads inherit that
+  scope, and the tasks that outlive it (a generation, an idempotent turn) are given it (`scoped_context`);
 - code with no scope (None) runs as the login role, the tables' owner, which the policies do not restrict:
   migrations, the admin, management commands, and maintenance, which says so with `owner_scope()`
   (finding another process's dead replies, storing the progress of every running reply, finding whose an
@@ -22,6 +22,7 @@ a rollback can never leave a connection, or a pooled connection its next user, i
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,7 +32,7 @@ from weakref import WeakKeyDictionary
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import request_finished, request_started
+from django.core.signals import request_finished
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.signals import connection_created
 from django.db.models import ForeignKey
@@ -48,8 +49,17 @@ def tenant_scope_enter(tenant_id: str) -> None:
     _scope.set(tenant_id)
 
 
-def tenant_scope_leave() -> None:
+def owner_scope_enter() -> None:
+    """The rest of this context runs as the owner, across tenants (the scope of no request)."""
     _scope.set(None)
+
+
+def scoped_context(tenant_id: str | None) -> contextvars.Context:
+    """A fresh context, nothing of the caller's in it but the scope: for a task that outlives the request
+    that starts it (a generation, an idempotent turn), or that serves every tenant (None: the owner)."""
+    context = contextvars.Context()
+    context.run(_scope.set, tenant_id)
+    return context
 
 
 def current_scope() -> str | None:
@@ -125,22 +135,21 @@ def _scope_new_connection(sender, connection, **kwargs) -> None:
 
 
 # A request to the API sees no tenant's rows until authentication (an API key, a signed URL) names its
-# tenant; other requests (the admin, /healthz) run as the owner.
+# tenant (core.middleware.api_requests_see_nothing); other requests (the admin, /healthz) run as the owner.
 API_PATHS = ("/tenants/", "/v1/")
 
 
-def _request_started(sender, environ=None, scope=None, **kwargs) -> None:
-    path = scope["path"] if scope is not None else (environ or {}).get("PATH_INFO", "")
+def request_scope_enter(path: str) -> None:
     _scope.set("" if path.startswith(API_PATHS) else None)
 
 
 def _request_finished(sender, **kwargs) -> None:
+    # A server gives each request a context of its own; a test client runs it in the test's.
     _scope.set(None)
 
 
 def scoping_install() -> None:
     connection_created.connect(_scope_new_connection, dispatch_uid="core.tenancy.scope")
-    request_started.connect(_request_started, dispatch_uid="core.tenancy.request_started")
     request_finished.connect(_request_finished, dispatch_uid="core.tenancy.request_finished")
 
 
@@ -179,10 +188,15 @@ def row_security_install(*, using: str = DEFAULT_DB_ALIAS, **kwargs) -> None:
             raise ImproperlyConfigured(
                 f"DATABASE_APP_ROLE {role!r} is a superuser or bypasses row-level security: use a role that does not."
             )
-        cursor.execute("SELECT pg_has_role(current_user, %s, 'MEMBER'), current_schema()", [role])
-        is_member, schema = cursor.fetchone()
-        if not is_member:
-            cursor.execute(f"GRANT {quote(role)} TO CURRENT_USER")  # to SET ROLE to it
+        # To SET ROLE to it. PostgreSQL 16 separates that right (SET) from membership, and gives a role's
+        # non-superuser creator only ADMIN on it.
+        pg16 = connection.pg_version >= 160000
+        cursor.execute(
+            f"SELECT pg_has_role(current_user, %s, '{'SET' if pg16 else 'MEMBER'}'), current_schema()", [role]
+        )
+        may_set_role, schema = cursor.fetchone()
+        if not may_set_role:
+            cursor.execute(f"GRANT {quote(role)} TO CURRENT_USER{' WITH SET TRUE' if pg16 else ''}")
         cursor.execute(f"GRANT USAGE ON SCHEMA {quote(schema)} TO {quote(role)}")
         for table, column, privileges in tenant_tables():
             mine = f"{quote(column)} = current_setting('{TENANT_SETTING}', true)"

@@ -25,7 +25,7 @@ from agents.engines import ChatMessage, TurnContext
 from agents.engines.builtin import plain_answer
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
-from core.tenancy import tenant_scope_leave
+from core.tenancy import owner_scope_enter
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create, tenant_create
 from tests.servers import free_port
@@ -124,9 +124,9 @@ def _unscoped():
     """Each test's own queries run as the owner (every tenant's rows). A server gives each request its own
     context, whose tenant scope goes with it; a test that calls a view directly (a request factory) runs
     the view in the test's context, where authentication's scope would otherwise stay."""
-    tenant_scope_leave()
+    owner_scope_enter()
     yield
-    tenant_scope_leave()
+    owner_scope_enter()
 
 
 @pytest.fixture(autouse=True)

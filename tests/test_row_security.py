@@ -4,12 +4,15 @@
 import pytest
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.test import AsyncClient
 
 from conversations.models import Conversation, Message, Role
 from core.models import TenantQuerySet
-from core.tenancy import owner_scope, tenant_scope, tenant_tables
+from core.tenancy import current_scope, owner_scope, tenant_scope, tenant_tables
 from files.models import File
+from tenants.authentication import ApiKeyAuthentication
 from tests.conftest import async_client
+from turns import runtime
 
 pytestmark = pytest.mark.django_db
 
@@ -161,3 +164,47 @@ def test_one_connection_changes_scope_between_statements_and_transactions(two_te
         assert Conversation.objects.get().tenant_id == outsider.tenant.id
     assert Conversation.objects.count() == 2
     assert not Conversation.objects.filter(name="inside").exists()
+
+
+@pytest.fixture
+def finish_scopes(monkeypatch):
+    """The role and tenant each generation's final write runs as (a query of its own, in its thread)."""
+    seen = []
+    original = runtime._finish_and_count
+
+    def recording(*args, **kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_user, current_setting('parley.tenant_id', true)")
+            seen.append(cursor.fetchone())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "_finish_and_count", recording)
+    return seen
+
+
+@pytest.mark.django_db(transaction=True)  # the generation's threads use their own connections
+def test_a_reply_is_generated_in_its_tenants_scope_with_or_without_an_idempotency_key(owner, finish_scopes):
+    conversation = owner.conversation()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    assert owner.client.post(url, {"content": "hello"}, format="json").status_code == 200
+    response = owner.client.post(url, {"content": "again"}, format="json", HTTP_IDEMPOTENCY_KEY="once")
+    assert response.status_code == 200, response.content
+    assert finish_scopes == [(settings.DATABASE_APP_ROLE, owner.tenant.id)] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_api_request_runs_in_no_tenants_scope_until_authenticated(owner, monkeypatch):
+    scopes = []
+    original = ApiKeyAuthentication.authenticate
+
+    def recording(self, request):
+        scopes.append(current_scope())
+        return original(self, request)
+
+    monkeypatch.setattr(ApiKeyAuthentication, "authenticate", recording)
+    client = AsyncClient(headers={"Authorization": "Bearer prl_00000000_unknown"})
+    response = await client.get(f"{owner.base}/agents")  # an async server's request: its own context
+    assert response.status_code == 401
+    response = await async_client(owner).get(f"{owner.base}/agents/{owner.agent.id}/conversations")
+    assert response.status_code == 200
+    assert scopes == ["", ""]

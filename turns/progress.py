@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from conversations.models import Message, MessageStatus
 from core.db import in_worker
-from core.tenancy import owner_scope
+from core.tenancy import owner_scope, scoped_context
 from turns.events import StreamRecord, StreamSnapshot
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,9 @@ class ProgressWriter:
         `on_lost()` once a write finds the reply no longer this run's."""
         self._tracked[message_id] = _Tracked(record, run_id, on_lost, record.next_seq, time.monotonic())
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="progress writer")
+            self._task = asyncio.get_running_loop().create_task(  # every tenant's: the owner's scope
+                self._run(), name="progress writer", context=scoped_context(None)
+            )
 
     def forget(self, message_id: str, record: StreamRecord) -> None:
         tracked = self._tracked.get(message_id)

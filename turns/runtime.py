@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import copy
 import dataclasses
 import functools
@@ -37,7 +36,7 @@ from conversations.selectors import message_branch
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
-from core.tenancy import tenant_scope
+from core.tenancy import scoped_context, tenant_scope
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
 from turns.events import END_KINDS, NUL_REPLACED, StreamRecord, StreamSnapshot, rebuild_events, storable, wire_event
@@ -477,9 +476,9 @@ async def generation_start(plan: TurnPlan, *, resumed: bool = False) -> asyncio.
         logger.exception("Opening the live log of %s failed", plan.message_id)
     # A turn that started after the drain handed the others over is handed over before its first step.
     generation = Generation(plan, StreamRecord.of(stream), handing_over=handed_over())
-    # A fresh context: nothing of the request (its thread-sensitive executor) is inherited.
+    # A fresh context: nothing of the request (its thread-sensitive executor) is inherited but its tenant.
     generation.task = asyncio.get_running_loop().create_task(
-        _generate(generation), name=f"generation {plan.message_id}", context=contextvars.Context()
+        _generate(generation), name=f"generation {plan.message_id}", context=scoped_context(plan.tenant_id)
     )
     _running[plan.message_id] = generation
     generation.task.add_done_callback(lambda _: _forget(generation))
@@ -538,7 +537,7 @@ async def stale_replies_take_over(*, alive_since: datetime | None = None) -> tup
     continued = 0
     for claim in claims:
         try:
-            with tenant_scope(claim.message.tenant_id):  # it runs as its tenant's requests do
+            with tenant_scope(claim.message.tenant_id):  # its plan is read as its tenant's requests read
                 plan = await in_worker(_resume_plan)(claim)
                 await generation_start(plan, resumed=claim.live)
         except Exception:  # it keeps the claim's heartbeat: once stale again, a sweep tries again
