@@ -1,6 +1,6 @@
 import os
 
-from channels.routing import ProtocolTypeRouter
+from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -11,12 +11,17 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
-from core.asgi import SharedSyncThreads, gc_prepare_for_serving  # noqa: E402
+from core.asgi import BrowserOriginValidator, SharedSyncThreads, gc_prepare_for_serving  # noqa: E402
 from turns.maintenance import MaintainedApplication  # noqa: E402 - needs the app registry
+from turns.routing import websocket_urlpatterns  # noqa: E402
 
-application = MaintainedApplication(
-    SharedSyncThreads(ProtocolTypeRouter({"http": django_application}), size=settings.REQUEST_SYNC_THREADS)
+protocols = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS),
+    }
 )
+application = MaintainedApplication(SharedSyncThreads(protocols, size=settings.REQUEST_SYNC_THREADS))
 
 # Modules the engines, their tools and the Redis stream log import on first use.
 gc_prepare_for_serving("redis.asyncio")

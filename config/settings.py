@@ -104,6 +104,9 @@ if CORS_ALLOWED_ORIGINS:
     INSTALLED_APPS.append("corsheaders")
     MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
 CORS_URLS_REGEX = r"^/(tenants/|v1/)"
+# Origins (scheme://host[:port], or hosts as in ALLOWED_HOSTS) whose browser pages may open the WebSocket
+# API; a handshake without an Origin (a server client) is not a browser's. Default: ALLOWED_HOSTS.
+WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", "") or ALLOWED_HOSTS
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key", "last-event-id")
 CORS_EXPOSE_HEADERS = ("retry-after", "content-disposition")
 CORS_PREFLIGHT_MAX_AGE = 3600

@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext
+from channels.security.websocket import OriginValidator
 from django.urls import get_resolver
 
 
@@ -73,3 +74,11 @@ def gc_prepare_for_serving(*modules: str) -> int:
     # At exit the frozen objects are finalised as usual (nanobind, under DuckDB, reports the ones left).
     atexit.register(gc.unfreeze)
     return gc.get_freeze_count()
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Channels' origin check for WebSocket handshakes, for the clients that send an Origin: browsers,
+    whose pages may be another site's. A server client (no Origin header) authenticates with its key."""
+
+    def valid_origin(self, parsed_origin) -> bool:
+        return parsed_origin is None or super().valid_origin(parsed_origin)

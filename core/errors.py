@@ -110,6 +110,15 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     # Imported here: rest_framework.views loads the authentication classes, which import this module.
     from rest_framework.views import set_rollback
 
+    request = context.get("request")
+    status, body, headers = error_answer(exc, where=getattr(request, "path", "?"))
+    set_rollback()
+    return Response(body, status=status, headers=headers)
+
+
+def error_answer(exc: Exception, *, where: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, body (the one error shape) and headers an exception answers, over any transport;
+    `where` names the request in the log of an unexpected error."""
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         status, body = exc.status, error_body(exc.code, exc.message, exc.details)
@@ -137,11 +146,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
     else:
-        request = context.get("request")
-        logger.exception("Unhandled error on %s", getattr(request, "path", "?"), exc_info=exc)
+        logger.exception("Unhandled error on %s", where, exc_info=exc)
         status, body = 500, error_body("server_error", "Internal server error.")
-    set_rollback()
-    return Response(body, status=status, headers=headers)
+    return status, body, headers
 
 
 def v1_error_body(message: str) -> dict[str, Any]:

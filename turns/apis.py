@@ -296,23 +296,24 @@ class MessageCancelView(AsyncAPIView):
         examples=[OpenApiExample("A cancelled reply", value=_CANCELLED, response_only=True)],
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
-        message = await _assistant_message(request, agent_id, conversation_id, message_id)
+        message = await assistant_message_aget(request.tenant, agent_id, conversation_id, message_id)
         if message.status == MessageStatus.IN_PROGRESS:
             await generation_cancel(message.id)
-            message = await _wait_until_settled(message)
+            message = await settled_after_cancel(message)
         return Response(await sync_to_async(lambda: MessageSerializer(message).data)())
 
 
-async def _assistant_message(request, agent_id: str, conversation_id: str, message_id: str) -> Message:
+async def assistant_message_aget(tenant, agent_id: str, conversation_id: str, message_id: str) -> Message:
     """The assistant message of the tenant's conversation under that agent; anything else is 404."""
-    conversation = await conversation_aget(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
+    conversation = await conversation_aget(tenant=tenant, agent_id=agent_id, conversation_id=conversation_id)
     message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
     if message.role != Role.ASSISTANT:
         raise NotFound("Message not found.")
     return message
 
 
-async def _wait_until_settled(message: Message) -> Message:
+async def settled_after_cancel(message: Message) -> Message:
+    """The message once its cancelled generation has stored its end (or, after a few seconds, as it is)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CANCEL_WAIT_SECONDS
     while loop.time() < deadline:
@@ -331,23 +332,24 @@ async def _wait_until_settled(message: Message) -> Message:
 # --- Server-Sent Events ------------------------------------------------------------------------
 
 
+def must_reconnect(message_id: str) -> bool:
+    """Whether a follower of the reply should come back later (elsewhere): this process stops, and a
+    stream of a reply running here lasts while it does (until handed over); any other is followed as well
+    from another process."""
+    return draining() and (handed_over() or not generation_runs_here(message_id))
+
+
 async def _event_stream(message_id: str, *, after: int, cancel_on_disconnect: bool) -> AsyncIterator[bytes]:
     finished = False
-
-    def must_reconnect() -> bool:
-        # Stopping: a stream of a reply running here lasts while it does (until handed over), any other
-        # is followed as well from another process.
-        return draining() and (handed_over() or not generation_runs_here(message_id))
-
     try:
-        async for batch in message_events(message_id, after=after, stop=must_reconnect):
+        async for batch in message_events(message_id, after=after, stop=lambda: must_reconnect(message_id)):
             if not batch:
                 yield KEEPALIVE
                 continue
             # One write per batch: under load a reader finds several events at once.
             yield b"".join(sse_event(event, f"{message_id}:{seq}") for seq, event in batch)
             finished = finished or is_terminal(batch[-1][1])
-        if not finished and must_reconnect():
+        if not finished and must_reconnect(message_id):
             finished = True  # the reply goes on: a client that reconnects follows it elsewhere
             yield sse_reconnect(RECONNECT_MS)
     finally:
@@ -453,6 +455,6 @@ class MessageStreamView(EventStreamView):
         examples=[_STREAM_RESPONSE],
     )
     async def get(self, request, tenant_id: str, agent_id: str, conversation_id: str, message_id: str):
-        message = await _assistant_message(request, agent_id, conversation_id, message_id)
+        message = await assistant_message_aget(request.tenant, agent_id, conversation_id, message_id)
         after = _resume_point(request, message.id)
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))

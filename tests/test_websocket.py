@@ -1,0 +1,201 @@
+"""The WebSocket API through a real server process and a real client (the `websockets` package): send and
+stream, resume after a dropped socket with nothing lost or repeated, cancel, a second send is 409, errors
+in the one shape, and another tenant's ids are not_found."""
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+
+from conversations.models import Message, MessageStatus
+from tests.conftest import uninterrupted_text
+from tests.servers import BASE_DIR, served
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+QUESTION = "Tell me about the March invoices and their totals."
+
+
+@pytest.fixture(scope="module")
+def server(django_db_blocker):
+    with django_db_blocker.unblock(), served(REDIS_URL="") as base:
+        yield base.replace("http://", "ws://")
+
+
+def socket_url(server: str, ctx) -> str:
+    return f"{server}/tenants/{ctx.tenant.id}/api/v2/ws"
+
+
+def connect(server: str, ctx, **kwargs):
+    return websockets.connect(
+        socket_url(server, ctx), additional_headers={"Authorization": f"Bearer {ctx.secret}"}, **kwargs
+    )
+
+
+async def frames_until(socket, predicate, *, timeout: float = 15) -> list[dict]:
+    """The frames received until one satisfies `predicate` (included); fails after `timeout` seconds."""
+    received = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await socket.recv())
+            received.append(frame)
+            if predicate(frame):
+                return received
+
+
+def is_done(frame: dict) -> bool:
+    return frame["type"] == "event" and ("done" in frame["data"] or "error" in frame["data"])
+
+
+def content_of(frames: list[dict]) -> str:
+    return "".join(f["data"].get("content", "") for f in frames if f["type"] == "event")
+
+
+def send_frame(ctx, conversation, request_id="r1", **body) -> str:
+    return json.dumps({
+        "type": "message.send", "request_id": request_id,
+        "agent_id": ctx.agent.id, "conversation_id": conversation.id, "content": QUESTION, **body,
+    })  # fmt: skip
+
+
+async def test_a_message_sent_streams_its_reply_as_the_sse_protocol_does(server, owner):
+    conversation = await sync_to_async(owner.conversation)()
+    async with connect(server, owner) as socket:
+        await socket.send(json.dumps({"type": "ping", "request_id": "p"}))
+        assert json.loads(await socket.recv()) == {"type": "pong", "request_id": "p"}
+        await socket.send(send_frame(owner, conversation))
+        frames = await frames_until(socket, is_done)
+    ack, events = frames[0], frames[1:]
+    assert ack["type"] == "ack" and ack["request_id"] == "r1" and ack["conversation_id"] == conversation.id
+    message_id = ack["message_id"]
+    assert [f["id"] for f in events] == [f"{message_id}:{seq}" for seq in range(len(events))]
+    assert events[0]["data"]["message"]["id"] == message_id
+    assert events[-1]["data"] == {"done": True, "status": "completed"}
+    stored = await Message.objects.aget(id=message_id)
+    assert content_of(events) == stored.content == uninterrupted_text(QUESTION)
+    assert stored.status == MessageStatus.COMPLETED
+
+
+async def test_a_dropped_socket_resumes_where_it_was_with_nothing_lost_or_repeated(server, slow_agent):
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+    async with connect(server, owner) as socket:
+        await socket.send(send_frame(owner, conversation))
+        first = await frames_until(socket, lambda f: f["type"] == "event" and "content" in f["data"])
+    message_id, last_seq = first[0]["message_id"], int(first[-1]["id"].rsplit(":", 1)[1])
+    # The reply went on without a socket; a new one joins after the last event received.
+    async with connect(server, owner) as socket:
+        await socket.send(json.dumps({
+            "type": "message.join", "request_id": "j", "agent_id": owner.agent.id,
+            "conversation_id": conversation.id, "message_id": message_id, "after": last_seq,
+        }))  # fmt: skip
+        rest = await frames_until(socket, is_done)
+    assert rest[0] == {"type": "ack", "request_id": "j", "message_id": message_id}
+    seqs = [int(f["id"].rsplit(":", 1)[1]) for f in first[1:] + rest[1:]]
+    assert seqs == list(range(len(seqs)))
+    stored = await Message.objects.aget(id=message_id)
+    assert content_of(first + rest) == stored.content == uninterrupted_text(QUESTION)
+
+
+async def test_cancel_stops_the_reply_and_a_second_send_meanwhile_is_409(server, slow_agent):
+    owner = slow_agent
+    conversation = await sync_to_async(owner.conversation)()
+    async with connect(server, owner) as socket:
+        await socket.send(send_frame(owner, conversation))
+        ack = (await frames_until(socket, lambda f: f["type"] == "ack"))[-1]
+        await socket.send(send_frame(owner, conversation, request_id="r2", content="another"))
+        refusal = (await frames_until(socket, lambda f: f["type"] == "error"))[-1]
+        assert refusal["request_id"] == "r2" and refusal["status"] == 409
+        assert refusal["error"]["code"] == "conflict"
+        assert refusal["error"]["details"]["message_id"] == ack["message_id"]
+        await socket.send(json.dumps({
+            "type": "message.cancel", "request_id": "c", "agent_id": owner.agent.id,
+            "conversation_id": conversation.id, "message_id": ack["message_id"],
+        }))  # fmt: skip
+        frames = await frames_until(socket, lambda f: f["type"] == "ack" and f["request_id"] == "c")
+    cancelled = frames[-1]["message"]
+    assert cancelled["status"] == "cancelled"
+    assert [f for f in frames if is_done(f)][-1]["data"]["status"] == "cancelled"
+    stored = await Message.objects.aget(id=ack["message_id"])
+    assert stored.status == MessageStatus.CANCELLED and stored.content == cancelled["content"]
+
+
+async def test_bad_frames_are_errors_in_the_one_shape_and_the_socket_stays_open(server, owner):
+    conversation = await sync_to_async(owner.conversation)()
+    async with connect(server, owner) as socket:
+        for raw, status, code in [
+            ("not json", 400, "invalid"),
+            ("[1, 2]", 400, "invalid"),
+            (json.dumps({"type": "message.fly"}), 400, "invalid"),
+            (send_frame(owner, conversation, content=""), 400, "invalid"),
+            (send_frame(owner, conversation, attachments=["file_nope"]), 400, "invalid"),
+            (json.dumps({"type": "message.send", "request_id": "x", "agent_id": owner.agent.id}), 400, "invalid"),
+            (json.dumps({"type": "ping", "request_id": 7}), 400, "invalid"),
+        ]:
+            await socket.send(raw)
+            frame = json.loads(await socket.recv())
+            assert (frame["type"], frame["status"], frame["error"]["code"]) == ("error", status, code), raw
+            assert set(frame["error"]) == {"code", "message", "details"}
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await socket.recv()) == {"type": "pong", "request_id": None}
+    assert not await Message.objects.filter(conversation=conversation).aexists()
+
+
+async def test_another_tenants_ids_are_not_found_and_its_socket_is_refused(server, owner, outsider):
+    conversation = await sync_to_async(owner.conversation)()
+    reply = await Message.objects.acreate(
+        tenant=owner.tenant, conversation=conversation, role="assistant", content="secret", status="completed"
+    )
+    ids = {"agent_id": owner.agent.id, "conversation_id": conversation.id, "message_id": reply.id}
+    async with connect(server, outsider) as socket:
+        for frame in [
+            {"type": "message.send", "content": "hi", **ids},
+            {"type": "message.join", **ids},
+            {"type": "message.cancel", **ids},
+        ]:
+            await socket.send(json.dumps(frame))
+            answer = json.loads(await socket.recv())
+            assert (answer["status"], answer["error"]["code"]) == (404, "not_found"), frame
+            assert "secret" not in json.dumps(answer)
+    # The outsider's key on the owner's socket URL, and no key at all, are refused with a close code.
+    for headers, close_code, status in [
+        ({"Authorization": f"Bearer {outsider.secret}"}, 4404, 404),
+        ({}, 4401, 401),
+        ({"Authorization": "Bearer prl_00000000_nope"}, 4401, 401),
+    ]:
+        async with websockets.connect(socket_url(server, owner), additional_headers=headers) as socket:
+            frame = json.loads(await socket.recv())
+            assert frame["type"] == "error" and frame["status"] == status
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+            assert closed.value.rcvd.code == close_code
+    assert await Message.objects.filter(conversation=conversation).acount() == 1
+
+
+async def test_a_browser_page_of_another_origin_is_refused(server, owner):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(server, owner, origin="https://evil.example"):
+            pass
+    assert refused.value.response.status_code == 403
+    async with connect(server, owner, origin="http://127.0.0.1") as socket:
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await socket.recv())["type"] == "pong"
+
+
+async def test_the_readmes_client_prints_the_reply(server, owner):
+    readme = (BASE_DIR / "README.md").read_text()
+    section = readme[readme.index("### WebSocket") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")].replace("ws://127.0.0.1:8000/tenants/demo", f"{server}/tenants/{owner.tenant.id}")
+    conversation = await sync_to_async(owner.conversation)()
+    environment = {**os.environ, "KEY": owner.secret, "AID": owner.agent.id, "CID": conversation.id}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode() == uninterrupted_text("Hello!")
