@@ -2,13 +2,16 @@ from rest_framework import serializers
 
 
 class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers and booleans instead of coercing them to strings."""
+    """A CharField that refuses numbers and booleans instead of coercing them to strings, and measures
+    `max_length` on the string as sent (as the schema's maxLength does), not once trimmed."""
 
     default_error_messages = {"invalid": "Must be a string."}
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 

@@ -94,3 +94,12 @@ def test_operators_choose_the_models_tenants_may_use(owner, settings):
         assert (
             owner.client.post(url, {"name": "a", "engine": "openai", "model": model}, format="json").status_code == 201
         )
+
+
+def test_a_names_length_is_measured_as_sent_as_the_schema_says(owner):
+    """maxLength 200 in the schema: 201 characters are 400 even when trimming would leave 200."""
+    response = owner.client.post(f"{owner.base}/agents", {"name": "\n" + "x" * 200}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["name"] == ["Ensure this field has no more than 200 characters."]
+    response = owner.client.post(f"{owner.base}/agents", {"name": "  Support  "}, format="json")
+    assert response.status_code == 201 and response.json()["name"] == "Support"
