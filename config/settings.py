@@ -107,6 +107,10 @@ CORS_URLS_REGEX = r"^/(tenants/|v1/)"
 # Origins (scheme://host[:port], or hosts as in ALLOWED_HOSTS) whose browser pages may open the WebSocket
 # API; a handshake without an Origin (a server client) is not a browser's. Default: ALLOWED_HOSTS.
 WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", "") or ALLOWED_HOSTS
+# How often an open WebSocket checks that its key is still live and its tenant active (else it closes).
+WS_KEY_CHECK_SECONDS = env_float("WS_KEY_CHECK_SECONDS", 5.0)
+# A WebSocket ticket (POST .../ws-tickets) opens one socket within this many seconds.
+WS_TICKET_SECONDS = env_float("WS_TICKET_SECONDS", 60.0)
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key", "last-event-id")
 CORS_EXPOSE_HEADERS = ("retry-after", "content-disposition")
 CORS_PREFLIGHT_MAX_AGE = 3600
@@ -288,6 +292,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "data frames", "description": "A conversation's tables, made by the SQL an agent runs in a reply."},
         {"name": "management", "description": "The tenant's conversations across agents: list, search, delete many."},
         {"name": "stateless v1", "description": "One request, one answer: the history comes with each request."},
+        {"name": "WebSocket", "description": "Tickets for browsers' WebSocket handshakes (README: the protocol)."},
         {"name": "operations", "description": "For load balancers and operators."},
     ],
     # /healthz is a plain Django view (no key, no DRF): described here.

@@ -7,6 +7,7 @@ from django.utils import timezone
 from agents.models import Agent
 from conversations.models import Conversation, Feedback, Message, Role, TitleSource
 from core.errors import Invalid, NotFound
+from core.notify import conversation_notify
 
 
 def conversation_create(*, agent: Agent, name: str = "", metadata: dict[str, Any] | None = None) -> Conversation:
@@ -35,6 +36,9 @@ def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> 
         raise NotFound("Conversation not found.")
     for name, value in changes.items():
         setattr(conversation, name, value)
+    conversation_notify(
+        conversation.id, "conversation.updated", **{key: data[key] for key in ("name", "metadata") if key in data}
+    )
     return conversation
 
 

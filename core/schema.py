@@ -36,6 +36,7 @@ _ERROR_DESCRIPTIONS = {
 # The areas of the API (described in SPECTACULAR_SETTINGS["TAGS"]) by path: the first fragment the path holds.
 _PATH_TAGS = [
     ("/v1/", "stateless v1"),
+    ("/ws-tickets", "WebSocket"),
     ("/data-frames", "data frames"),
     ("/files", "files"),
     ("/related-documents", "files"),

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 
 from core.tenancy import owner_scope, tenant_scope, tenant_scope_enter
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_verify
+from tenants.services import api_key_verify, ws_ticket_redeem
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ def principal_for_header(header: str, tenant_id: str | None = None) -> ApiPrinci
             key = api_key_verify(token)
     if key is None:
         raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+    tenant_scope_enter(key.tenant_id)
+    return ApiPrincipal(tenant=key.tenant, api_key=key)
+
+
+def principal_for_ticket(ticket: str) -> ApiPrincipal:
+    """Authenticate a WebSocket ticket (tenants.services.ws_ticket_redeem), spending it."""
+    with owner_scope():  # whose ticket it is is what is being found out
+        key = ws_ticket_redeem(ticket)
+    if key is None:
+        raise exceptions.AuthenticationFailed("Unknown, expired or already used ticket.")
     tenant_scope_enter(key.tenant_id)
     return ApiPrincipal(tenant=key.tenant, api_key=key)
 

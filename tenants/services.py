@@ -3,8 +3,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -100,3 +102,31 @@ def usage_record(*, tenant_id: str, requests: int = 1, input_tokens: int = 0, ou
         if own_transaction:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(USAGE_ADD, [tenant_id, day, requests, input_tokens, output_tokens])
+
+
+# --- WebSocket tickets -------------------------------------------------------------------------------
+# A browser cannot send `Authorization` on a WebSocket handshake, and a key must never be in a URL (or a
+# log): an API request exchanges its key for a ticket, single use and short-lived, which the page passes as
+# `?ticket=`. Kept in the cache (Redis with REDIS_URL, so any process redeems it), only as a hash.
+
+_TICKET_KEY = "ws-ticket:{}"
+
+
+def ws_ticket_issue(*, api_key: ApiKey) -> tuple[str, datetime]:
+    """A new ticket for the key, and when it expires."""
+    ticket = secrets.token_urlsafe(32)
+    seconds = settings.WS_TICKET_SECONDS
+    cache.set(_TICKET_KEY.format(_hash_secret(ticket)), api_key.pk, timeout=seconds)
+    return ticket, timezone.now() + timedelta(seconds=seconds)
+
+
+def ws_ticket_redeem(ticket: str) -> ApiKey | None:
+    """The live key a ticket was issued for, once: a ticket redeemed, expired, unknown or of a key revoked
+    since is None."""
+    if not ticket or len(ticket) > 100:
+        return None
+    key = _TICKET_KEY.format(_hash_secret(ticket))
+    api_key_id = cache.get(key)
+    if api_key_id is None or not cache.delete(key):  # (two redeemers: only one deletes it)
+        return None
+    return ApiKey.objects.active().select_related("tenant").filter(pk=api_key_id).first()

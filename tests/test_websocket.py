@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 
+import httpx
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
@@ -199,3 +201,94 @@ async def test_the_readmes_client_prints_the_reply(server, owner):
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()
     assert stdout.decode() == uninterrupted_text("Hello!")
+
+
+def notice(frame: dict) -> tuple:
+    return (frame["type"], frame.get("role"), frame.get("status"), frame.get("name"))
+
+
+async def test_a_subscribed_socket_hears_what_another_process_does_over_rest(owner, django_db_blocker):
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("two processes share their notices through Redis: needs REDIS_URL (set by .ci/run)")
+    conversation = await sync_to_async(owner.conversation)()
+    with django_db_blocker.unblock(), served(REDIS_URL=redis_url) as one, served(REDIS_URL=redis_url) as other:
+        async with connect(one.replace("http://", "ws://"), owner) as socket:
+            await socket.send(json.dumps({
+                "type": "conversation.subscribe", "request_id": "s",
+                "agent_id": owner.agent.id, "conversation_id": conversation.id,
+            }))  # fmt: skip
+            assert json.loads(await socket.recv()) == {
+                "type": "ack",
+                "request_id": "s",
+                "conversation_id": conversation.id,
+            }
+            url = f"{other}{owner.conversation_url(conversation)}"
+            headers = {"Authorization": f"Bearer {owner.secret}"}
+            async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+                posted = await client.post(f"{url}/messages", json={"content": QUESTION})
+                assert posted.status_code == 200, posted.text
+                user_message, reply = posted.json()["messages"]
+                frames = await frames_until(socket, lambda f: f["type"] == "message.completed")
+                assert [notice(f) for f in frames] == [
+                    ("message.created", "user", None, None),
+                    ("message.created", "assistant", None, None),
+                    ("message.completed", None, "completed", None),
+                ]
+                assert [f["message_id"] for f in frames] == [user_message["id"], reply["id"], reply["id"]]
+                assert frames[1]["parent_id"] == user_message["id"]
+                assert (await client.patch(url, json={"name": "Renamed"})).status_code == 200
+                frames = await frames_until(socket, lambda f: f["type"] == "conversation.updated")
+                assert frames[-1] == {
+                    "type": "conversation.updated",
+                    "conversation_id": conversation.id,
+                    "name": "Renamed",
+                }
+                assert (await client.delete(url)).status_code == 200
+                frames = await frames_until(socket, lambda f: f["type"] == "conversation.deleted")
+                assert frames[-1] == {"type": "conversation.deleted", "conversation_id": conversation.id}
+
+
+async def test_a_browser_opens_the_socket_with_a_single_use_ticket(server, owner, outsider):
+    http = server.replace("ws://", "http://")
+    async with httpx.AsyncClient(base_url=http) as client:
+        response = await client.post(f"{owner.base}/ws-tickets", headers={"Authorization": f"Bearer {owner.secret}"})
+        assert response.status_code == 201, response.text
+        ticket = response.json()
+        other = await client.post(f"{outsider.base}/ws-tickets", headers={"Authorization": f"Bearer {outsider.secret}"})
+    assert ticket["url"] == f"{socket_url(server, owner)}?ticket={ticket['ticket']}"
+    assert owner.secret not in ticket["url"]  # the key is never in a URL
+    async with websockets.connect(ticket["url"], origin="http://127.0.0.1") as socket:
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await socket.recv())["type"] == "pong"
+    # Spent: a second handshake with it is refused (4401); another tenant's ticket on this URL is 4404.
+    for url, status, close_code in [
+        (ticket["url"], 401, 4401),
+        (f"{socket_url(server, owner)}?ticket={other.json()['ticket']}", 404, 4404),
+    ]:
+        async with websockets.connect(url) as socket:
+            assert json.loads(await socket.recv())["status"] == status
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+            assert closed.value.rcvd.code == close_code
+
+
+async def test_a_ticket_expires_and_a_revoked_key_closes_its_sockets(owner, django_db_blocker):
+    environment = {"REDIS_URL": "", "WS_KEY_CHECK_SECONDS": "0.5", "WS_TICKET_SECONDS": "1"}
+    with django_db_blocker.unblock(), served(**environment) as base:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {owner.secret}"}) as client:
+            issued_at = time.monotonic()
+            expired = (await client.post(f"{owner.base}/ws-tickets")).json()["url"]
+        await asyncio.sleep(max(0.0, issued_at + 1.5 - time.monotonic()))  # the ticket's lifetime passes
+        async with websockets.connect(expired) as socket:
+            assert json.loads(await socket.recv())["status"] == 401
+        async with connect(base.replace("http://", "ws://"), owner) as socket:
+            await socket.send(json.dumps({"type": "ping"}))
+            assert json.loads(await socket.recv())["type"] == "pong"
+            await sync_to_async(owner.key.revoke)()
+            async with asyncio.timeout(5):
+                frame = json.loads(await socket.recv())
+                assert (frame["type"], frame["status"]) == ("error", 401)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await socket.recv()
+            assert closed.value.rcvd.code == 4401

@@ -10,13 +10,16 @@ import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlencode
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from conversations.apis import ASSISTANT_MESSAGE_EXAMPLE, CONVERSATION_EXAMPLE, USER_MESSAGE_EXAMPLE
 from conversations.models import Conversation, Message, MessageStatus, Role
@@ -37,6 +40,7 @@ from core.sse import (
     sse_reconnect,
     sse_response,
 )
+from tenants.services import ws_ticket_issue
 from turns.events import is_terminal
 from turns.follow import message_events
 from turns.runtime import (
@@ -458,3 +462,42 @@ class MessageStreamView(EventStreamView):
         message = await assistant_message_aget(request.tenant, agent_id, conversation_id, message_id)
         after = _resume_point(request, message.id)
         return sse_response(_event_stream(message.id, after=after, cancel_on_disconnect=False))
+
+
+# --- WebSocket tickets ---------------------------------------------------------------------------
+
+
+class WsTicketSerializer(serializers.Serializer):
+    ticket = serializers.CharField(help_text="Pass as `?ticket=` on the WebSocket handshake: once, within 60 s.")
+    expires_at = serializers.DateTimeField()
+    url = serializers.CharField(help_text="The tenant's WebSocket URL with the ticket, ready to open.")
+
+
+class WsTicketView(APIView):
+    @extend_schema(
+        summary="Get a ticket to open the WebSocket from a browser",
+        description="A browser cannot send `Authorization` on a WebSocket handshake, and an API key must never "
+        "be in a URL: a request with the key gets a ticket instead, which the page passes as `?ticket=` on "
+        "`ws(s)://HOST/tenants/{tenant_id}/api/v2/ws`. A ticket opens one socket, within 60 seconds; the socket "
+        "then acts with the key's rights, and closes within seconds if the key is revoked. README, "
+        '"WebSocket", describes the protocol. No request body.\n\nErrors: only the generic ones.',
+        request=None,
+        responses={201: WsTicketSerializer},
+        examples=[
+            OpenApiExample(
+                "A ticket",
+                value={
+                    "ticket": "c8Vt2ZQ0yZbqHkq3m1fV5m2Y4jH7nA9wPz0sLrE6uTk",
+                    "expires_at": "2025-03-04T10:31:00.000000Z",
+                    "url": "wss://parley.example.com/tenants/acme/api/v2/ws?ticket=c8Vt2ZQ0yZbqHkq3m1fV5m2Y4jH7nA9wPz0sLrE6uTk",
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def post(self, request, tenant_id: str):
+        ticket, expires_at = ws_ticket_issue(api_key=request.auth)
+        url = request.build_absolute_uri(f"/tenants/{tenant_id}/api/v2/ws")  # (routed by config.asgi)
+        url = "ws" + url.removeprefix("http") + "?" + urlencode({"ticket": ticket})
+        body = {"ticket": ticket, "expires_at": expires_at, "url": url}
+        return Response(WsTicketSerializer(body).data, status=201)

@@ -6,9 +6,11 @@ carries back (README, "WebSocket"):
 
 - client: `message.send` (the body of `POST .../messages` with `agent_id` and `conversation_id`),
   `message.join` (`agent_id`, `conversation_id`, `message_id`, `after`), `message.cancel` (the same ids),
-  `ping`;
+  `conversation.subscribe` and `conversation.unsubscribe` (`agent_id`, `conversation_id`), `ping`;
 - server: `ack`, `event` (`id: "<message id>:<seq>"` and `data`, the SSE protocol's objects: a client can
-  switch transports and resume exactly), `reconnect`, `pong`, `error` (`status` and the one error shape).
+  switch transports and resume exactly), `reconnect`, `pong`, `error` (`status` and the one error shape),
+  and the notices of subscribed conversations (core.notify): `message.created`, `message.completed`,
+  `conversation.updated`, `conversation.deleted`.
 
 A reply followed here goes on when the socket closes, unless it was sent with `on_disconnect: cancel`.
 """
@@ -19,19 +21,24 @@ import asyncio
 import json
 import logging
 from types import SimpleNamespace
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.exceptions import Throttled
 
 from conversations.models import MessageStatus
+from conversations.selectors import conversation_aget
 from conversations.serializers import MessageSerializer
 from core.db import in_worker
 from core.drain import draining
 from core.errors import Invalid, NotFound, Unavailable, error_answer
+from core.notify import conversation_group
 from core.tenancy import tenant_scope_enter
-from tenants.authentication import ApiPrincipal, principal_for_header
+from tenants.authentication import ApiPrincipal, principal_for_header, principal_for_ticket
+from tenants.models import ApiKey
 from tenants.throttles import ApiKeyRateThrottle
 from turns.apis import assistant_message_aget, must_reconnect, settled_after_cancel, turn_request_from
 from turns.events import is_terminal
@@ -43,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 MAX_FRAME_CHARS = 1_000_000  # a message's content is at most MESSAGE_MAX_CHARS (100,000 by default)
 MAX_REQUEST_ID_CHARS = 100
+MAX_SUBSCRIPTIONS = 100
 RECONNECT_MS = 500
 # WebSocket close codes: 4000 + the HTTP status the same refusal has on REST.
 CLOSE_UNAUTHENTICATED, CLOSE_NOT_FOUND = 4401, 4404
@@ -56,19 +64,26 @@ class ConversationSocket(AsyncWebsocketConsumer):
         await self.accept()
         tenant_id = self.scope["url_route"]["kwargs"]["tenant_id"]
         try:
-            self.principal = await in_worker(_principal)(self._header("authorization"), tenant_id)
+            ticket = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("ticket", [""])[0]
+            self.principal = await in_worker(_principal)(self._header("authorization"), ticket, tenant_id)
         except Exception as exc:
             status = await self._send_error(exc, None)
             await self.close(code=CLOSE_NOT_FOUND if status == 404 else CLOSE_UNAUTHENTICATED)
             return
         tenant_scope_enter(self.principal.tenant.id)
         self.throttle = ApiKeyRateThrottle()
+        self.subscribed: set[str] = set()
+        self.key_watch = asyncio.create_task(self._watch_key())
 
     async def disconnect(self, code: int) -> None:
+        if (watch := getattr(self, "key_watch", None)) is not None:
+            watch.cancel()
         for message_id, task in list(getattr(self, "following", {}).items()):
             task.cancel()
             if message_id in self.cancel_on_close:
                 generation_cancel_soon(message_id)
+        for conversation_id in getattr(self, "subscribed", ()):
+            await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         request_id = None
@@ -131,6 +146,35 @@ class ConversationSocket(AsyncWebsocketConsumer):
         body = await sync_to_async(lambda: MessageSerializer(message).data)()
         await self._send({"type": "ack", "request_id": request_id, "message_id": message.id, "message": body})
 
+    async def _subscribe(self, frame: dict, request_id: str | None) -> None:
+        conversation = await conversation_aget(
+            tenant=self.principal.tenant, agent_id=_id(frame, "agent_id"), conversation_id=_id(frame, "conversation_id")
+        )
+        if conversation.id not in self.subscribed:
+            if len(self.subscribed) >= MAX_SUBSCRIPTIONS:
+                raise Invalid(
+                    f"A socket follows at most {MAX_SUBSCRIPTIONS} conversations; unsubscribe from one first."
+                )
+            await self.channel_layer.group_add(conversation_group(conversation.id), self.channel_name)
+            self.subscribed.add(conversation.id)
+        await self._send({"type": "ack", "request_id": request_id, "conversation_id": conversation.id})
+
+    async def _unsubscribe(self, frame: dict, request_id: str | None) -> None:
+        conversation_id = _id(frame, "conversation_id")
+        if conversation_id in self.subscribed:
+            self.subscribed.discard(conversation_id)
+            await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
+        await self._send({"type": "ack", "request_id": request_id, "conversation_id": conversation_id})
+
+    async def conversation_notice(self, notice: dict) -> None:
+        """A notice of a subscribed conversation (core.notify), from any process."""
+        if notice["conversation_id"] not in self.subscribed:
+            return  # (unsubscribed while it travelled)
+        if notice["event"] == "conversation.deleted":
+            self.subscribed.discard(notice["conversation_id"])
+            await self.channel_layer.group_discard(conversation_group(notice["conversation_id"]), self.channel_name)
+        await self._send({"type": notice["event"], **{k: v for k, v in notice.items() if k not in ("type", "event")}})
+
     # --- Following replies ------------------------------------------------------------------------
 
     def _follow(self, message_id: str, *, after: int, cancel_on_close: bool) -> None:
@@ -158,6 +202,16 @@ class ConversationSocket(AsyncWebsocketConsumer):
             finished = finished or bool(batch) and is_terminal(batch[-1][1])
         if not finished:  # this process stops and the reply goes on: join it again (elsewhere)
             await self._send({"type": "reconnect", "message_id": message_id, "retry_ms": RECONNECT_MS})
+
+    async def _watch_key(self) -> None:
+        """Close the socket within WS_KEY_CHECK_SECONDS once its key is revoked or its tenant deactivated."""
+        while True:
+            await asyncio.sleep(settings.WS_KEY_CHECK_SECONDS)
+            if not await in_worker(_key_live)(self.principal.api_key.pk):
+                gone = exceptions.AuthenticationFailed("This API key was revoked, or its tenant deactivated.")
+                await self._send_error(gone, None)
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
 
     # --- Helpers ----------------------------------------------------------------------------------
 
@@ -191,17 +245,27 @@ _HANDLERS = {
     "message.send": ConversationSocket._send_message,
     "message.join": ConversationSocket._join,
     "message.cancel": ConversationSocket._cancel,
+    "conversation.subscribe": ConversationSocket._subscribe,
+    "conversation.unsubscribe": ConversationSocket._unsubscribe,
 }
 
 
-def _principal(header: str, tenant_id: str) -> ApiPrincipal:
-    """The key's principal, if it is a live key of this URL's tenant (which must be active)."""
-    if not header:
-        raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <API key>'.")
-    principal = principal_for_header(header, tenant_id)
+def _principal(header: str, ticket: str, tenant_id: str) -> ApiPrincipal:
+    """The principal of the key (`Authorization`) or ticket (`?ticket=`, browsers), if it is a live key of
+    this URL's tenant (which must be active)."""
+    if header:
+        principal = principal_for_header(header, tenant_id)
+    elif ticket:
+        principal = principal_for_ticket(ticket)
+    else:
+        raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <API key>', or ?ticket= (POST .../ws-tickets).")
     if principal.tenant.id != tenant_id or not principal.tenant.is_active:
         raise NotFound()
     return principal
+
+
+def _key_live(api_key_id: int) -> bool:
+    return ApiKey.objects.active().filter(pk=api_key_id, tenant__is_active=True).exists()
 
 
 def _request_id(frame: dict) -> str | None:

@@ -36,6 +36,7 @@ from conversations.selectors import message_branch
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
+from core.notify import conversation_notify
 from core.tenancy import scoped_context, tenant_scope
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
@@ -164,6 +165,10 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
     conversation.message_count += rows.added
     conversation.updated_at = now
     conversation.save(update_fields=["current_message", "message_count", "updated_at"])
+    for message in [rows.user_message, rows.assistant][2 - rows.added :]:  # the rows this turn added
+        conversation_notify(
+            conversation.id, "message.created", message_id=message.id, role=message.role, parent_id=message.parent_id
+        )
     return _plan(conversation, rows, request, started_at=started_at)
 
 
@@ -760,6 +765,9 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     )
     if not titled:
         conversations.update(updated_at=now)
+    conversation_notify(plan.conversation_id, "message.completed", message_id=plan.message_id, status=outcome.status)
+    if titled:
+        conversation_notify(plan.conversation_id, "conversation.updated", name=outcome.title)
     return Ending(outcome, stream, now, title=outcome.title if titled else "", citations=tuple(cited))
 
 

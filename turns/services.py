@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
+from core.notify import conversation_notify
 from core.tenancy import owner_scope
 from dataframes.services import dataframes_delete_stored
 from files.services import file_bytes_delete_for_conversations
@@ -50,6 +51,8 @@ def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversa
     file_bytes_delete_for_conversations(tenant_id=tenant_id, conversation_ids=ids)
     dataframes_delete_stored(tenant_id=tenant_id, conversation_ids=ids)
     Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).delete()
+    for conversation_id in ids:
+        conversation_notify(conversation_id, "conversation.deleted")
     return len(ids)
 
 
@@ -202,6 +205,10 @@ def message_sweep_if_stale(
             async_to_sync(stream_log().append)(message.id, error_seq, {"error": INTERRUPTED})
         except Exception:  # followers still learn it from the stored message, within seconds
             logger.warning("Publishing the end of swept reply %s failed", message.id, exc_info=True)
+    if updated:
+        conversation_notify(
+            message.conversation_id, "message.completed", message_id=message.id, status=MessageStatus.FAILED
+        )
     return bool(updated)
 
 

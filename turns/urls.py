@@ -1,7 +1,7 @@
 from django.urls import path
 
 from conversations.urls import AGENT, CONVERSATION
-from turns.apis import MessageCancelView, MessageStreamView, MessagesView, StreamView
+from turns.apis import MessageCancelView, MessageStreamView, MessagesView, StreamView, WsTicketView
 from turns.deletion_apis import (
     DeletableAgentViewSet,
     DeletableConversationViewSet,
@@ -33,4 +33,5 @@ urlpatterns = [
     path(f"{CONVERSATION}/stream", StreamView.as_view(), name="conversation-stream"),
     path(f"{CONVERSATION}/messages/<str:message_id>/stream", MessageStreamView.as_view(), name="message-stream"),
     path(f"{CONVERSATION}/messages/<str:message_id>/cancel", MessageCancelView.as_view(), name="message-cancel"),
+    path("ws-tickets", WsTicketView.as_view(), name="ws-ticket"),
 ]
