@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework import exceptions
 from rest_framework.exceptions import Throttled
 
@@ -86,6 +87,8 @@ class ConversationSocket(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not hasattr(self, "principal"):
+            return  # refused at connect; the socket is closing
         request_id = None
         try:
             if text_data is None or len(text_data) > MAX_FRAME_CHARS:
@@ -207,7 +210,12 @@ class ConversationSocket(AsyncWebsocketConsumer):
         """Close the socket within WS_KEY_CHECK_SECONDS once its key is revoked or its tenant deactivated."""
         while True:
             await asyncio.sleep(settings.WS_KEY_CHECK_SECONDS)
-            if not await in_worker(_key_live)(self.principal.api_key.pk):
+            try:
+                live = await in_worker(_key_live)(self.principal.api_key.pk)
+            except DatabaseError:  # the database is away: the socket stays, and the check comes again
+                logger.warning("Checking the key of a WebSocket failed", exc_info=True)
+                continue
+            if not live:
                 gone = exceptions.AuthenticationFailed("This API key was revoked, or its tenant deactivated.")
                 await self._send_error(gone, None)
                 await self.close(code=CLOSE_UNAUTHENTICATED)
