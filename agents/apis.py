@@ -51,12 +51,8 @@ _INPUT_RULES = (
             OpenApiExample(
                 "An agent on an OpenAI-compatible model",
                 value={
-                    "name": "Invoices assistant",
-                    "description": "Answers questions about the finance team's invoices.",
-                    "system_prompt": "You answer questions about invoices. Cite the files you use.",
-                    "engine": "openai",
-                    "model": "gpt-4o-mini",
-                    "options": {"temperature": 0.2, "max_tokens": 1024, "tools": ["search_files", "run_sql"]},
+                    field: AGENT_EXAMPLE[field]
+                    for field in ("name", "description", "system_prompt", "engine", "model", "options")
                 },
                 request_only=True,
             ),
