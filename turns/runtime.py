@@ -36,7 +36,7 @@ from conversations.selectors import message_branch
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
-from core.notify import conversation_notify
+from core.notify import conversation_anotify
 from core.tenancy import scoped_context, tenant_scope
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
@@ -165,10 +165,6 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
     conversation.message_count += rows.added
     conversation.updated_at = now
     conversation.save(update_fields=["current_message", "message_count", "updated_at"])
-    for message in [rows.user_message, rows.assistant][2 - rows.added :]:  # the rows this turn added
-        conversation_notify(
-            conversation.id, "message.created", message_id=message.id, role=message.role, parent_id=message.parent_id
-        )
     return _plan(conversation, rows, request, started_at=started_at)
 
 
@@ -438,7 +434,15 @@ async def turn_launch(*, ref: ConversationRef, request: TurnRequest) -> tuple[Tu
 
     async def launch() -> tuple[TurnPlan, asyncio.Task]:
         plan = await in_worker(turn_start_or_conflict)(ref=ref, request=request)
-        return plan, await generation_start(plan)
+        generation = await generation_start(plan)
+        if plan.rows is not None:  # (a continued reply is no new message)
+            rows = plan.rows
+            for message in [rows.assistant] if request.regenerate else [rows.user_message, rows.assistant]:
+                await conversation_anotify(
+                    plan.conversation_id, "message.created", message_id=message.id, role=message.role,
+                    parent_id=message.parent_id,
+                )  # fmt: skip
+        return plan, generation
 
     launching = asyncio.ensure_future(launch())
     try:
@@ -683,6 +687,12 @@ async def _end(generation: Generation, outcome: Outcome) -> Ending:
             await stream_log().append(plan.message_id, seq, event)
     except Exception:  # the log's store failed: followers finish from the stored message
         logger.exception("Publishing the end of generation %s failed", plan.message_id)
+    if ending.completed_at is not None:
+        await conversation_anotify(
+            plan.conversation_id, "message.completed", message_id=plan.message_id, status=outcome.status
+        )
+        if ending.title:
+            await conversation_anotify(plan.conversation_id, "conversation.updated", name=ending.title)
     return ending
 
 
@@ -765,9 +775,6 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     )
     if not titled:
         conversations.update(updated_at=now)
-    conversation_notify(plan.conversation_id, "message.completed", message_id=plan.message_id, status=outcome.status)
-    if titled:
-        conversation_notify(plan.conversation_id, "conversation.updated", name=outcome.title)
     return Ending(outcome, stream, now, title=outcome.title if titled else "", citations=tuple(cited))
 
 
@@ -800,4 +807,7 @@ async def _title_conversation(plan: TurnPlan) -> str:
     except EngineFailure:
         title = title_from_keywords(plan.title_from)
     untitled = Conversation.objects.filter(pk=plan.conversation_id, name="", title_source=TitleSource.PROPOSED)
-    return title if await in_worker(untitled.update)(name=title) else ""
+    if not await in_worker(untitled.update)(name=title):
+        return ""
+    await conversation_anotify(plan.conversation_id, "conversation.updated", name=title)
+    return title
