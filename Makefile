@@ -40,7 +40,7 @@ run: migrate
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py ensure_demo_tenant --port $(PORT)
 	$(BIN)/uvicorn config.asgi:application --host $(HOST) --port $(PORT) --proxy-headers --loop uvloop --http httptools \
-		--timeout-graceful-shutdown $(GRACE)
+		--ws-per-message-deflate false --timeout-graceful-shutdown $(GRACE)
 
 # Stops what `make run` started: its server (this checkout's, on PORT) and the embedded PostgreSQL, if any.
 stop:

@@ -11,14 +11,22 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
-from core.asgi import BrowserOriginValidator, SharedSyncThreads, gc_prepare_for_serving  # noqa: E402
+from core.asgi import (  # noqa: E402
+    BrowserOriginValidator,
+    SessionsOfBrowsers,
+    SharedSyncThreads,
+    gc_prepare_for_serving,
+)
 from turns.maintenance import MaintainedApplication  # noqa: E402 - needs the app registry
 from turns.routing import websocket_urlpatterns  # noqa: E402
 
 protocols = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns), settings.WS_ALLOWED_ORIGINS),
+        # The session (scope["user"]) is the admin playground's way in; API clients use keys or tickets.
+        "websocket": BrowserOriginValidator(
+            SessionsOfBrowsers(URLRouter(websocket_urlpatterns)), settings.WS_ALLOWED_ORIGINS
+        ),
     }
 )
 application = MaintainedApplication(SharedSyncThreads(protocols, size=settings.REQUEST_SYNC_THREADS))

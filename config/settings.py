@@ -111,6 +111,9 @@ WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", "") or ALLOWED_HOSTS
 WS_KEY_CHECK_SECONDS = env_float("WS_KEY_CHECK_SECONDS", 5.0)
 # A WebSocket ticket (POST .../ws-tickets) opens one socket within this many seconds.
 WS_TICKET_SECONDS = env_float("WS_TICKET_SECONDS", 60.0)
+# A WebSocket client that takes no frame for this many seconds while the server has some to send (its
+# socket's buffer full) is disconnected, rather than letting what waits for it grow.
+WS_SEND_TIMEOUT_SECONDS = env_float("WS_SEND_TIMEOUT_SECONDS", 10.0)
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key", "last-event-id")
 CORS_EXPOSE_HEADERS = ("retry-after", "content-disposition")
 CORS_PREFLIGHT_MAX_AGE = 3600
@@ -251,7 +254,11 @@ USE_TZ = True
 # --- API ---------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
+    # The key; or a staff user's admin session with the CSRF token, as the playground page calls the API.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.ApiKeyAuthentication",
+        "tenants.authentication.StaffSessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.IsTenantMember"],
     "DEFAULT_THROTTLE_CLASSES": ["tenants.throttles.ApiKeyRateThrottle"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
@@ -275,6 +282,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_AUTHENTICATION": [],
+    # API clients use keys; the staff session is the admin playground's, not documented as a way in.
+    "AUTHENTICATION_WHITELIST": ["tenants.authentication.ApiKeyAuthentication"],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     # The areas of the API, in the order the documentation shows them (core.schema tags each operation).
     "TAGS": [

@@ -5,11 +5,15 @@ from __future__ import annotations
 import atexit
 import gc
 import importlib
+import io
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext
+from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import OriginValidator
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest
 from django.urls import get_resolver
 
 
@@ -82,3 +86,29 @@ class BrowserOriginValidator(OriginValidator):
 
     def valid_origin(self, parsed_origin) -> bool:
         return parsed_origin is None or super().valid_origin(parsed_origin)
+
+
+def handshake_request(scope: dict, *, csrf_token: str) -> HttpRequest:
+    """A WebSocket handshake as the POST Django would check for CSRF: its headers (Host, Origin, the
+    cookies), its scheme (wss: https), and `csrf_token` as the X-CSRFToken header a page's script sends."""
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    request = ASGIRequest({**scope, "type": "http", "method": "POST", "scheme": scheme}, io.BytesIO())
+    request.META["HTTP_X_CSRFTOKEN"] = csrf_token
+    return request
+
+
+class SessionsOfBrowsers:
+    """Channels' AuthMiddlewareStack (`scope["user"]` from the session cookie) for the WebSocket handshakes
+    that bring a cookie and neither `Authorization` nor `?ticket=`: the admin playground's. API clients
+    skip the session lookup (a thread hop and a query for each handshake)."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+        self.with_session = AuthMiddlewareStack(application)
+
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers", ()))
+        keyless = b"authorization" not in headers and b"ticket=" not in scope.get("query_string", b"")
+        if keyless and b"cookie" in headers:
+            return await self.with_session(scope, receive, send)
+        return await self.application(scope, receive, send)

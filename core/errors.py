@@ -36,6 +36,13 @@ class NotAuthenticated(ApplicationError):
     code, status, default_message = "not_authenticated", 401, "A valid API key is required."
 
 
+class Forbidden(ApplicationError):
+    """Only where no resource is concerned (a signed URL's signature, a staff session's CSRF check): another
+    tenant's ids are 404, never 403."""
+
+    code, status, default_message = "forbidden", 403, "Forbidden."
+
+
 class NotFound(ApplicationError):
     code, status, default_message = "not_found", 404, "Not found."
 

@@ -98,9 +98,19 @@ def _conversation(request, agent_id: str, conversation_id: str) -> Conversation:
     return conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
 
 
+class LimitedUploads:
+    """A view mixin: the upload limits (LimitedUploadHandler) hold from the first read of the body, whoever
+    reads it: the view (uploaded_files), or before it the CSRF check of a staff session, which reads a
+    form's fields."""
+
+    def initialize_request(self, request, *args, **kwargs):
+        request.upload_handlers = [LimitedUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
+
+
 def uploaded_files(request) -> list:
-    """The request's `files` parts, streamed to temporary files within the upload limits."""
-    request._request.upload_handlers = [LimitedUploadHandler(request._request)]
+    """The request's `files` parts, streamed to temporary files within the upload limits (a LimitedUploads
+    view)."""
     try:
         return request.FILES.getlist("files")
     except RequestDataTooBig:
@@ -150,7 +160,7 @@ def file_download_response(file: File) -> FileResponse:
         examples=[_FILE_RESPONSE],
     ),
 )
-class FileViewSet(viewsets.GenericViewSet):
+class FileViewSet(LimitedUploads, viewsets.GenericViewSet):
     serializer_class = FileSerializer
     pagination_class = keyset_pagination("-created_at", "-id")
     parser_classes = [MultiPartParser]  # only `create` reads a body

@@ -10,15 +10,15 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils.http import content_disposition_header
 
-from core.errors import ApplicationError
+from core.errors import Forbidden
 from core.tenancy import tenant_scope_enter
 from files.models import File
 
 SALT = "files.signed-download"
 
 
-class SignatureRejected(ApplicationError):
-    code, status, default_message = "forbidden", 403, "This link is invalid or has expired."
+class SignatureRejected(Forbidden):
+    default_message = "This link is invalid or has expired."
 
 
 def _is_s3() -> bool:

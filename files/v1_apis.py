@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, KeysetPagination
 from core.schema import V1ErrorSerializer
 from core.views import V1APIView
-from files.apis import FILE_EXAMPLE, UPLOAD_RULES, uploaded_files
+from files.apis import FILE_EXAMPLE, UPLOAD_RULES, LimitedUploads, uploaded_files
 from files.selectors import file_get, file_list
 from files.serializers import FileSerializer, FileUploadSerializer
 from files.services import file_create_many, file_delete
@@ -19,7 +19,7 @@ V1_FILES = inline_serializer("V1Files", {"success": serializers.BooleanField(), 
 _V1_FILE = {**FILE_EXAMPLE, "file_ref": "file_01jngay3g0ktrrva35ffrhkr7a", "conversation_id": None}
 
 
-class FilesV1View(V1APIView):
+class FilesV1View(LimitedUploads, V1APIView):
     parser_classes = [MultiPartParser]
 
     @extend_schema(

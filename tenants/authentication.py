@@ -2,22 +2,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from core.errors import Forbidden, NotFound
 from core.tenancy import owner_scope, tenant_scope, tenant_scope_enter
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_verify, ws_ticket_redeem
 
+PLAYGROUND_PERMISSION = "tenants.use_playground"
+
 
 @dataclass(frozen=True)
 class ApiPrincipal:
-    """`request.user` of an API request: the tenant a valid key belongs to."""
+    """`request.user` of an API request: the tenant a valid key belongs to, or the tenant a staff user
+    acts on from the admin's playground (`user`, signed in; no key)."""
 
     tenant: Tenant
-    api_key: ApiKey
+    api_key: ApiKey | None
+    user: AbstractBaseUser | None = None
     is_authenticated: bool = True
     is_anonymous: bool = False
+
+    @property
+    def rate_key(self) -> str:
+        """Whose requests the rate limit counts: the key's, or the staff user's."""
+        return self.api_key.prefix if self.api_key is not None else f"user-{self.user.pk}"
+
+
+def principals_refused(principals: list[ApiPrincipal]) -> list[Exception | None]:
+    """For each principal, why it is no longer allowed, as checked again while sockets stay open (None: it
+    still is): its key revoked, or its user no longer staff with the permission (401); its tenant
+    deactivated (404, as the tenant's requests now are). One query for the keys, one for the tenants, one
+    per staff user."""
+    with owner_scope():
+        key_ids = {principal.api_key.pk for principal in principals if principal.api_key is not None}
+        live_keys = set(ApiKey.objects.active().filter(pk__in=key_ids).values_list("pk", flat=True))
+        tenant_ids = {principal.tenant.pk for principal in principals}
+        active = set(Tenant.objects.filter(pk__in=tenant_ids, is_active=True).values_list("pk", flat=True))
+        staff = {}
+        for principal in principals:
+            if principal.api_key is None and principal.user.pk not in staff:
+                user = get_user_model()._default_manager.filter(pk=principal.user.pk).first()
+                staff[principal.user.pk] = may_use_playground(user)
+
+    def refused(principal: ApiPrincipal) -> Exception | None:
+        if principal.api_key is not None and principal.api_key.pk not in live_keys:
+            return exceptions.AuthenticationFailed("This API key was revoked.")
+        if principal.api_key is None and not staff[principal.user.pk]:
+            return exceptions.AuthenticationFailed("This user may no longer use the playground.")
+        if principal.tenant.pk not in active:
+            return NotFound("This tenant was deactivated.")
+        return None
+
+    return [refused(principal) for principal in principals]
 
 
 def bearer_token(header: str) -> str | None:
@@ -60,6 +101,34 @@ def principal_for_ticket(ticket: str) -> ApiPrincipal:
     return ApiPrincipal(tenant=key.tenant, api_key=key)
 
 
+def may_use_playground(user: AbstractBaseUser | None) -> bool:
+    """Active staff with the playground's permission (superusers have it)."""
+    return bool(user and user.is_active and user.is_staff and user.has_perm(PLAYGROUND_PERMISSION))
+
+
+def principal_for_staff(user: AbstractBaseUser | None, tenant_id: str) -> ApiPrincipal | None:
+    """The principal of a signed-in staff user acting on the URL's tenant, or None when the user is not
+    one allowed to (anonymous, not staff, without the permission): then the request is unauthenticated.
+    An unknown or inactive tenant is 404.
+
+    A session is a browser's cookie, which any page can make the browser send: the caller has checked
+    CSRF (session_csrf_check)."""
+    with owner_scope():  # the user and their permissions are not a tenant's rows
+        if not may_use_playground(user):
+            return None
+        tenant = Tenant.objects.filter(pk=tenant_id, is_active=True).first()
+    if tenant is None:
+        raise NotFound()
+    tenant_scope_enter(tenant.id)
+    return ApiPrincipal(tenant=tenant, api_key=None, user=user)
+
+
+def session_csrf_check(request: HttpRequest) -> None:
+    """Django's CSRF check of a request made with a session, as for a form post: the page's token, and an
+    Origin (or Referer) of this site or CSRF_TRUSTED_ORIGINS. PermissionDenied (403) when it fails."""
+    StaffSessionAuthentication().enforce_csrf(request)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiPrincipal, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
@@ -70,3 +139,26 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+class StaffSessionAuthentication(authentication.SessionAuthentication):
+    """A staff user's admin session on a tenant's API (`/tenants/<id>/api/v2/`), as the playground page
+    calls it: see principal_for_staff. Not for /v1, whose tenant is the key's. Tried after the key: a
+    request with `Authorization` is the key's alone."""
+
+    def enforce_csrf(self, request) -> None:
+        try:
+            super().enforce_csrf(request)
+        except exceptions.PermissionDenied as exc:  # (DRF's is answered as not_found: no resource is hidden here)
+            raise Forbidden(f"{exc.detail} Send the page's CSRF token (X-CSRFToken).") from None
+
+    def authenticate(self, request: Request) -> tuple[ApiPrincipal, None] | None:
+        tenant_id = (request.parser_context or {}).get("kwargs", {}).get("tenant_id")
+        if not tenant_id or request.META.get("HTTP_AUTHORIZATION"):
+            return None
+        with owner_scope():  # the session and its user are not a tenant's rows
+            signed_in = super().authenticate(request)  # (then CSRF checked: 403 when it fails)
+        if signed_in is None:
+            return None
+        principal = principal_for_staff(signed_in[0], tenant_id)
+        return None if principal is None else (principal, None)

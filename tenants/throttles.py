@@ -61,9 +61,10 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         return settings.THROTTLE_RATE  # read per request, so settings overrides take effect
 
     def get_cache_key(self, request, view) -> str | None:
-        if request.auth is None:
+        rate_key = getattr(request.user, "rate_key", None)  # (an ApiPrincipal's: its key, or its staff user)
+        if rate_key is None:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": request.auth.prefix}
+        return self.cache_format % {"scope": self.scope, "ident": rate_key}
 
     def allow_request(self, request, view) -> bool:
         tenant = getattr(request.user, "tenant", None)

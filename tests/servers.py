@@ -87,15 +87,16 @@ def server_command(server: str, port: int, args: Sequence[str] = (), application
     """The command line of one `server` process serving `application` on 127.0.0.1:`port`, with extra `args`.
 
     Both keep their defaults otherwise, as deployed (each writes an access line per request to its log).
-    uvicorn: uvloop and httptools, and lifespan events in uvicorn's default mode, "auto": an application
-    that handles them (config.asgi's starts the process's maintenance at start-up) gets them; one that does
-    not (bc15749's and earlier, whose ProtocolTypeRouter knows "http" only) makes uvicorn log "ASGI
-    'lifespan' protocol appears unsupported." and serve on, its maintenance starting with the first request
-    as under daphne, which sends none. `args` come last: ("--lifespan", "on") makes a failed start-up fatal."""
+    uvicorn: uvloop and httptools, WebSocket frames uncompressed, and lifespan events in uvicorn's default
+    mode, "auto": an application that handles them (config.asgi's starts the process's maintenance at
+    start-up) gets them; one that does not (bc15749's and earlier, whose ProtocolTypeRouter knows "http"
+    only) makes uvicorn log "ASGI 'lifespan' protocol appears unsupported." and serve on, its maintenance
+    starting with the first request as under daphne, which sends none. `args` come last: ("--lifespan",
+    "on") makes a failed start-up fatal."""
     if server == "uvicorn":
         return [
             *_executable("uvicorn"), application, "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--lifespan", "auto", *args,
+            "--loop", "uvloop", "--http", "httptools", "--lifespan", "auto", "--ws-per-message-deflate", "false", *args,
         ]  # fmt: skip
     if server == "daphne":
         return [*_executable("daphne"), "-b", "127.0.0.1", "-p", str(port), *args, application]

@@ -41,6 +41,10 @@ def test_the_stop_timeouts_leave_the_drain_its_time():
     dockerfile = (BASE_DIR / "deploy" / "Dockerfile").read_text()
     unit = (BASE_DIR / "deploy" / "parley@.service").read_text()
     grace = int(re.search(r'"--timeout-graceful-shutdown", "(\d+)"', dockerfile).group(1))
+    # (and WebSocket frames uncompressed everywhere: deflate's state costs each open socket about 40 KB)
+    readme, makefile = (BASE_DIR / "README.md").read_text(), (BASE_DIR / "Makefile").read_text()
+    assert '"--ws-per-message-deflate", "false"' in dockerfile
+    assert all("--ws-per-message-deflate false" in text for text in (unit, readme, makefile))
     assert drain < grace == int(re.search(r"--timeout-graceful-shutdown (\d+)", unit).group(1))
     assert grace < int(re.search(r"TimeoutStopSec=(\d+)", unit).group(1))
     for name in ("parley-1", "parley-2"):

@@ -5,6 +5,7 @@ in the one shape, and another tenant's ids are not_found."""
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 
@@ -14,8 +15,10 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from conversations.models import Message, MessageStatus
-from tests.conftest import uninterrupted_text
-from tests.servers import BASE_DIR, served
+from tenants.models import Tenant
+from tenants.services import api_key_create
+from tests.conftest import uninterrupted_text, wait_until
+from tests.servers import BASE_DIR, served, served_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -292,3 +295,74 @@ async def test_a_ticket_expires_and_a_revoked_key_closes_its_sockets(owner, djan
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await socket.recv()
             assert closed.value.rcvd.code == 4401
+        # A tenant deactivated: its sockets close as its requests now answer, 404.
+        _, secret = await sync_to_async(api_key_create)(tenant=owner.tenant, name="second")
+        url = socket_url(base.replace("http://", "ws://"), owner)
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {secret}"}) as socket:
+            await socket.send(json.dumps({"type": "ping"}))
+            assert json.loads(await socket.recv())["type"] == "pong"
+            await Tenant.objects.filter(pk=owner.tenant.pk).aupdate(is_active=False)
+            async with asyncio.timeout(5):
+                frame = json.loads(await socket.recv())
+                assert (frame["type"], frame["status"], frame["error"]["code"]) == ("error", 404, "not_found")
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await socket.recv()
+            assert closed.value.rcvd.code == 4404
+
+
+async def test_a_client_that_stops_reading_is_disconnected_and_the_server_holds_no_more_for_it(
+    owner, django_db_blocker
+):
+    """The server writes a frame once the socket's buffer has room; a client that takes nothing for
+    WS_SEND_TIMEOUT_SECONDS is disconnected, so what waits for it never grows."""
+    conversation = await sync_to_async(owner.conversation)()
+    size, replies = 1_000_000, []
+    for _ in range(8):  # 8 MB of stored replies to join, more than the buffers on the way hold
+        replies.append(await Message.objects.acreate(
+            tenant=owner.tenant, conversation=conversation, role="assistant", status="completed",
+            content="x" * size, stream_index=[[0, "content", 0, size], [1, "done", 0, 0]],
+            extra_events=[{"done": True, "status": "completed"}],
+        ))  # fmt: skip
+    with django_db_blocker.unblock(), served_process(REDIS_URL="", WS_SEND_TIMEOUT_SECONDS="1") as server:
+        reader = socket.socket()
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's buffer fills
+        reader.connect(("127.0.0.1", server.port))
+        async with websockets.connect(
+            socket_url(server.url.replace("http://", "ws://"), owner), sock=reader, max_queue=1, max_size=None,
+            compression=None,  # (deflate would make these frames tiny on the wire)
+            additional_headers={"Authorization": f"Bearer {owner.secret}"},
+        ) as client:  # fmt: skip
+            for reply in replies:  # the client sends, and reads nothing for now
+                await client.send(json.dumps({
+                    "type": "message.join", "agent_id": owner.agent.id, "conversation_id": conversation.id,
+                    "message_id": reply.id,
+                }))  # fmt: skip
+            try:
+                wait_until(lambda: "it is disconnected" in server.log_tail(), timeout=15)
+            except pytest.fail.Exception:
+                pytest.fail(f"the server did not give up on the client; its log: {server.log_tail()}")
+            received = 0
+            with pytest.raises(websockets.ConnectionClosed):
+                async with asyncio.timeout(15):
+                    while True:  # what the buffers held, then the end
+                        received += len(await client.recv())
+    assert received < len(replies) * size
+    assert "Exception" not in server.log_tail()
+
+
+async def test_a_send_repeated_with_its_idempotency_key_starts_nothing_and_is_answered_as_the_first(server, owner):
+    conversation = await sync_to_async(owner.conversation)()
+    frame = json.loads(send_frame(owner, conversation, idempotency_key="send-1"))
+    async with connect(server, owner) as socket:
+        await socket.send(json.dumps(frame))
+        first = await frames_until(socket, is_done)
+    async with connect(server, owner) as socket:  # as after a dropped socket: the same frame again
+        await socket.send(json.dumps({**frame, "request_id": "again"}))
+        again = await frames_until(socket, is_done)
+        await socket.send(json.dumps({**frame, "request_id": "other", "content": "Another question"}))
+        refused = await frames_until(socket, lambda f: f["type"] == "error")
+    assert again[0] == {**first[0], "request_id": "again"}  # the same ids
+    assert [f["id"] for f in again[1:]] == [f["id"] for f in first[1:]]  # the reply again, from its start
+    assert content_of(again) == content_of(first)
+    assert (refused[-1]["status"], refused[-1]["error"]["code"]) == (422, "idempotency_key_reused")
+    assert await Message.objects.filter(conversation=conversation).acount() == 2  # one question, one reply

@@ -27,7 +27,7 @@ from conversations.selectors import conversation_aget, message_get, message_list
 from conversations.serializers import MessageSerializer
 from core.db import in_worker
 from core.drain import draining, handed_over
-from core.errors import Invalid, NotFound, Unavailable, error_body
+from core.errors import Forbidden, Invalid, NotFound, Unavailable, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import MAX_KEY_LENGTH, request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
@@ -468,7 +468,9 @@ class MessageStreamView(EventStreamView):
 
 
 class WsTicketSerializer(serializers.Serializer):
-    ticket = serializers.CharField(help_text="Pass as `?ticket=` on the WebSocket handshake: once, within 60 s.")
+    ticket = serializers.CharField(
+        help_text="Pass as `?ticket=` on the WebSocket handshake: once, before `expires_at` (WS_TICKET_SECONDS)."
+    )
     expires_at = serializers.DateTimeField()
     url = serializers.CharField(help_text="The tenant's WebSocket URL with the ticket, ready to open.")
 
@@ -478,7 +480,8 @@ class WsTicketView(APIView):
         summary="Get a ticket to open the WebSocket from a browser",
         description="A browser cannot send `Authorization` on a WebSocket handshake, and an API key must never "
         "be in a URL: a request with the key gets a ticket instead, which the page passes as `?ticket=` on "
-        "`ws(s)://HOST/tenants/{tenant_id}/api/v2/ws`. A ticket opens one socket, within 60 seconds; the socket "
+        "`ws(s)://HOST/tenants/{tenant_id}/api/v2/ws`. A ticket opens one socket, within "
+        f"{settings.WS_TICKET_SECONDS:g} seconds (WS_TICKET_SECONDS); the socket "
         "then acts with the key's rights, and closes within seconds if the key is revoked. README, "
         '"WebSocket", describes the protocol. No request body.\n\nErrors: only the generic ones.',
         request=None,
@@ -496,6 +499,8 @@ class WsTicketView(APIView):
         ],
     )
     def post(self, request, tenant_id: str):
+        if request.auth is None:  # a staff session (the playground) opens its socket with the session itself
+            raise Forbidden("Tickets are issued to API keys.")
         ticket, expires_at = ws_ticket_issue(api_key=request.auth)
         url = request.build_absolute_uri(f"/tenants/{tenant_id}/api/v2/ws")  # (routed by config.asgi)
         url = "ws" + url.removeprefix("http") + "?" + urlencode({"ticket": ticket})

@@ -1,6 +1,8 @@
 """The WebSocket API: one socket of a tenant carries the turns of several conversations.
 
-`ws(s)://HOST/tenants/{tenant_id}/api/v2/ws`, authenticated as REST is (`Authorization: Bearer <key>`).
+`ws(s)://HOST/tenants/{tenant_id}/api/v2/ws`, authenticated as REST is (`Authorization: Bearer <key>`), by
+a ticket (`?ticket=`, browsers), or by a staff user's admin session with the page's CSRF token (`?csrf=`,
+the admin's playground).
 Frames are JSON objects with a `type` and, from the client, an optional `request_id` that the answer
 carries back (README, "WebSocket"):
 
@@ -13,33 +15,48 @@ carries back (README, "WebSocket"):
   `conversation.updated`, `conversation.deleted`.
 
 A reply followed here goes on when the socket closes, unless it was sent with `on_disconnect: cancel`.
+
+What a socket may hold is bounded: frames of MAX_FRAME_CHARS, MAX_SUBSCRIPTIONS conversations and as many
+replies followed, each frame counted by the key's rate limit; and what waits to be sent: the server writes
+a frame once the socket's buffer is under its mark, so a client that reads slowly slows its own replies,
+and one that stops reading for WS_SEND_TIMEOUT_SECONDS is disconnected. A reply goes on without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError
+from django.core.exceptions import DisallowedHost
 from rest_framework import exceptions
 from rest_framework.exceptions import Throttled
 
 from conversations.models import MessageStatus
 from conversations.selectors import conversation_aget
 from conversations.serializers import MessageSerializer
+from core.asgi import handshake_request
 from core.db import in_worker
 from core.drain import draining
-from core.errors import Invalid, NotFound, Unavailable, error_answer
+from core.errors import Forbidden, Invalid, NotFound, Unavailable, error_answer
+from core.idempotency import request_fingerprint, run_idempotent
 from core.notify import conversation_group
-from core.tenancy import tenant_scope_enter
-from tenants.authentication import ApiPrincipal, principal_for_header, principal_for_ticket
-from tenants.models import ApiKey
+from core.tenancy import scoped_context, tenant_scope_enter
+from tenants.authentication import (
+    ApiPrincipal,
+    principal_for_header,
+    principal_for_staff,
+    principal_for_ticket,
+    principals_refused,
+    session_csrf_check,
+)
 from tenants.throttles import ApiKeyRateThrottle
 from turns.apis import assistant_message_aget, must_reconnect, settled_after_cancel, turn_request_from
 from turns.events import is_terminal
@@ -52,9 +69,12 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_CHARS = 1_000_000  # a message's content is at most MESSAGE_MAX_CHARS (100,000 by default)
 MAX_REQUEST_ID_CHARS = 100
 MAX_SUBSCRIPTIONS = 100
+MAX_FOLLOWED = 100  # replies followed at once (one runs at a time per conversation)
 RECONNECT_MS = 500
-# WebSocket close codes: 4000 + the HTTP status the same refusal has on REST.
-CLOSE_UNAUTHENTICATED, CLOSE_NOT_FOUND = 4401, 4404
+# A socket refused closes with 4000 + the HTTP status the same refusal has on REST (4401, 4403, 4404; 4500
+# and 4503 when the database or the process fails it); a client too slow with 4408.
+CLOSE_STATUS_BASE = 4000
+CLOSE_TOO_SLOW = 4408
 
 
 class ConversationSocket(AsyncWebsocketConsumer):
@@ -62,23 +82,21 @@ class ConversationSocket(AsyncWebsocketConsumer):
         tenant_scope_enter("")  # as an API request: nothing of any tenant's until the key names one
         self.following: dict[str, asyncio.Task] = {}
         self.cancel_on_close: set[str] = set()
+        self.too_slow = False
         await self.accept()
-        tenant_id = self.scope["url_route"]["kwargs"]["tenant_id"]
         try:
-            ticket = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("ticket", [""])[0]
-            self.principal = await in_worker(_principal)(self._header("authorization"), ticket, tenant_id)
+            self.principal = await in_worker(_principal)(self.scope)
         except Exception as exc:
             status = await self._send_error(exc, None)
-            await self.close(code=CLOSE_NOT_FOUND if status == 404 else CLOSE_UNAUTHENTICATED)
+            await self.close(code=CLOSE_STATUS_BASE + status)
             return
         tenant_scope_enter(self.principal.tenant.id)
         self.throttle = ApiKeyRateThrottle()
         self.subscribed: set[str] = set()
-        self.key_watch = asyncio.create_task(self._watch_key())
+        _open_sockets_watch(self)
 
     async def disconnect(self, code: int) -> None:
-        if (watch := getattr(self, "key_watch", None)) is not None:
-            watch.cancel()
+        _open_sockets.discard(self)
         for message_id, task in list(getattr(self, "following", {}).items()):
             task.cancel()
             if message_id in self.cancel_on_close:
@@ -125,19 +143,35 @@ class ConversationSocket(AsyncWebsocketConsumer):
         turn_request = turn_request_from(serializer.validated_data)
         if draining():
             raise Unavailable
-        plan, _ = await turn_launch(ref=ref, request=turn_request)
-        await self._send({
-            "type": "ack", "request_id": request_id,
-            "message_id": plan.message_id, "user_message_id": plan.user_message_id,
-            "conversation_id": plan.conversation_id,
-        })  # fmt: skip
-        self._follow(plan.message_id, after=-1, cancel_on_close=turn_request.on_disconnect == "cancel")
+        if len(self.following) >= MAX_FOLLOWED:
+            raise Invalid(f"A socket follows at most {MAX_FOLLOWED} replies at once; wait for one to end.")
+
+        async def launch() -> tuple[int, dict]:
+            plan, _ = await turn_launch(ref=ref, request=turn_request)
+            ids = {"message_id": plan.message_id, "user_message_id": plan.user_message_id}
+            return 200, {**ids, "conversation_id": plan.conversation_id}
+
+        # As `Idempotency-Key` on REST: a frame sent again with the same key (after a dropped socket) starts
+        # nothing and is answered as the first was, its reply followed from its start.
+        key = frame.get("idempotency_key")
+        if key is not None and not isinstance(key, str):
+            raise Invalid("idempotency_key: a string.")
+        _, launched = await run_idempotent(
+            tenant_id=ref.tenant_id,
+            key=key,
+            fingerprint=request_fingerprint("WS", "message.send", [ref.agent_id, ref.conversation_id, body]),
+            run=launch,
+        )
+        await self._send({"type": "ack", "request_id": request_id, **launched})
+        self._follow(launched["message_id"], after=-1, cancel_on_close=turn_request.on_disconnect == "cancel")
 
     async def _join(self, frame: dict, request_id: str | None) -> None:
         message = await self._assistant_message(frame)
         after = frame.get("after", -1)
         if type(after) is not int or after < -1:
             raise Invalid("after: an integer, the seq of the last event received (-1: from the start).")
+        if message.id not in self.following and len(self.following) >= MAX_FOLLOWED:
+            raise Invalid(f"A socket follows at most {MAX_FOLLOWED} replies at once; wait for one to end.")
         await self._send({"type": "ack", "request_id": request_id, "message_id": message.id})
         self._follow(message.id, after=after, cancel_on_close=False)
 
@@ -203,23 +237,14 @@ class ConversationSocket(AsyncWebsocketConsumer):
                     {"type": "event", "id": f"{message_id}:{seq}", "message_id": message_id, "data": event}
                 )
             finished = finished or bool(batch) and is_terminal(batch[-1][1])
-        if not finished:  # this process stops and the reply goes on: join it again (elsewhere)
+        if not finished and must_reconnect(message_id):  # the reply goes on: join it again (elsewhere)
             await self._send({"type": "reconnect", "message_id": message_id, "retry_ms": RECONNECT_MS})
 
-    async def _watch_key(self) -> None:
-        """Close the socket within WS_KEY_CHECK_SECONDS once its key is revoked or its tenant deactivated."""
-        while True:
-            await asyncio.sleep(settings.WS_KEY_CHECK_SECONDS)
-            try:
-                live = await in_worker(_key_live)(self.principal.api_key.pk)
-            except DatabaseError:  # the database is away: the socket stays, and the check comes again
-                logger.warning("Checking the key of a WebSocket failed", exc_info=True)
-                continue
-            if not live:
-                gone = exceptions.AuthenticationFailed("This API key was revoked, or its tenant deactivated.")
-                await self._send_error(gone, None)
-                await self.close(code=CLOSE_UNAUTHENTICATED)
-                return
+    async def refuse(self, exc: Exception) -> None:
+        """(_watch_open_sockets) Its key was revoked or its user lost the playground (401), or its tenant
+        was deactivated (404, as its requests now are): say so, and close."""
+        status = await self._send_error(exc, None)
+        await self.close(code=CLOSE_STATUS_BASE + status)
 
     # --- Helpers ----------------------------------------------------------------------------------
 
@@ -235,19 +260,70 @@ class ConversationSocket(AsyncWebsocketConsumer):
             raise Throttled(wait=self.throttle.wait())
 
     async def _send(self, frame: dict) -> None:
-        await self.send(text_data=json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
+        """Send a frame once the socket's buffer has room (the ASGI server holds it until then); a client
+        that takes nothing for WS_SEND_TIMEOUT_SECONDS is disconnected, and what was still to send dropped."""
+        if self.too_slow:
+            return
+        text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+        timeout = settings.WS_SEND_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send(text_data=text)
+        except TimeoutError:
+            if not self.too_slow:
+                self.too_slow = True
+                logger.warning("A WebSocket client read nothing for %ss: it is disconnected", timeout)
+                await self.channel_layer.send(self.channel_name, {"type": "socket.too_slow"})
+
+    async def socket_too_slow(self, message: dict) -> None:
+        """(From _send, through the channel layer into this consumer's own loop.) End the socket: its
+        replies and notices stop here; the close frame goes if the buffer takes it within a second."""
+        await self.disconnect(CLOSE_TOO_SLOW)
+        with contextlib.suppress(TimeoutError):  # (else the ASGI server drops it once the consumer ends)
+            async with asyncio.timeout(1):
+                await self.close(code=CLOSE_TOO_SLOW)
+        raise StopConsumer
 
     async def _send_error(self, exc: Exception, request_id: str | None) -> int:
         status, body, _ = error_answer(exc, where=self.scope.get("path", "websocket"))  # (429: details.retry_after)
         await self._send({"type": "error", "request_id": request_id, "status": status, **body})
         return status
 
-    def _header(self, name: str) -> str:
-        wanted = name.encode()
-        return next((value.decode("latin-1") for key, value in self.scope["headers"] if key == wanted), "")
+
+# --- The open sockets of this process -------------------------------------------------------------------
+# Checked together, by one task: every WS_KEY_CHECK_SECONDS one query finds the sockets whose key was revoked
+# (or whose user lost the playground, or whose tenant was deactivated), and those close.
+
+_open_sockets: set[ConversationSocket] = set()
+_watch: asyncio.Task | None = None
+_refusals: set[asyncio.Task] = set()
 
 
-_ENVELOPE = {"type", "request_id", "agent_id", "conversation_id"}
+def _open_sockets_watch(socket: ConversationSocket) -> None:
+    global _watch
+    _open_sockets.add(socket)
+    if _watch is None or _watch.done():
+        _watch = asyncio.create_task(_watch_open_sockets(), context=scoped_context(None))
+
+
+async def _watch_open_sockets() -> None:
+    while _open_sockets:
+        await asyncio.sleep(settings.WS_KEY_CHECK_SECONDS)
+        sockets = list(_open_sockets)
+        try:
+            refusals = await in_worker(principals_refused)([socket.principal for socket in sockets])
+        except Exception:  # (the database is away): the sockets stay, and the check comes again
+            logger.warning("Checking the keys of open WebSockets failed", exc_info=True)
+            continue
+        for socket, refused in zip(sockets, refusals, strict=True):
+            if refused is not None and socket in _open_sockets:
+                _open_sockets.discard(socket)
+                refusal = asyncio.create_task(socket.refuse(refused))  # (each waits for its own client)
+                _refusals.add(refusal)
+                refusal.add_done_callback(_refusals.discard)
+
+
+_ENVELOPE = {"type", "request_id", "agent_id", "conversation_id", "idempotency_key"}
 _HANDLERS = {
     "ping": ConversationSocket._ping,
     "message.send": ConversationSocket._send_message,
@@ -258,22 +334,30 @@ _HANDLERS = {
 }
 
 
-def _principal(header: str, ticket: str, tenant_id: str) -> ApiPrincipal:
-    """The principal of the key (`Authorization`) or ticket (`?ticket=`, browsers), if it is a live key of
-    this URL's tenant (which must be active)."""
+def _principal(scope: dict) -> ApiPrincipal:
+    """Who opens the socket: the key of `Authorization` (server clients), the ticket of `?ticket=`
+    (browsers), or the admin session of a staff user allowed the playground, with the page's CSRF token
+    as `?csrf=`. The key or user must be live and of this URL's tenant, which must be active."""
+    tenant_id = scope["url_route"]["kwargs"]["tenant_id"]
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    header = next((value.decode("latin-1") for key, value in scope["headers"] if key == b"authorization"), "")
     if header:
         principal = principal_for_header(header, tenant_id)
-    elif ticket:
+    elif ticket := query.get("ticket", [""])[0]:
         principal = principal_for_ticket(ticket)
+    elif (user := scope.get("user")) is not None and user.is_authenticated:
+        try:
+            session_csrf_check(handshake_request(scope, csrf_token=query.get("csrf", [""])[0]))
+        except DisallowedHost:
+            raise Forbidden("This Host is not one of ALLOWED_HOSTS.") from None
+        principal = principal_for_staff(user, tenant_id)
+        if principal is None:  # (as on REST: such a session is not signed in to the API)
+            raise exceptions.NotAuthenticated("The playground is for active staff users with its permission.")
     else:
         raise exceptions.NotAuthenticated("Send 'Authorization: Bearer <API key>', or ?ticket= (POST .../ws-tickets).")
     if principal.tenant.id != tenant_id or not principal.tenant.is_active:
         raise NotFound()
     return principal
-
-
-def _key_live(api_key_id: int) -> bool:
-    return ApiKey.objects.active().filter(pk=api_key_id, tenant__is_active=True).exists()
 
 
 def _request_id(frame: dict) -> str | None:
