@@ -11,7 +11,8 @@ seeds a fresh tenant with a builtin agent (`--chunks` content chunks `--chunk-de
 conversation per reply and per idle socket. The clients run in this process: SSE over raw asyncio streams
 (bench/streams.py's), WebSocket with the `websockets` package, each client its own socket (handshake,
 `message.send`, `ack`, the reply's `event` frames until `done`, close), offering permessage-deflate as
-browsers and `websockets` do unless `--compression none`. Then:
+browsers and `websockets` do unless `--compression none` (the server, started as deployed with
+`--ws-per-message-deflate false`, declines it). Then:
 
 1. idle sockets, on the fresh process (after a warm-up): `--idle` sockets (`--idle-concurrency` opening at a
    time), each subscribed to a conversation of its own; once every `ack` has arrived, the server's RSS
