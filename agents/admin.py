@@ -4,7 +4,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 from django.middleware.csrf import get_token
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path
 
 from agents.models import Agent
 from tenants.authentication import may_use_playground
@@ -48,7 +48,6 @@ class AgentAdmin(admin.ModelAdmin):
                 "api": api,  # REST
                 "socket": f"{api}/ws",  # WebSocket, same origin
                 "csrf_token": get_token(request),  # (also sets the CSRF cookie the token is checked against)
-                "change_url": reverse("admin:agents_agent_change", args=[agent.pk]),
             },
         }
         return TemplateResponse(request, "admin/agents/agent/playground.html", context)

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -137,6 +137,8 @@ def error_answer(exc: Exception, *, where: str) -> tuple[int, dict[str, Any], di
             413,
             error_body("payload_too_large", f"The request body is over {limit} bytes.", {"limit": limit}),
         )
+    elif isinstance(exc, SuspiciousOperation):  # (a form with too many fields, read by whoever read it first)
+        status, body = 400, error_body("invalid", str(exc) or "Bad request.")
     elif isinstance(exc, (Http404, DjangoPermissionDenied)):
         status, body = 404, error_body("not_found", "Not found.")
     elif isinstance(exc, exceptions.ValidationError):

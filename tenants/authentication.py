@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
+from django.utils.crypto import constant_time_compare
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
@@ -19,11 +22,12 @@ PLAYGROUND_PERMISSION = "tenants.use_playground"
 @dataclass(frozen=True)
 class ApiPrincipal:
     """`request.user` of an API request: the tenant a valid key belongs to, or the tenant a staff user
-    acts on from the admin's playground (`user`, signed in; no key)."""
+    acts on from the admin's playground (`user`, signed in with the session `session_key`; no key)."""
 
     tenant: Tenant
     api_key: ApiKey | None
     user: AbstractBaseUser | None = None
+    session_key: str | None = None
     is_authenticated: bool = True
     is_anonymous: bool = False
 
@@ -35,9 +39,9 @@ class ApiPrincipal:
 
 def principals_refused(principals: list[ApiPrincipal]) -> list[Exception | None]:
     """For each principal, why it is no longer allowed, as checked again while sockets stay open (None: it
-    still is): its key revoked, or its user no longer staff with the permission (401); its tenant
-    deactivated (404, as the tenant's requests now are). One query for the keys, one for the tenants, one
-    per staff user."""
+    still is): its key revoked, or its user signed out (the session ended, expired, or another password) or
+    no longer staff with the permission (401); its tenant deactivated (404, as the tenant's requests now
+    are). One query for the keys, one for the tenants, and two per staff session."""
     with owner_scope():
         key_ids = {principal.api_key.pk for principal in principals if principal.api_key is not None}
         live_keys = set(ApiKey.objects.active().filter(pk__in=key_ids).values_list("pk", flat=True))
@@ -45,20 +49,29 @@ def principals_refused(principals: list[ApiPrincipal]) -> list[Exception | None]
         active = set(Tenant.objects.filter(pk__in=tenant_ids, is_active=True).values_list("pk", flat=True))
         staff = {}
         for principal in principals:
-            if principal.api_key is None and principal.user.pk not in staff:
+            if principal.api_key is None and principal.session_key not in staff:
                 user = get_user_model()._default_manager.filter(pk=principal.user.pk).first()
-                staff[principal.user.pk] = may_use_playground(user)
+                staff[principal.session_key] = may_use_playground(user) and _signed_in(principal.session_key, user)
 
     def refused(principal: ApiPrincipal) -> Exception | None:
         if principal.api_key is not None and principal.api_key.pk not in live_keys:
             return exceptions.AuthenticationFailed("This API key was revoked.")
-        if principal.api_key is None and not staff[principal.user.pk]:
-            return exceptions.AuthenticationFailed("This user may no longer use the playground.")
+        if principal.api_key is None and not staff[principal.session_key]:
+            return exceptions.AuthenticationFailed("Signed out, or no longer allowed the playground.")
         if principal.tenant.pk not in active:
             return NotFound("This tenant was deactivated.")
         return None
 
     return [refused(principal) for principal in principals]
+
+
+def _signed_in(session_key: str | None, user: AbstractBaseUser) -> bool:
+    """Whether the session still signs `user` in, as Django's get_user() decides: it exists, has not
+    expired, names the user, and holds the hash of the user's current password."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    return session.get(SESSION_KEY) == str(user.pk) and constant_time_compare(
+        session.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+    )
 
 
 def bearer_token(header: str) -> str | None:
@@ -106,7 +119,7 @@ def may_use_playground(user: AbstractBaseUser | None) -> bool:
     return bool(user and user.is_active and user.is_staff and user.has_perm(PLAYGROUND_PERMISSION))
 
 
-def principal_for_staff(user: AbstractBaseUser | None, tenant_id: str) -> ApiPrincipal | None:
+def principal_for_staff(user: AbstractBaseUser | None, tenant_id: str, session_key: str | None) -> ApiPrincipal | None:
     """The principal of a signed-in staff user acting on the URL's tenant, or None when the user is not
     one allowed to (anonymous, not staff, without the permission): then the request is unauthenticated.
     An unknown or inactive tenant is 404.
@@ -120,7 +133,7 @@ def principal_for_staff(user: AbstractBaseUser | None, tenant_id: str) -> ApiPri
     if tenant is None:
         raise NotFound()
     tenant_scope_enter(tenant.id)
-    return ApiPrincipal(tenant=tenant, api_key=None, user=user)
+    return ApiPrincipal(tenant=tenant, api_key=None, user=user, session_key=session_key)
 
 
 def session_csrf_check(request: HttpRequest) -> None:
@@ -147,6 +160,9 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
     request with `Authorization` is the key's alone."""
 
     def enforce_csrf(self, request) -> None:
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS", "TRACE")
+        if unsafe and not request.META.get(settings.CSRF_HEADER_NAME):  # (refused before anything reads the body)
+            raise Forbidden("CSRF Failed: send the page's CSRF token (X-CSRFToken).")
         try:
             super().enforce_csrf(request)
         except exceptions.PermissionDenied as exc:  # (DRF's is answered as not_found: no resource is hidden here)
@@ -160,5 +176,5 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
             signed_in = super().authenticate(request)  # (then CSRF checked: 403 when it fails)
         if signed_in is None:
             return None
-        principal = principal_for_staff(signed_in[0], tenant_id)
+        principal = principal_for_staff(signed_in[0], tenant_id, request.session.session_key)
         return None if principal is None else (principal, None)

@@ -24,7 +24,7 @@ class Tenant(models.Model):
 
     class Meta:
         ordering = ["id"]
-        permissions = [("use_playground", "Can talk to tenants' agents in the admin's playground")]
+        permissions = [("use_playground", "Can use any tenant's API from the admin session (the playground)")]
         constraints = [
             models.CheckConstraint(condition=models.Q(id__regex=TENANT_ID_PATTERN), name="tenant_id_is_slug"),
         ]

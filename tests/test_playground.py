@@ -87,6 +87,22 @@ def test_a_staff_session_calls_the_tenant_api_with_the_pages_csrf_token(owner, o
                            headers={"X-CSRFToken": token})  # fmt: skip
     assert uploaded.status_code == 201, uploaded.content
     assert [f.name for f in conversation.files.all()] == ["a.txt"]
+    # Every unsafe method needs the token, the async views' too; a form with too many fields is 400.
+    conversation_url = owner.conversation_url(conversation)
+    for method, url, body in [
+        ("patch", conversation_url, {"name": "x"}),
+        ("delete", conversation_url, None),
+        ("post", f"{conversation_url}/messages", {"content": "hello"}),
+    ]:
+        answer = getattr(client, method)(url, body, content_type="application/json")
+        assert (answer.status_code, answer.json()["error"]["code"]) == (403, "forbidden"), (method, url)
+    fields = {f"field{n}": "x" for n in range(1100)}  # over DATA_UPLOAD_MAX_NUMBER_FIELDS
+    crowded = client.post(f"{conversation_url}/files", fields, headers={"X-CSRFToken": token})
+    assert (crowded.status_code, crowded.json()["error"]["code"]) == (400, "invalid")
+    assert not Message.objects.filter(conversation=conversation).exists()
+    # A request with a key is the key's alone: a bad key with the session is 401, not the session's.
+    keyed = client.get(conversations, headers={"Authorization": "Bearer prl_00000000_nope"})
+    assert keyed.status_code == 401
     # Staff act on any tenant's API, as in the admin; an unknown tenant is 404.
     assert client.get(f"{outsider.agent_url}/conversations").status_code == 200
     assert client.get("/tenants/nobody/api/v2/agents").status_code == 404
@@ -115,7 +131,9 @@ def server(django_db_blocker, _writes_under_a_temporary_directory):
     # The page's script and styles, where the server's WhiteNoise finds them (as `make run` collects them).
     with override_settings(STATIC_ROOT=_writes_under_a_temporary_directory / "static"):
         call_command("collectstatic", "--noinput", verbosity=0)
-    with django_db_blocker.unblock(), served(REDIS_URL="", WS_KEY_CHECK_SECONDS="0.5") as base:
+    # https://partner.example may open sockets (WS_ALLOWED_ORIGINS) but is no CSRF-trusted origin.
+    environment = {"REDIS_URL": "", "WS_KEY_CHECK_SECONDS": "0.5", "WS_ALLOWED_ORIGINS": "127.0.0.1,partner.example"}
+    with django_db_blocker.unblock(), served(**environment) as base:
         yield base
 
 
@@ -174,11 +192,34 @@ async def test_a_staff_session_opens_the_socket_with_the_csrf_token_from_this_or
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await socket.recv()
             assert closed.value.rcvd.code == 4000 + status
-    # Another site's page is refused at the handshake.
+    # Another site's page is refused at the handshake; a page of an origin the socket accepts but CSRF does
+    # not trust, with the right token, is refused by the CSRF check.
     with pytest.raises(websockets.InvalidStatus) as refused:
         async with socket_of(server, ada, config, origin="https://evil.example"):
             pass
     assert refused.value.response.status_code == 403
+    async with socket_of(server, ada, config, origin="https://partner.example") as socket:
+        frame = json.loads(await socket.recv())
+        assert (frame["status"], frame["error"]["code"]) == (403, "forbidden") and "Origin" in frame["error"]["message"]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await socket.recv()
+        assert closed.value.rcvd.code == 4403
+    # Signing out closes the session's open sockets.
+    async with socket_of(server, ada, config) as socket:
+        await socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(await socket.recv())["type"] == "pong"
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', (await sync_to_async(ada.get)("/admin/")).text)
+        await sync_to_async(ada.post)("/admin/logout/", data={"csrfmiddlewaretoken": token.group(1)},
+                                      headers={"Referer": f"{server}/admin/"})  # fmt: skip
+        async with asyncio.timeout(5):
+            frame = json.loads(await socket.recv())
+            assert (frame["status"], frame["error"]["message"]) == (
+                401,
+                "Signed out, or no longer allowed the playground.",
+            )
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+        assert closed.value.rcvd.code == 4401
 
 
 # --- In a real browser ----------------------------------------------------------------------------------
@@ -282,7 +323,9 @@ def test_the_playground_streams_a_reply_and_resumes_it_after_a_reload(server, ow
     reply = Message.objects.get(id=partial["id"])
     assert reply.status == MessageStatus.IN_PROGRESS and partial["thinking"]  # the builtin engine's steps
     browser.refresh()  # mid-reply: the page shows the conversation again and follows the reply to its end
-    waited(browser, lambda d: replies(d) and replies(d)[-1]["status"] == "completed", "the reply completed", 60)
+    resumed = waited(browser, lambda d: replies(d) and replies(d)[-1], "the reply shown again")
+    assert resumed["status"] == "in_progress"  # (still running: what follows is the socket's doing)
+    waited(browser, lambda d: replies(d)[-1]["status"] == "completed", "the reply completed", 60)
     reply.refresh_from_db()
     (shown,) = replies(browser)
     assert reply.status == MessageStatus.COMPLETED and len(partial["content"]) < len(reply.content)
@@ -329,3 +372,15 @@ def test_the_playground_uploads_cites_pages_a_data_frame_and_cancels(server, own
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "playground-tools.png"))
+
+
+@pytest.mark.django_db
+def test_a_session_renewed_by_a_secret_key_rotation_is_saved_and_answers(owner):
+    """Signed in under a key that became a fallback: Django renews the session's hash during authentication;
+    it is saved as the owner (the tenant's database role may not write sessions), and the request answers."""
+    client = Client()
+    with override_settings(SECRET_KEY="the-old-secret-key-" * 3):
+        client.force_login(make_user("ada"))
+    with override_settings(SECRET_KEY="the-new-secret-key-" * 3, SECRET_KEY_FALLBACKS=["the-old-secret-key-" * 3]):
+        assert client.get(f"{owner.agent_url}/conversations").status_code == 200
+        assert client.get(f"{owner.agent_url}/conversations").status_code == 200  # the renewed session holds

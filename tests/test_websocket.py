@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from conversations.models import Message, MessageStatus
 from tenants.models import Tenant
 from tenants.services import api_key_create
-from tests.conftest import uninterrupted_text, wait_until
+from tests.conftest import await_until, uninterrupted_text
 from tests.servers import BASE_DIR, served, served_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -310,14 +310,12 @@ async def test_a_ticket_expires_and_a_revoked_key_closes_its_sockets(owner, djan
             assert closed.value.rcvd.code == 4404
 
 
-async def test_a_client_that_stops_reading_is_disconnected_and_the_server_holds_no_more_for_it(
-    owner, django_db_blocker
-):
-    """The server writes a frame once the socket's buffer has room; a client that takes nothing for
-    WS_SEND_TIMEOUT_SECONDS is disconnected, so what waits for it never grows."""
+async def test_a_client_that_stops_reading_is_disconnected_and_what_waited_for_it_dropped(owner, django_db_blocker):
+    """The server writes a frame once the socket's buffer has room; when one waits WS_SEND_TIMEOUT_SECONDS
+    (the client takes nothing), the client is disconnected, so what waits for it never grows."""
     conversation = await sync_to_async(owner.conversation)()
     size, replies = 1_000_000, []
-    for _ in range(8):  # 8 MB of stored replies to join, more than the buffers on the way hold
+    for _ in range(12):  # 12 MB of stored replies to join, far more than the buffers on the way hold
         replies.append(await Message.objects.acreate(
             tenant=owner.tenant, conversation=conversation, role="assistant", status="completed",
             content="x" * size, stream_index=[[0, "content", 0, size], [1, "done", 0, 0]],
@@ -338,7 +336,7 @@ async def test_a_client_that_stops_reading_is_disconnected_and_the_server_holds_
                     "message_id": reply.id,
                 }))  # fmt: skip
             try:
-                wait_until(lambda: "it is disconnected" in server.log_tail(), timeout=15)
+                await await_until(lambda: "it is disconnected" in server.log_tail(), timeout=15)
             except pytest.fail.Exception:
                 pytest.fail(f"the server did not give up on the client; its log: {server.log_tail()}")
             received = 0
@@ -346,7 +344,8 @@ async def test_a_client_that_stops_reading_is_disconnected_and_the_server_holds_
                 async with asyncio.timeout(15):
                     while True:  # what the buffers held, then the end
                         received += len(await client.recv())
-    assert received < len(replies) * size
+    # What the buffers on the way held (a few frames), not the rest: the server dropped it.
+    assert received <= len(replies) * size * 2 / 3, received
     assert "Exception" not in server.log_tail()
 
 

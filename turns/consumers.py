@@ -82,12 +82,13 @@ class ConversationSocket(AsyncWebsocketConsumer):
         tenant_scope_enter("")  # as an API request: nothing of any tenant's until the key names one
         self.following: dict[str, asyncio.Task] = {}
         self.cancel_on_close: set[str] = set()
-        self.too_slow = False
+        self.closing = False  # once set, nothing more is sent
         await self.accept()
         try:
             self.principal = await in_worker(_principal)(self.scope)
         except Exception as exc:
             status = await self._send_error(exc, None)
+            self.closing = True
             await self.close(code=CLOSE_STATUS_BASE + status)
             return
         tenant_scope_enter(self.principal.tenant.id)
@@ -96,17 +97,20 @@ class ConversationSocket(AsyncWebsocketConsumer):
         _open_sockets_watch(self)
 
     async def disconnect(self, code: int) -> None:
+        """The socket closed, or is being closed (refuse, socket_too_slow): its replies and notices stop."""
         _open_sockets.discard(self)
         for message_id, task in list(getattr(self, "following", {}).items()):
             task.cancel()
             if message_id in self.cancel_on_close:
                 generation_cancel_soon(message_id)
-        for conversation_id in getattr(self, "subscribed", ()):
+        self.following = {}
+        subscribed, self.subscribed = getattr(self, "subscribed", set()), set()
+        for conversation_id in subscribed:
             await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not hasattr(self, "principal"):
-            return  # refused at connect; the socket is closing
+        if self.closing:
+            return  # refused, or too slow: the socket is closing
         request_id = None
         try:
             if text_data is None or len(text_data) > MAX_FRAME_CHARS:
@@ -241,10 +245,13 @@ class ConversationSocket(AsyncWebsocketConsumer):
             await self._send({"type": "reconnect", "message_id": message_id, "retry_ms": RECONNECT_MS})
 
     async def refuse(self, exc: Exception) -> None:
-        """(_watch_open_sockets) Its key was revoked or its user lost the playground (401), or its tenant
-        was deactivated (404, as its requests now are): say so, and close."""
+        """(_watch_open_sockets) Its key was revoked or its user signed out or lost the playground (401), or
+        its tenant was deactivated (404, as its requests now are): stop its replies and notices, say so, and
+        close."""
+        await self.disconnect(CLOSE_STATUS_BASE + 401)
         status = await self._send_error(exc, None)
-        await self.close(code=CLOSE_STATUS_BASE + status)
+        self.closing = True
+        await self._close_soon(CLOSE_STATUS_BASE + status)
 
     # --- Helpers ----------------------------------------------------------------------------------
 
@@ -262,7 +269,7 @@ class ConversationSocket(AsyncWebsocketConsumer):
     async def _send(self, frame: dict) -> None:
         """Send a frame once the socket's buffer has room (the ASGI server holds it until then); a client
         that takes nothing for WS_SEND_TIMEOUT_SECONDS is disconnected, and what was still to send dropped."""
-        if self.too_slow:
+        if self.closing:
             return
         text = json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
         timeout = settings.WS_SEND_TIMEOUT_SECONDS
@@ -270,19 +277,29 @@ class ConversationSocket(AsyncWebsocketConsumer):
             async with asyncio.timeout(timeout):
                 await self.send(text_data=text)
         except TimeoutError:
-            if not self.too_slow:
-                self.too_slow = True
-                logger.warning("A WebSocket client read nothing for %ss: it is disconnected", timeout)
+            if self.closing:
+                return
+            self.closing = True
+            logger.warning("A frame waited %ss for a WebSocket client to read: it is disconnected", timeout)
+            try:  # into the consumer's own loop, which ends there
                 await self.channel_layer.send(self.channel_name, {"type": "socket.too_slow"})
+            except Exception:  # (the layer's store is away): its replies and notices stop all the same
+                logger.warning("Ending a slow WebSocket's consumer failed", exc_info=True)
+                await self.disconnect(CLOSE_TOO_SLOW)
 
     async def socket_too_slow(self, message: dict) -> None:
         """(From _send, through the channel layer into this consumer's own loop.) End the socket: its
         replies and notices stop here; the close frame goes if the buffer takes it within a second."""
         await self.disconnect(CLOSE_TOO_SLOW)
-        with contextlib.suppress(TimeoutError):  # (else the ASGI server drops it once the consumer ends)
-            async with asyncio.timeout(1):
-                await self.close(code=CLOSE_TOO_SLOW)
+        await self._close_soon(CLOSE_TOO_SLOW)
         raise StopConsumer
+
+    async def _close_soon(self, code: int) -> None:
+        """The close frame, if the socket's buffer takes it within a second (else the ASGI server drops
+        the connection once the consumer ends, or its keep-alive pings go unanswered)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1):
+                await self.close(code=code)
 
     async def _send_error(self, exc: Exception, request_id: str | None) -> int:
         status, body, _ = error_answer(exc, where=self.scope.get("path", "websocket"))  # (429: details.retry_after)
@@ -320,7 +337,13 @@ async def _watch_open_sockets() -> None:
                 _open_sockets.discard(socket)
                 refusal = asyncio.create_task(socket.refuse(refused))  # (each waits for its own client)
                 _refusals.add(refusal)
-                refusal.add_done_callback(_refusals.discard)
+                refusal.add_done_callback(_refused)
+
+
+def _refused(refusal: asyncio.Task) -> None:
+    _refusals.discard(refusal)
+    if not refusal.cancelled() and (exc := refusal.exception()) is not None:  # (the client went meanwhile)
+        logger.info("Closing a refused WebSocket failed: %r", exc)
 
 
 _ENVELOPE = {"type", "request_id", "agent_id", "conversation_id", "idempotency_key"}
@@ -350,7 +373,7 @@ def _principal(scope: dict) -> ApiPrincipal:
             session_csrf_check(handshake_request(scope, csrf_token=query.get("csrf", [""])[0]))
         except DisallowedHost:
             raise Forbidden("This Host is not one of ALLOWED_HOSTS.") from None
-        principal = principal_for_staff(user, tenant_id)
+        principal = principal_for_staff(user, tenant_id, scope["session"].session_key)
         if principal is None:  # (as on REST: such a session is not signed in to the API)
             raise exceptions.NotAuthenticated("The playground is for active staff users with its permission.")
     else:

@@ -12,6 +12,6 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AlterModelOptions(
             name='tenant',
-            options={'ordering': ['id'], 'permissions': [('use_playground', "Can talk to tenants' agents in the admin's playground")]},
+            options={'ordering': ['id'], 'permissions': [('use_playground', "Can use any tenant's API from the admin session (the playground)")]},
         ),
     ]

@@ -24,7 +24,8 @@
     attachments: [], // [{file_ref, name}]
     replies: new Map(), // message id -> {el, lastSeq, done}
     running: null, // the id of the reply this page follows while it runs ("pending" until acknowledged)
-    sending: null, // the request id of the last message.send
+    pending: null, // the message.send frame not yet acknowledged: sent again (same idempotency_key) on reconnect
+    sending: null, // the request id it was last sent with
   };
 
   // --- Small helpers -------------------------------------------------------------------------------
@@ -37,6 +38,15 @@
     }
     el.append(...children);
     return el;
+  }
+
+  function webAddress(url) { // an http(s) address, or null (never a javascript: or data: link)
+    try {
+      const parsed = new URL(url);
+      return ["http:", "https:"].includes(parsed.protocol) ? parsed.href : null;
+    } catch {
+      return null;
+    }
   }
 
   function showError(message) {
@@ -59,8 +69,13 @@
     const response = await fetch(config.api + path, {
       method, headers, credentials: "same-origin", body: json !== undefined ? JSON.stringify(json) : body,
     });
-    const answer = response.status === 204 ? null : await response.json();
-    if (!response.ok) throw new Error(answer?.error?.message || `${response.status} ${response.statusText}`);
+    const isJson = (response.headers.get("Content-Type") || "").startsWith("application/json");
+    const answer = isJson ? await response.json() : null; // (nginx's own error pages are HTML)
+    if (!response.ok) {
+      throw Object.assign(new Error(answer?.error?.message || `${response.status} ${response.statusText}`), {
+        status: response.status,
+      });
+    }
     return answer;
   }
 
@@ -92,11 +107,13 @@
     if (!state.conversationId) return;
     let page;
     try {
-      page = await api(`${conversationPath()}/messages?limit=100`);
+      page = await api(`${conversationPath()}/messages?limit=100&order=desc`); // the latest 100
     } catch (error) {
-      useConversation(null); // deleted, or of another database: start afresh
+      if (error.status !== 404) throw error;
+      useConversation(null); // deleted meanwhile: start afresh
       return;
     }
+    page.items.reverse();
     ui.messages.replaceChildren();
     state.replies.clear();
     for (const message of page.items) {
@@ -173,8 +190,9 @@
     const list = reply.el.querySelector(".pg-citations");
     list.replaceChildren(...citations.map((citation) => {
       const where = citation.page ? `, page ${citation.page}` : "";
-      const source = citation.url
-        ? element("a", {href: citation.url, target: "_blank", rel: "noopener", text: citation.source_name})
+      const url = webAddress(citation.url);
+      const source = url
+        ? element("a", {href: url, target: "_blank", rel: "noopener noreferrer", text: citation.source_name})
         : citation.source_id?.startsWith("file_")
           ? element("a", {
             href: `${config.api}${conversationPath()}/files/download/?file_ref=${encodeURIComponent(citation.source_id)}`,
@@ -223,9 +241,10 @@
     const socket = new WebSocket(`${scheme}://${location.host}${config.socket}?csrf=${encodeURIComponent(config.csrf_token)}`);
     state.socket = socket;
     socket.onopen = () => {
-      state.retries = 0;
       setStatus("Connected", "open");
+      send({type: "ping"}); // its pong says the server took this socket (then the retries start again at 0)
       if (state.conversationId) subscribe();
+      if (state.pending) state.sending = send(state.pending); // unanswered before the socket dropped
       // After a reload or a dropped socket, go on from the last event shown.
       if (state.replies.has(state.running)) follow(state.running);
     };
@@ -270,10 +289,14 @@
 
   function receive(frame) {
     switch (frame.type) {
+      case "pong":
+        state.retries = 0;
+        break;
       case "ack":
-        if (frame.user_message_id) { // the message sent: its reply starts
-          const pending = ui.messages.querySelector("li.user:not([data-id])");
-          if (pending) pending.dataset.id = frame.user_message_id;
+        if (frame.user_message_id && frame.request_id === state.sending) { // the message sent: its reply starts
+          state.pending = null;
+          const line = ui.messages.querySelector("li.user:not([data-id])");
+          if (line) line.dataset.id = frame.user_message_id;
           if (!state.replies.has(frame.message_id)) addReply(frame.message_id);
           running(frame.message_id);
         }
@@ -281,12 +304,16 @@
       case "event":
         onEvent(frame);
         break;
-      case "reconnect": // the server process stops: join again, from where this page is
-        setTimeout(() => state.replies.get(frame.message_id) && follow(frame.message_id), frame.retry_ms);
+      case "reconnect": // the server process stops: a new socket (another process) joins it where this page is
+        if (state.replies.has(frame.message_id)) {
+          running(frame.message_id);
+          state.socket?.close();
+        }
         break;
       case "error":
         showError(`${frame.error.message} (${frame.status} ${frame.error.code})`);
         if (state.running === "pending" && frame.request_id === state.sending) { // refused: not stored
+          state.pending = null;
           ui.messages.querySelector("li.user:not([data-id])")?.remove();
           running(null);
         }
@@ -294,7 +321,7 @@
       case "message.created": // another tab, client or process added to the conversation
         if (frame.conversation_id === state.conversationId && !ui.messages.querySelector(`[data-id="${CSS.escape(frame.message_id)}"]`)
             && !ui.messages.querySelector("li.user:not([data-id])")) {
-          loadConversation();
+          loadConversation().catch((error) => showError(error.message));
         }
         break;
       case "conversation.deleted":
@@ -309,7 +336,8 @@
   }
 
   function onEvent(frame) {
-    const reply = state.replies.get(frame.message_id) || addReply(frame.message_id);
+    const reply = state.replies.get(frame.message_id);
+    if (!reply) return; // a reply of the conversation this page left
     const seq = Number(frame.id.slice(frame.id.lastIndexOf(":") + 1));
     if (seq <= reply.lastSeq) return; // already shown
     reply.lastSeq = seq;
@@ -344,11 +372,13 @@
     try {
       await ensureConversation();
       const attachments = state.attachments.map((file) => file.file_ref);
-      addUserMessage(content, null, attachments);
-      state.sending = send({
+      state.pending = {
         type: "message.send", content, reasoning: ui.reasoning.checked, ...(attachments.length ? {attachments} : {}),
-      });
+        idempotency_key: crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`,
+      };
+      addUserMessage(content, null, attachments);
       running("pending");
+      if (state.socket?.readyState === WebSocket.OPEN) state.sending = send(state.pending); // (else on open)
       ui.input.value = "";
       state.attachments = [];
       ui.attached.replaceChildren();
@@ -358,14 +388,16 @@
   });
 
   ui.input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       ui.form.requestSubmit();
     }
   });
 
   ui.cancel.addEventListener("click", () => {
-    if (state.running && state.running !== "pending") send({type: "message.cancel", message_id: state.running});
+    if (state.running && state.running !== "pending" && state.socket?.readyState === WebSocket.OPEN) {
+      send({type: "message.cancel", message_id: state.running});
+    }
   });
 
   ui.newConversation.addEventListener("click", () => {
@@ -388,10 +420,10 @@
         state.attachments.push(file);
         ui.attached.append(element("span", {class: "pg-chip", text: file.name}));
       }
-      setStatus("Connected");
     } catch (error) {
       showError(`Upload failed: ${error.message}`);
-      setStatus(state.socket ? "Connected" : "Reconnecting…");
+    } finally {
+      setStatus(state.socket?.readyState === WebSocket.OPEN ? "Connected" : "Reconnecting…");
     }
   });
 
