@@ -2,9 +2,15 @@ from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_v
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
-from agents.selectors import agent_get, agent_list
-from agents.serializers import AgentInputSerializer, AgentSerializer
-from agents.services import agent_create, agent_update
+from agents.selectors import agent_get, agent_list, http_tool_get, http_tool_list
+from agents.serializers import (
+    AgentInputSerializer,
+    AgentSerializer,
+    HttpToolCreatedSerializer,
+    HttpToolInputSerializer,
+    HttpToolSerializer,
+)
+from agents.services import agent_create, agent_update, http_tool_create, http_tool_delete, http_tool_update
 from core.pagination import keyset_pagination
 
 # What the OpenAPI document shows (ids as core.ids makes them).
@@ -25,7 +31,8 @@ _INPUT_RULES = (
     "written, spaces included). `engine` is `builtin` (offline and deterministic, the default) or `openai` (an "
     "OpenAI-compatible server), which needs a `model` among those the operator offers. `options` takes only "
     "its documented keys: `temperature` 0 to 2, `max_tokens` 1 to 200,000, `history_tokens` 100 to 2,000,000, "
-    "`tools` among `search_files`, `read_file`, `run_sql`, `list_data_frames`, `chunk_delay_ms` 0 to 60,000, "
+    "`tools` among `search_files`, `read_file`, `run_sql`, `list_data_frames` and the tenant's own tools by name "
+    "(`/tools`; without the list, the builtin four), `chunk_delay_ms` 0 to 60,000, "
     "`on_crash` `continue` or `fail`. Strings are JSON strings (a number is not a name), numbers JSON numbers, "
     "and no string may hold a NUL character."
 )
@@ -44,7 +51,7 @@ _INPUT_RULES = (
         summary="Create an agent",
         description="Creates an agent: its instructions, its engine and model, and options for its replies. "
         f"{_INPUT_RULES} Fields the API does not know are ignored.\n\nErrors: 400 for an invalid field (the "
-        "message names it), an unknown option, or a `model` missing or not offered for the `openai` engine.",
+        "message names it), an unknown option or tool, or a `model` missing or not offered for the `openai` engine.",
         request=AgentInputSerializer,
         responses={201: AgentSerializer},
         examples=[
@@ -75,7 +82,7 @@ _INPUT_RULES = (
         description="Changes the fields given and keeps the others; `options`, when given, replaces the "
         "agent's options whole. Switching to the `openai` engine needs a `model` (given, or the agent's own). "
         f"{_INPUT_RULES} Replies started afterwards use the new settings.\n\n"
-        "Errors: 400 for an invalid field, an unknown option, or a `model` missing or not offered "
+        "Errors: 400 for an invalid field, an unknown option or tool, or a `model` missing or not offered "
         "for the `openai` engine; 404 for an agent that is not the tenant's.",
         request=AgentInputSerializer,
         responses=AgentSerializer,
@@ -101,7 +108,7 @@ class AgentViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(AgentSerializer(page, many=True).data)
 
     def create(self, request, tenant_id):
-        serializer = AgentInputSerializer(data=request.data)
+        serializer = AgentInputSerializer(data=request.data, context={"tenant": request.tenant})
         serializer.is_valid(raise_exception=True)
         agent = agent_create(tenant=request.tenant, data=serializer.validated_data)
         return Response(AgentSerializer(agent).data, status=status.HTTP_201_CREATED)
@@ -111,6 +118,131 @@ class AgentViewSet(viewsets.GenericViewSet):
 
     def partial_update(self, request, tenant_id, agent_id):
         agent = agent_get(tenant=request.tenant, agent_id=agent_id)
-        serializer = AgentInputSerializer(instance=agent, data=request.data, partial=True)
+        serializer = AgentInputSerializer(
+            instance=agent, data=request.data, partial=True, context={"tenant": request.tenant}
+        )
         serializer.is_valid(raise_exception=True)
         return Response(AgentSerializer(agent_update(agent=agent, data=serializer.validated_data)).data)
+
+
+# --- Tenants' HTTP tools -----------------------------------------------------------------------------------
+
+TOOL_EXAMPLE = {
+    "id": "tool_01jngcq1m2f6d8x0v3h7k9w4tb",
+    "name": "order_status",
+    "description": "The status of a customer order, by its number.",
+    "parameters": {
+        "type": "object",
+        "properties": {"order": {"type": "string", "description": "The order number, e.g. A-1042."}},
+        "required": ["order"],
+    },
+    "url": "https://tools.acme.example/order-status",
+    "header_names": ["Authorization"],
+    "timeout_seconds": 10.0,
+    "max_response_bytes": 100000,
+    "created_at": "2025-03-04T10:20:00.120034Z",
+    "updated_at": "2025-03-04T10:20:00.120034Z",
+}
+_TOOL_RESPONSE = OpenApiExample("A tool", value=TOOL_EXAMPLE, response_only=True)
+_TOOL_RULES = (
+    "`name`: letters, digits, `_` and `-` (1 to 64, starting with a letter), unique among the tenant's tools and "
+    "none of the builtin tools'. `description`: 1 to 2,000 characters, what the model reads. `parameters`: a "
+    'JSON Schema of type object (default `{"type": "object"}`, at most 16 KiB); the model\'s arguments are '
+    "checked against it before any call. `url`: HTTPS; plain HTTP and private, loopback or link-local "
+    "addresses only within the operator's TOOL_ALLOWED_NETWORKS. `headers`: up to 20, sent with each call, "
+    "stored encrypted and never shown again (only `header_names`); `Host`, `Content-Type`, `Content-Length`, "
+    "`User-Agent` and the `webhook-*` signature headers are Parley's. `timeout_seconds` 0.5 to 60 (default "
+    "10), `max_response_bytes` 1 to 1,000,000 (default 100,000). Any other field is refused."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the tenant's HTTP tools",
+        description="The tenant's own tools, newest first, a page at a time: `limit` (1 to 100, default 20) and "
+        "the `next` cursor of the previous page. Header values and signing secrets are never shown.\n\nErrors: "
+        "400 for a `limit` out of range or a malformed `next` cursor.",
+        responses=HttpToolSerializer(many=True),
+        examples=[_TOOL_RESPONSE],
+    ),
+    create=extend_schema(
+        summary="Define an HTTP tool",
+        description="A tool agents can call by naming it in `options.tools`: Parley POSTs the model's arguments "
+        "as JSON to `url`, signed as Standard Webhooks sign (`webhook-id`, `webhook-timestamp`, "
+        '`webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under `signing_secret`), and gives '
+        f"the model the answer (JSON or text). The answer holds `signing_secret`, shown this once. {_TOOL_RULES}"
+        "\n\nErrors: 400 for an invalid field (the message names it) or a name already used.",
+        request=HttpToolInputSerializer,
+        responses={201: HttpToolCreatedSerializer},
+        examples=[
+            OpenApiExample(
+                "An order status service",
+                value={
+                    **{key: TOOL_EXAMPLE[key] for key in ("name", "description", "parameters", "url")},
+                    "headers": {"Authorization": "Bearer the-service-key"},
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "The tool, with its secret",
+                value={**TOOL_EXAMPLE, "signing_secret": "whsec_MfKQ9r8GKYqkbvAU7Xq3tBJ2Qn8L0yVd"},
+                response_only=True,
+            ),
+        ],
+    ),
+    retrieve=extend_schema(
+        summary="Get an HTTP tool",
+        description="One of the tenant's tools, without its header values or secret.\n\nErrors: 404 for a tool "
+        "that is not the tenant's.",
+        responses=HttpToolSerializer,
+        examples=[_TOOL_RESPONSE],
+    ),
+    partial_update=extend_schema(
+        summary="Change an HTTP tool",
+        description=f"Changes the fields given; `headers` given replace them all. {_TOOL_RULES}\n\nErrors: 400 for "
+        "an invalid field or a name already used; 404 for a tool that is not the tenant's.",
+        request=HttpToolInputSerializer(partial=True),
+        responses=HttpToolSerializer,
+        examples=[
+            OpenApiExample("A longer timeout", value={"timeout_seconds": 20}, request_only=True),
+            _TOOL_RESPONSE,
+        ],
+    ),
+    destroy=extend_schema(
+        summary="Delete an HTTP tool",
+        description="Deletes the tool, and answers it as it was: agents that name it no longer get it (their "
+        "replies go on without it).\n\nErrors: 404 for a tool that is not the tenant's.",
+        responses={200: HttpToolSerializer},
+        examples=[_TOOL_RESPONSE],
+    ),
+)
+class HttpToolViewSet(viewsets.GenericViewSet):
+    serializer_class = HttpToolSerializer
+    pagination_class = keyset_pagination("-created_at", "-id")
+    lookup_url_kwarg = "tool_id"
+
+    def list(self, request, tenant_id):
+        page = self.paginate_queryset(http_tool_list(tenant=request.tenant))
+        return self.get_paginated_response(HttpToolSerializer(page, many=True).data)
+
+    def create(self, request, tenant_id):
+        serializer = HttpToolInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        tool, secret = http_tool_create(tenant=request.tenant, data=serializer.validated_data)
+        body = {**HttpToolSerializer(tool).data, "signing_secret": secret}
+        return Response(HttpToolCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, tenant_id, tool_id):
+        return Response(HttpToolSerializer(http_tool_get(tenant=request.tenant, tool_id=tool_id)).data)
+
+    def partial_update(self, request, tenant_id, tool_id):
+        tool = http_tool_get(tenant=request.tenant, tool_id=tool_id)
+        serializer = HttpToolInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(HttpToolSerializer(http_tool_update(tool=tool, data=serializer.validated_data)).data)
+
+    def destroy(self, request, tenant_id, tool_id):
+        tool = http_tool_get(tenant=request.tenant, tool_id=tool_id)
+        body = HttpToolSerializer(tool).data
+        http_tool_delete(tool=tool)
+        return Response(body)

@@ -29,3 +29,31 @@ class Agent(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+
+TOOL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class HttpTool(TenantOwned):
+    """A tenant's own tool: Parley POSTs the model's arguments (checked against `parameters`) to `url`,
+    signed with the tool's secret, and gives the model the answer (agents/http_tools.py). The header values
+    and the secret are stored encrypted (core/crypto.py) and never shown again."""
+
+    id = PublicIdField(prefix="tool")
+    name = models.CharField(max_length=64, help_text="What agents' `options.tools` and the model call it.")
+    description = models.TextField(max_length=2000, help_text="What the model reads to decide to call it.")
+    parameters = models.JSONField(default=dict, help_text="The JSON Schema of its arguments (an object).")
+    url = models.URLField(max_length=2000)
+    header_names = models.JSONField(default=list, blank=True, editable=False)
+    headers_encrypted = models.TextField(blank=True, editable=False)
+    signing_secret_encrypted = models.TextField(editable=False)
+    timeout_seconds = models.FloatField(default=10)
+    max_response_bytes = models.PositiveIntegerField(default=100_000)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="http_tool_tenant_created")]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="http_tool_name_once")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"

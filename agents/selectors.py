@@ -1,4 +1,4 @@
-from agents.models import Agent
+from agents.models import Agent, HttpTool
 from core.errors import NotFound
 from tenants.models import Tenant
 
@@ -12,3 +12,14 @@ def agent_get(*, tenant: Tenant, agent_id: str) -> Agent:
     if agent is None:
         raise NotFound("Agent not found.")
     return agent
+
+
+def http_tool_list(*, tenant: Tenant):
+    return HttpTool.objects.for_tenant(tenant)
+
+
+def http_tool_get(*, tenant: Tenant, tool_id: str) -> HttpTool:
+    tool = HttpTool.objects.for_tenant(tenant).filter(id=tool_id).first()
+    if tool is None:
+        raise NotFound("Tool not found.")
+    return tool

@@ -1,8 +1,16 @@
+import json
+import re
+from urllib.parse import urlsplit
+
+import jsonschema
 from django.conf import settings
+from django.core.validators import RegexValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.engines.openai import model_allowed
-from agents.models import Agent, Engine
+from agents.models import TOOL_NAME_PATTERN, Agent, Engine, HttpTool
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from core.schema import refuses_unknown_keys
 
@@ -19,10 +27,11 @@ class AgentOptionsSerializer(serializers.Serializer):
         required=False, min_value=100, max_value=2_000_000, help_text="Budget for the history sent to the engine."
     )
     tools = serializers.ListField(
-        child=serializers.ChoiceField(choices=TOOL_NAMES),
+        child=StrictCharField(max_length=64),
         required=False,
-        max_length=len(TOOL_NAMES),
-        help_text="The tools the engine may call.",
+        max_length=50,
+        help_text="The tools the engine may call: builtin ones (`search_files`, `read_file`, `run_sql`, "
+        "`list_data_frames`; all of them when the list is absent) and the tenant's own, by name (`/tools`).",
     )
     chunk_delay_ms = StrictIntegerField(
         required=False,
@@ -88,4 +97,116 @@ class AgentInputSerializer(serializers.Serializer):
         if engine == Engine.OPENAI and not model_allowed(model):
             allowed = ", ".join(settings.OPENAI_MODELS)
             raise serializers.ValidationError({"model": [f"Not offered here; choose one of: {allowed}."]})
+        names = [name for name in attrs.get("options", {}).get("tools", ()) if name not in TOOL_NAMES]
+        if names:
+            own = set(
+                HttpTool.objects.filter(tenant=self.context["tenant"], name__in=names).values_list("name", flat=True)
+            )
+            if unknown := [name for name in names if name not in own]:
+                raise serializers.ValidationError({"options": {"tools": [f"Unknown tool: {unknown[0]}."]}})
         return attrs
+
+
+# --- Tenants' HTTP tools ---------------------------------------------------------------------------------
+
+PARAMETERS_MAX_BYTES = 16 * 1024
+HEADERS_MAX = 20
+# Set by Parley on every call: a tool's own headers may not replace them.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "user-agent"}
+    | {"webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
+
+
+class HttpToolSerializer(serializers.Serializer):
+    id = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    parameters = serializers.JSONField(read_only=True, help_text="The JSON Schema of the arguments.")
+    url = serializers.CharField(read_only=True)
+    header_names = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="The names of its headers; values are never shown."
+    )
+    timeout_seconds = serializers.FloatField(read_only=True)
+    max_response_bytes = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class HttpToolCreatedSerializer(HttpToolSerializer):
+    signing_secret = serializers.CharField(
+        read_only=True,
+        help_text="Shown once, here: the receiver checks each request's `webhook-signature` with it.",
+    )
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class JsonSchemaField(serializers.JSONField):
+    """A JSON Schema: an object in the OpenAPI document (validate_parameters refuses anything else)."""
+
+
+@refuses_unknown_keys
+class HttpToolInputSerializer(serializers.Serializer):
+    name = StrictCharField(
+        max_length=64,
+        validators=[RegexValidator(TOOL_NAME_PATTERN, "Letters, digits, _ and -, starting with a letter.")],
+        help_text="Unique among the tenant's tools, and none of the builtin tools' names.",
+    )
+    description = StrictCharField(min_length=1, max_length=2000, help_text="What the model reads.")
+    parameters = JsonSchemaField(
+        required=False, help_text='A JSON Schema of type object (default: {"type": "object"}), at most 16 KiB.'
+    )
+    url = StrictCharField(max_length=2000, help_text="HTTPS (plain HTTP only within TOOL_ALLOWED_NETWORKS).")
+    headers = serializers.DictField(
+        child=StrictCharField(max_length=4096, trim_whitespace=False),
+        required=False,
+        help_text="Sent with each call; stored encrypted and never shown again. Replaced whole on update.",
+    )
+    timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=60, help_text="Default 10.")
+    max_response_bytes = StrictIntegerField(
+        required=False, min_value=1, max_value=1_000_000, help_text="Default 100,000."
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
+            raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+    def validate_name(self, value: str) -> str:
+        if value in TOOL_NAMES:
+            raise serializers.ValidationError("A builtin tool has this name.")
+        return value
+
+    def validate_parameters(self, value):
+        if not isinstance(value, dict) or value.get("type") != "object":
+            raise serializers.ValidationError('Must be a JSON Schema object with "type": "object".')
+        if len(json.dumps(value)) > PARAMETERS_MAX_BYTES:
+            raise serializers.ValidationError(f"Must be at most {PARAMETERS_MAX_BYTES} bytes as JSON.")
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise serializers.ValidationError(f"Not a valid JSON Schema: {exc.message}") from None
+        return value
+
+    def validate_url(self, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise serializers.ValidationError("Not a URL.") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname or port == 0:
+            raise serializers.ValidationError("Must be an https:// (or http://) URL with a host.")
+        if parts.username or parts.password or parts.fragment:
+            raise serializers.ValidationError("Must hold no user, password or fragment.")
+        return value
+
+    def validate_headers(self, value: dict) -> dict:
+        if len(value) > HEADERS_MAX:
+            raise serializers.ValidationError(f"At most {HEADERS_MAX} headers.")
+        for name, header in value.items():
+            if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
+                raise serializers.ValidationError(f"{name!r}: not a header name a tool may set.")
+            if any(ch in header for ch in "\r\n\x00"):
+                raise serializers.ValidationError(f"{name!r}: a value holds no line break.")
+        return value

@@ -7,11 +7,17 @@ and list_data_frames.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from agents.engines.base import Event
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,9 @@ class ToolContext:
 class ToolResult:
     text: str  # what the model reads
     events: list[Event] = field(default_factory=list)  # what the client sees (citations, data frames)
+    status: str = "ok"  # "error": the text says what went wrong (the model reads it and goes on)
+    content: Any = None  # what the client sees of the result when it is not the text: a JSON value...
+    content_type: str = "text"  # ...and its kind (agents.engines.base.TOOL_CONTENT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -54,3 +63,26 @@ def tools_register(*tools: Tool) -> None:
 def registry() -> dict[str, Tool]:
     """Every registered tool by name."""
     return _registry
+
+
+async def tool_call(tool: Tool | None, name: str, context: ToolContext, arguments: Any) -> ToolResult:
+    """Run one call of an engine so that, whatever happens, the model gets a result it can read and the reply
+    goes on: a tool the agent does not have, arguments that are not a JSON object, a failure and a timeout
+    (TOOL_TIMEOUT_SECONDS) are error results; a text longer than TOOL_RESULT_MAX_CHARS is cut, saying so."""
+    if tool is None:
+        return ToolResult(f"Unknown tool {name!r}: this agent has no such tool.", status="error")
+    if not isinstance(arguments, dict):
+        return ToolResult(f"Invalid arguments for {name}: they must be a JSON object.", status="error")
+    try:
+        async with asyncio.timeout(settings.TOOL_TIMEOUT_SECONDS):
+            result = await tool.run(context, arguments)
+    except TimeoutError:
+        return ToolResult(f"The tool {name} took longer than {settings.TOOL_TIMEOUT_SECONDS:g} s.", status="error")
+    except Exception as exc:
+        logger.exception("The tool %s failed", name)
+        return ToolResult(f"The tool {name} failed ({type(exc).__name__}).", status="error")
+    limit = settings.TOOL_RESULT_MAX_CHARS
+    if len(result.text) > limit:
+        cut = f"\n[cut: the result had {len(result.text):,} characters; the first {limit:,} are above]"
+        result = ToolResult(result.text[:limit] + cut, result.events, result.status)  # (the text, cut, is shown)
+    return result

@@ -1,8 +1,14 @@
 from django.urls import path
 
-from agents.apis import AgentViewSet
+from agents.apis import AgentViewSet, HttpToolViewSet
 
 # The agent detail route (with its DELETE) is in turns.urls: deleting an agent stops its replies.
 urlpatterns = [
     path("agents", AgentViewSet.as_view({"get": "list", "post": "create"}), name="agent-list"),
+    path("tools", HttpToolViewSet.as_view({"get": "list", "post": "create"}), name="tool-list"),
+    path(
+        "tools/<str:tool_id>",
+        HttpToolViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="tool-detail",
+    ),
 ]

@@ -299,6 +299,10 @@ SPECTACULAR_SETTINGS = {
             "description": "Posting a message and getting the reply, waited for or streamed (Server-Sent Events); "
             "joining, resuming and cancelling a reply; feedback.",
         },
+        {
+            "name": "tools",
+            "description": "The tenant's own HTTP tools, which its agents call by naming them in `options.tools`.",
+        },
         {"name": "files", "description": "A conversation's files, their extracted passages, what replies cite."},
         {"name": "data frames", "description": "A conversation's tables, made by the SQL an agent runs in a reply."},
         {"name": "management", "description": "The tenant's conversations across agents: list, search, delete many."},
@@ -394,6 +398,13 @@ OPENAI_MODELS = env_list("OPENAI_MODELS", "")
 OPENAI_TIMEOUT_SECONDS = env_float("OPENAI_TIMEOUT_SECONDS", 60.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 0)
 TOOL_ROUNDS_MAX = env_int("TOOL_ROUNDS_MAX", 5)
+# A tool call that takes longer, or answers more characters, gives the model an error (or the cut result)
+# and the reply goes on.
+TOOL_TIMEOUT_SECONDS = env_float("TOOL_TIMEOUT_SECONDS", 30.0)
+TOOL_RESULT_MAX_CHARS = env_int("TOOL_RESULT_MAX_CHARS", 20_000)
+# Networks (CIDR, comma-separated) tenants' tools may reach besides public addresses, plain HTTP included:
+# none by default, so that no tool reaches loopback, link-local or private addresses (agents/http_tools.py).
+TOOL_ALLOWED_NETWORKS = env_list("TOOL_ALLOWED_NETWORKS", "")
 
 # --- Data frames (dataframes/) -----------------------------------------------------------------
 # SQL over a conversation's data runs in an in-process DuckDB that sees only the registered frames and

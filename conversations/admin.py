@@ -1,7 +1,9 @@
+import json
+
 from django.contrib import admin
 from django.template.defaultfilters import truncatechars
 
-from conversations.models import Conversation, Feedback, Message
+from conversations.models import Conversation, Feedback, Message, ToolCall
 from core.admin import ReadOnlyMixin
 
 
@@ -32,6 +34,25 @@ class MessageInline(MessageColumns, ReadOnlyMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("feedback")
 
 
+class ToolCallInline(ReadOnlyMixin, admin.TabularInline):
+    """The tools the engine called while writing the message, in order, with their results."""
+
+    model = ToolCall
+    fields = ["call_id", "name", "call_arguments", "status", "content_type", "result"]
+    readonly_fields = fields
+    ordering = ["position"]
+    extra = 0
+
+    @admin.display(description="arguments")
+    def call_arguments(self, call: ToolCall) -> str:
+        return truncatechars(json.dumps(call.arguments, ensure_ascii=False), 300)
+
+    @admin.display(description="result")
+    def result(self, call: ToolCall) -> str:
+        content = call.content if isinstance(call.content, str) else json.dumps(call.content, ensure_ascii=False)
+        return truncatechars(content, 500)
+
+
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "tenant", "agent", "message_count", "updated_at"]
@@ -51,6 +72,7 @@ class MessageAdmin(MessageColumns, ReadOnlyMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
 
     exclude = ["stream_index", "extra_events"]
+    inlines = [ToolCallInline]
     readonly_fields = [
         "id",
         "tenant",

@@ -68,6 +68,7 @@ USER_MESSAGE_EXAMPLE = {
     "output_tokens": 0,
     "attachments": ["file_01jngarkq08g41awjffpe1rcbc"],
     "citations": [],
+    "tool_calls": [],
     "feedback": None,
     "created_at": "2025-03-04T10:30:00.271834Z",
     "completed_at": "2025-03-04T10:30:00.271834Z",
@@ -94,6 +95,16 @@ ASSISTANT_MESSAGE_EXAMPLE = {
             "snippet": "Total for March 2025: 48,250.00 EUR",
             "relevance_score": 0.82,
             "quality_score": 0.9,
+        }
+    ],
+    "tool_calls": [
+        {
+            "id": "call_8Zq3",
+            "name": "search_files",
+            "arguments": {"query": "March invoices total"},
+            "status": "ok",
+            "content": "[1] invoices-2025-03.pdf, page 2: Total for March 2025: 48,250.00 EUR",
+            "content_type": "text",
         }
     ],
     "feedback": None,

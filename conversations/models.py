@@ -57,7 +57,7 @@ class MessageStatus(models.TextChoices):
 class MessageQuerySet(TenantQuerySet):
     def for_display(self) -> "MessageQuerySet":
         """With what the API shows of each message, in a constant number of queries."""
-        return self.select_related("feedback").prefetch_related("citations")
+        return self.select_related("feedback").prefetch_related("citations", "tool_calls")
 
 
 class Message(TenantOwned):
@@ -116,6 +116,11 @@ class Message(TenantOwned):
         """The citations the API shows, by number (for_display() prefetches them)."""
         return sorted(self.citations.all(), key=attrgetter("number"))
 
+    @cached_property
+    def calls(self) -> list["ToolCall"]:
+        """The tool calls the API shows, in the order they were made (for_display() prefetches them)."""
+        return sorted(self.tool_calls.all(), key=attrgetter("position"))
+
 
 class Citation(TenantOwned):
     """A numbered source an assistant message cites: a File of the conversation, or an external URL."""
@@ -129,6 +134,9 @@ class Citation(TenantOwned):
     snippet = models.TextField(blank=True)
     relevance_score = models.FloatField(default=0)
     quality_score = models.FloatField(default=0)
+    tool_call_id = models.CharField(
+        max_length=100, blank=True, help_text="The tool call whose result cited it (empty before tool calls were kept)."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["message", "number"], name="citation_number_once")]
@@ -136,6 +144,33 @@ class Citation(TenantOwned):
 
     def __str__(self) -> str:
         return f"[{self.number}] {self.source_name or self.source_id}"
+
+
+class ToolCallStatus(models.TextChoices):
+    RUNNING = "running"  # no result: the reply ended (cancelled, failed) during the call
+    OK = "ok"
+    ERROR = "error"
+
+
+class ToolCall(TenantOwned):
+    """A tool an engine called while writing an assistant message, and its result, as streamed
+    (`tool_call` and `tool_result` events, stored with the reply's end)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_calls")
+    call_id = models.CharField(max_length=100, help_text="The engine's id of the call, unique within the reply.")
+    position = models.PositiveIntegerField(help_text="Its order among the reply's calls.")
+    name = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=ToolCallStatus.choices, default=ToolCallStatus.RUNNING)
+    content = models.JSONField(null=True, blank=True, help_text="Text, a JSON value, or a file reference.")
+    content_type = models.CharField(max_length=16, default="text")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "call_id"], name="tool_call_once")]
+        indexes = [models.Index(fields=["tenant", "message", "position"], name="tool_call_message")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.call_id})"
 
 
 class FeedbackCategory(models.TextChoices):

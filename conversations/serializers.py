@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.titles import TITLE_MAX_CHARS
-from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource
+from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource, ToolCallStatus
 from core.fields import StrictCharField
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -73,6 +73,21 @@ class CitationSerializer(serializers.Serializer):
     quality_score = serializers.FloatField(read_only=True)
 
 
+class ToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField(read_only=True, source="call_id", help_text="The `id` of its stream events.")
+    name = serializers.CharField(read_only=True)
+    arguments = serializers.JSONField(read_only=True, help_text="As the engine decided them.")
+    status = serializers.ChoiceField(
+        choices=ToolCallStatus.choices,
+        read_only=True,
+        help_text="`ok`, `error` (the model got the error and went on), or `running` when the reply ended first.",
+    )
+    content = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The result: a text, a JSON value, or a file reference."
+    )
+    content_type = serializers.CharField(read_only=True, help_text="`text`, `json`, `image` or `file`.")
+
+
 class FeedbackSerializer(serializers.Serializer):
     thumbs_up = serializers.BooleanField(read_only=True)
     category = serializers.ChoiceField(choices=FeedbackCategory.choices, read_only=True, allow_blank=True)
@@ -112,6 +127,7 @@ class MessageSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=40), read_only=True, help_text="File refs."
     )
     citations = CitationSerializer(many=True, read_only=True, source="cited")
+    tool_calls = ToolCallSerializer(many=True, read_only=True, source="calls")
     feedback = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
     completed_at = serializers.DateTimeField(read_only=True, allow_null=True)

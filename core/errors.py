@@ -21,6 +21,7 @@ class ApplicationError(Exception):
     code = "invalid"
     status = 400
     default_message = "Invalid request."
+    headers: dict[str, str] = {}  # sent with the answer (e.g. 416's Content-Range)
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
         self.message = message or self.default_message
@@ -67,6 +68,14 @@ class UnsupportedMediaType(ApplicationError):
 class Unavailable(ApplicationError):
     code, status = "unavailable", 503
     default_message = "This server process is restarting: send the request again (another process takes it)."
+
+
+class RangeNotSatisfiable(ApplicationError):
+    code, status, default_message = "range_not_satisfiable", 416, "The Range is outside the file."
+
+    def __init__(self, size: int):
+        super().__init__(details={"size": size})
+        self.headers = {"Content-Range": f"bytes */{size}"}
 
 
 class EngineError(ApplicationError):
@@ -129,6 +138,7 @@ def error_answer(exc: Exception, *, where: str) -> tuple[int, dict[str, Any], di
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         status, body = exc.status, error_body(exc.code, exc.message, exc.details)
+        headers.update(exc.headers)
         if isinstance(exc, Unavailable):
             headers["Retry-After"] = "1"
     elif isinstance(exc, RequestDataTooBig):

@@ -45,6 +45,7 @@ _PATH_TAGS = [
     ("/api/v2/conversations", "management"),
     ("/conversations", "conversations"),
     ("/agents", "agents"),
+    ("/tools", "tools"),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from agents.engines.base import BuiltinAnswer, DataFrameProduced, TurnContext
+from agents.engines.base import BuiltinAnswer, DataFrameProduced, ToolCallEnded, ToolCallStarted, TurnContext
 from core.errors import ApplicationError
 from dataframes.formats import markdown_table
 from dataframes.selectors import conversation_sql_tables
@@ -14,6 +14,7 @@ from dataframes.services import SqlRun, dataframe_create_from_sql
 logger = logging.getLogger(__name__)
 
 PREVIEW_ROWS = 10
+SQL_CALL_ID = "builtin_run_sql"  # (one call a reply: the same on a resumed run)
 FENCED_SQL = re.compile(r"```sql[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 # A message that is itself a query: SELECT or WITH first, after any `--` comment lines (e.g. `-- name: x`).
 LEADING_SQL = re.compile(r"\A\s*(?:--[^\n]*\n\s*)*(?:SELECT|WITH)\b", re.IGNORECASE)
@@ -102,4 +103,9 @@ def answer_with_sql(context: TurnContext) -> BuiltinAnswer | None:
         message_id=context.message_id,
         query=query,
     )
-    return BuiltinAnswer(steps=["Found a SQL query in the message.", *steps], text=text, events=events)
+    call = [
+        ToolCallStarted(SQL_CALL_ID, "run_sql", {"query": query}),
+        ToolCallEnded(SQL_CALL_ID, "ok" if events else "error", text),
+    ]
+    steps = ["Found a SQL query in the message.", *steps]
+    return BuiltinAnswer(steps=steps, text=text, events=events, call=call)

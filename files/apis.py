@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from urllib.parse import quote
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -16,7 +19,7 @@ from rest_framework.views import APIView
 
 from conversations.models import Conversation
 from conversations.selectors import conversation_get
-from core.errors import Invalid, NotFound, PayloadTooLarge
+from core.errors import Invalid, NotFound, PayloadTooLarge, RangeNotSatisfiable
 from core.pagination import keyset_pagination, parse_limit
 from core.schema import ErrorSerializer
 from files.models import File
@@ -40,7 +43,7 @@ from files.serializers import (
     RelatedDocumentSerializer,
 )
 from files.services import file_create_many, file_delete
-from files.signing import signed_url, signed_url_verify
+from files.signing import shown_inline, signed_url, signed_url_verify
 from files.storage import LimitedUploadHandler, preview_kind
 
 PREVIEW_TEXT_CHARS = 10_000
@@ -75,6 +78,8 @@ RELATED_DOCUMENT_EXAMPLE = {
     "relevance_score": 0.82,
     "updated_date": "2025-03-04",
     "quality_score": 0.9,
+    "content": "[1] invoices-2025-03.pdf, page 2: Total for March 2025: 48,250.00 EUR, payable in 30 days",
+    "content_type": "text",
 }
 SIGNED_TOKEN_EXAMPLE = (
     "eyJ0IjoiYWNtZSIsImYiOiJmaWxlXzAxam5nYXJrcTA4ZzQxYXdqZmZwZTFyY2JjIiwiZSI6MTc0MTA4NjAwMH0"
@@ -91,6 +96,14 @@ UPLOAD_RULES = (
     "the answer, within bounds of time, pages and characters: `extraction_status` is `done`, `failed` (with "
     "`extraction_error`) or `unsupported` (a type without text); the extracted text is what replies search "
     "and cite."
+)
+
+
+_RANGE_PARAM = OpenApiParameter(
+    "Range",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="`bytes=first-last`, `bytes=first-` or `bytes=-count`: that part of the file alone (206).",
 )
 
 
@@ -119,16 +132,65 @@ def uploaded_files(request) -> list:
         raise Invalid(f"files: {exc}") from None
 
 
-def file_download_response(file: File) -> FileResponse:
-    """The exact stored bytes with the stored content type and an RFC 6266 Content-Disposition."""
+_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CHUNK_BYTES = 64 * 1024
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The (first, last) byte of a `Range: bytes=...` header, or None to send the whole file: no header,
+    several ranges, or one that does not parse (RFC 9110 lets a server ignore those). RangeNotSatisfiable
+    (416) for a range that starts past the end, or an empty suffix."""
+    found = _BYTE_RANGE.fullmatch((header or "").strip())
+    if found is None or found.groups() == ("", ""):
+        return None
+    first, last = found.groups()
+    if first == "":  # the last N bytes
+        if int(last) == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return max(0, size - int(last)), size - 1
+    if int(first) >= size:
+        raise RangeNotSatisfiable(size)
+    end = min(int(last), size - 1) if last else size - 1
+    return (int(first), end) if end >= int(first) else None
+
+
+def _span(stream, first: int, length: int) -> Iterator[bytes]:
+    try:
+        stream.seek(first)
+        while length > 0 and (data := stream.read(min(_CHUNK_BYTES, length))):
+            length -= len(data)
+            yield data
+    finally:
+        stream.close()
+
+
+def file_download_response(file: File, *, request=None, inline: bool = False) -> HttpResponseBase:
+    """The exact stored bytes with the stored content type and an RFC 6266 Content-Disposition: the whole
+    file, or the one range a `Range` header asks for (206; `Accept-Ranges: bytes`). `inline` (a preview
+    link): PDFs and raster images are shown by the browser, sandboxed; other types stay attachments."""
+    asked = request is not None and "If-Range" not in request.headers  # (If-Range: the whole file, always)
+    span = byte_range(request.headers.get("Range") if asked else None, file.size)
     try:
         stream = default_storage.open(file.storage_key, "rb")
     except FileNotFoundError:
         raise NotFound("The file's bytes are missing from storage.", details={"file_ref": file.id}) from None
-    response = FileResponse(stream, content_type=file.content_type)
+    if span is None:
+        response = FileResponse(stream, content_type=file.content_type)
+        response["Content-Length"] = str(file.size)
+    else:
+        first, last = span
+        response = StreamingHttpResponse(_span(stream, first, last - first + 1), status=206)
+        response["Content-Type"] = file.content_type
+        response["Content-Range"] = f"bytes {first}-{last}/{file.size}"
+        response["Content-Length"] = str(last - first + 1)
+    shown = inline and shown_inline(file.content_type)  # (sandboxed: no scripts, no same-origin)
     fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in file.name)
-    response["Content-Disposition"] = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file.name)}"
-    response["Content-Length"] = str(file.size)
+    disposition = "inline" if shown else "attachment"  # (RFC 6266: an ASCII fallback, and the UTF-8 name)
+    response["Content-Disposition"] = f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(file.name)}"
+    response["Accept-Ranges"] = "bytes"
+    response["X-Content-Type-Options"] = "nosniff"
+    if shown:
+        response["Content-Security-Policy"] = "sandbox"
     return response
 
 
@@ -181,10 +243,13 @@ class FileViewSet(LimitedUploads, viewsets.GenericViewSet):
         summary="Download a file's bytes",
         description="The exact stored bytes of a file of the conversation, with its stored content type, its "
         "size as Content-Length and a Content-Disposition `attachment` naming it (an ASCII fallback and the "
-        "UTF-8 name).\n\nErrors: 400 without `file_ref`; 404 for a file that is not of this conversation of the "
-        "tenant, or whose bytes are missing from storage.",
-        parameters=[DownloadQuerySerializer],
-        responses={(200, "*/*"): _BYTES},
+        "UTF-8 name). `Range: bytes=first-last` (or `first-`, or `-count` for the last bytes) answers that "
+        "part alone, 206 with `Content-Range`; several ranges, or a request with `If-Range`, get the whole "
+        "file. The path works with or without its final slash.\n\nErrors: 400 without `file_ref`; 404 for a "
+        "file that is not of this conversation of the tenant, or whose bytes are missing from storage; 416 for "
+        "a range that starts past the end (`Content-Range: bytes */<size>`).",
+        parameters=[DownloadQuerySerializer, _RANGE_PARAM],
+        responses={(200, "*/*"): _BYTES, (206, "*/*"): _BYTES, 416: ErrorSerializer},
         examples=[
             OpenApiExample(
                 "A file of the conversation", value=FILE_EXAMPLE["file_ref"], parameter_only=("file_ref", "query")
@@ -196,7 +261,7 @@ class FileViewSet(LimitedUploads, viewsets.GenericViewSet):
         query = DownloadQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         file = file_get(tenant=request.tenant, conversation=conversation, file_ref=query.validated_data["file_ref"])
-        return file_download_response(file)
+        return file_download_response(file, request=request)
 
     def destroy(self, request, tenant_id, agent_id, conversation_id, file_ref):
         conversation = _conversation(request, agent_id, conversation_id)
@@ -229,6 +294,8 @@ def _related_document_body(request, conversation: Conversation, document: Relate
         "relevance_score": citation.relevance_score,
         "updated_date": file.created_at.date().isoformat() if file is not None else None,
         "quality_score": citation.quality_score,
+        "content": document.tool_call.content if document.tool_call is not None else None,
+        "content_type": document.tool_call.content_type if document.tool_call is not None else None,
     }
 
 
@@ -354,11 +421,14 @@ class SignedDownloadView(APIView):
     @extend_schema(
         summary="Download a file through a signed preview URL (no API key)",
         description="The bytes of the file a preview's signed URL names, as `GET .../files/download/` gives "
-        "them; no API key: the signature is the credential, for 15 minutes, and only while the tenant is "
-        "active.\n\nErrors: 403 for a signature that is invalid, expired or of another tenant; 404 for a file "
-        "deleted since.",
+        "them (ranges included); no API key: the signature is the credential, for 15 minutes, and only while the "
+        "tenant is active. A PDF or an image (not SVG) comes `inline`, for the browser to show, "
+        "sandboxed (`Content-Security-Policy: sandbox`, `X-Content-Type-Options: nosniff`); any other type is "
+        "an attachment.\n\nErrors: 403 for a signature that is invalid, expired or of another tenant; 404 for a "
+        "file deleted since; 416 for a range that starts past the end.",
         auth=[],
-        responses={(200, "*/*"): _BYTES, 403: ErrorSerializer},
+        parameters=[_RANGE_PARAM],
+        responses={(200, "*/*"): _BYTES, (206, "*/*"): _BYTES, 403: ErrorSerializer, 416: ErrorSerializer},
         examples=[
             OpenApiExample(
                 "A signed token",
@@ -369,4 +439,5 @@ class SignedDownloadView(APIView):
     )
     def get(self, request, tenant_id: str, token: str):
         file_ref = signed_url_verify(tenant_id=tenant_id, token=token)
-        return file_download_response(file_get_for_signed_url(tenant_id=tenant_id, file_ref=file_ref))
+        file = file_get_for_signed_url(tenant_id=tenant_id, file_ref=file_ref)
+        return file_download_response(file, request=request, inline=True)

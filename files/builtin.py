@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.engines.base import BuiltinAnswer, Citations, TurnContext
+from agents.engines.base import BuiltinAnswer, Citations, ToolCallEnded, ToolCallStarted, TurnContext
 from files.retrieval import Hit, best_sentences, indexed_files, passage_search
 
 MAX_CITED_PASSAGES = 3
 SNIPPET_CHARS = 300
+SEARCH_CALL_ID = "builtin_search_files"  # (one call a reply: the same on a resumed run)
 
 
 def _names(files) -> str:
@@ -73,13 +74,15 @@ def answer_from_files(context: TurnContext) -> BuiltinAnswer | None:
         query=question,
         limit=MAX_CITED_PASSAGES,
     )
+    search = ToolCallStarted(SEARCH_CALL_ID, "search_files", {"query": question, "limit": MAX_CITED_PASSAGES})
     if not hits:
         steps.append("No passage matched any search term of the question.")
         text = (
             f"I searched {len(files)} file(s) ({', '.join(f.name for f in files[:5])}) but found nothing about "
             f'"{clip(question, 200)}". Try other words, or ask about what the files contain.'
         )
-        return BuiltinAnswer(steps=steps, text=text)
+        found = ToolCallEnded(SEARCH_CALL_ID, "ok", "No passage matched.")
+        return BuiltinAnswer(steps=steps, text=text, call=[search, found])
 
     sentences = best_sentences(hits)
     items, numbers = _citation_items(hits, sentences)
@@ -97,4 +100,9 @@ def answer_from_files(context: TurnContext) -> BuiltinAnswer | None:
         if fresh:
             lines.append(f"- {' '.join(fresh)} [{number}]")
     text = "From your files:\n\n" + "\n".join(lines)
-    return BuiltinAnswer(steps=steps, text=text, events=[Citations(items=items)])
+    passages = "\n\n".join(
+        f"[{number}] {hit.file.name}{f', page {hit.passage.page}' if hit.passage.page else ''}: {hit.passage.text}"
+        for hit, number in zip(hits, numbers, strict=True)
+    )
+    found = ToolCallEnded(SEARCH_CALL_ID, "ok", passages)
+    return BuiltinAnswer(steps=steps, text=text, events=[Citations(items=items)], call=[search, found])

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from conversations.models import Citation, Conversation
+from conversations.models import Citation, Conversation, ToolCall
 from core.errors import Invalid, NotFound
 from core.pagination import decode_cursor, encode_cursor
 from files.models import File, Passage
@@ -75,6 +75,7 @@ def files_as_context(files: list[File], *, max_chars: int) -> str:
 class RelatedDocument:
     citation: Citation
     file: File | None  # None for a cited URL
+    tool_call: ToolCall | None = None  # whose result cited it (None for citations made before calls were kept)
 
 
 def _related_citations(tenant: Tenant, conversation: Conversation) -> QuerySet[Citation]:
@@ -88,8 +89,19 @@ def _related_citations(tenant: Tenant, conversation: Conversation) -> QuerySet[C
 
 
 def _with_files(tenant: Tenant, citations: list[Citation]) -> list[RelatedDocument]:
+    """The documents of the citations: each with its file, and the tool call whose result cited it."""
     files = File.objects.for_tenant(tenant).in_bulk([c.source_id for c in citations])
-    return [RelatedDocument(citation=c, file=files.get(c.source_id)) for c in citations]
+    made = Q()
+    for citation in citations:
+        if citation.tool_call_id:
+            made |= Q(message_id=citation.message_id, call_id=citation.tool_call_id)
+    calls = {}
+    if made:
+        calls = {(call.message_id, call.call_id): call for call in ToolCall.objects.for_tenant(tenant).filter(made)}
+    return [
+        RelatedDocument(citation=c, file=files.get(c.source_id), tool_call=calls.get((c.message_id, c.tool_call_id)))
+        for c in citations
+    ]
 
 
 def related_document_list(

@@ -56,6 +56,12 @@ class RelatedDocumentSerializer(serializers.Serializer):
     relevance_score = serializers.FloatField(help_text="0.0 to 1.0.")
     updated_date = serializers.CharField(allow_null=True, help_text="`YYYY-MM-DD` (the file's upload date).")
     quality_score = serializers.FloatField(help_text="0.0 to 1.0.")
+    content = serializers.JSONField(
+        allow_null=True,
+        help_text="The tool result that cited the source: a text, a JSON value, or a reference to an image or "
+        "document file of the conversation; null for citations made before tool calls were kept.",
+    )
+    content_type = serializers.CharField(allow_null=True, help_text="`text`, `json`, `image` or `file` (or null).")
 
 
 class CitationOfSourceSerializer(serializers.Serializer):

@@ -25,24 +25,22 @@ def _is_s3() -> bool:
     return hasattr(default_storage, "bucket_name")
 
 
-def _shown_inline(file: File) -> bool:
-    # Only PDFs and raster images: an uploaded HTML page (or SVG, which runs scripts) must not render
-    # from the bucket's origin.
-    return file.content_type == "application/pdf" or (
-        file.content_type.startswith("image/") and file.content_type != "image/svg+xml"
-    )
+def shown_inline(content_type: str) -> bool:
+    """Whether a preview link shows the type in the browser: only PDFs and raster images. An uploaded HTML
+    page (or SVG, which runs scripts) must not render from the bucket's origin, or this one."""
+    return content_type == "application/pdf" or (content_type.startswith("image/") and content_type != "image/svg+xml")
 
 
 def signed_url(*, file: File, request=None) -> str:
     """A URL that downloads the file without an API key for FILE_PREVIEW_URL_SECONDS."""
     seconds = settings.FILE_PREVIEW_URL_SECONDS
     if _is_s3():
+        as_attachment = not shown_inline(file.content_type)
         return default_storage.url(
             file.storage_key,
             parameters={
                 "ResponseContentType": file.content_type,
-                # Inline only for PDFs and images: an uploaded HTML page must not render from the bucket.
-                "ResponseContentDisposition": content_disposition_header(not _shown_inline(file), file.name),
+                "ResponseContentDisposition": content_disposition_header(as_attachment, file.name),
             },
             expire=seconds,
         )

@@ -7,6 +7,8 @@ CONVERSATION = "agents/<str:agent_id>/conversations/<str:conversation_id>"
 urlpatterns = [
     path(f"{CONVERSATION}/files", FileViewSet.as_view({"get": "list", "post": "create"}), name="file-list"),
     path(f"{CONVERSATION}/files/download/", FileViewSet.as_view({"get": "download"}), name="file-download"),
+    # The same without the slash (clients drop it), before files/<file_ref> would take it; documented once.
+    path(f"{CONVERSATION}/files/download", FileViewSet.as_view({"get": "download"}, schema=None)),
     path(f"{CONVERSATION}/files/<str:file_ref>", FileViewSet.as_view({"delete": "destroy"}), name="file-detail"),
     path(
         f"{CONVERSATION}/related-documents",

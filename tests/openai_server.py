@@ -91,13 +91,15 @@ class _Handler(BaseHTTPRequestHandler):
         if model == "tool-caller":
             if messages[-1]["role"] != "tool":
                 call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}
+                pieces = ['{"q": ', '"x"}'] if self.server.tool_arguments is None else [self.server.tool_arguments]
                 return self._stream(
                     [
                         completion_chunk({"tool_calls": [call]}),
-                        completion_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": '}}]}),
-                        completion_chunk(
-                            {"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}, finish="tool_calls"
+                        *(
+                            completion_chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+                            for p in pieces
                         ),
+                        completion_chunk({}, finish="tool_calls"),
                         completion_chunk(usage=USAGE),
                         done,
                     ]
@@ -149,6 +151,7 @@ class OpenAIServer(ThreadingHTTPServer):
         self.requests: list[dict] = []
         self.aborted = 0  # streams whose client disconnected before the end
         self.stall_seconds = 3.0
+        self.tool_arguments: str | None = None  # what tool-caller's call sends as its arguments (default {"q": "x"})
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

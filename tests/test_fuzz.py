@@ -38,7 +38,7 @@ CONFIG = """
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 
 [[operations]]  # a `next` cursor, or a Last-Event-ID, the server did not issue
-include-name-regex = "^GET .*/(agents|conversations|search|messages|files|related-documents|data-frames|stream)$"
+include-name-regex = "^GET .*/(agents|conversations|search|messages|files|related-documents|data-frames|stream|tools)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]  # a model the operator does not offer (OPENAI_MODELS)
@@ -52,6 +52,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 
 [[operations]]  # file parts without a file name; a thumbs-down without its category; an id holding a NUL
 include-name-regex = "^(POST .*/files|PUT .*/feedback|POST .*/bulk-delete)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]  # a tool name already used; a URL, or header names, that JSON Schema types cannot describe
+include-name-regex = "^(POST|PATCH) .*/tools(/[{]tool_id[}])?$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]  # messages' files must be the tenant's

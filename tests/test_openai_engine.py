@@ -93,10 +93,11 @@ def test_the_tool_loop_sends_results_back_to_the_model(owner, llm):
     reply = post(owner, conversation, {"content": "look it up"}).json()["messages"][1]
     assert reply["status"] == "completed"
     # no tool named "lookup" exists: the model is told so, and answers from that
-    assert reply["content"] == "Tool said: Unknown tool 'lookup'."
+    unknown = "Unknown tool 'lookup': this agent has no such tool."
+    assert reply["content"] == f"Tool said: {unknown}"
     second = llm.requests[-1]["body"]["messages"]
     assert second[-2]["tool_calls"][0]["function"] == {"name": "lookup", "arguments": '{"q": "x"}'}
-    assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "Unknown tool 'lookup'."}
+    assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": unknown}
     assert reply["input_tokens"] == 22  # usage of both rounds
 
 

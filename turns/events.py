@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.engines import Citations, Content, DataFrameProduced, Event, FileProduced, Thinking
+from agents.engines import (
+    Citations,
+    Content,
+    DataFrameProduced,
+    Event,
+    FileProduced,
+    Thinking,
+    ToolCallEnded,
+    ToolCallStarted,
+)
 
 TEXT_KINDS = ("content", "thinking")
 END_KINDS = ("done", "error")
@@ -34,6 +43,17 @@ def wire_event(event: Event) -> dict[str, Any] | None:
         return {"data_frame": {"name": event.name, "rows": event.rows, "columns": event.columns}}
     if isinstance(event, FileProduced):
         return {"file": {"file_ref": event.file_ref, "name": event.name}}
+    if isinstance(event, ToolCallStarted):
+        return {"tool_call": {"id": event.id, "name": event.name, "arguments": event.arguments}}
+    if isinstance(event, ToolCallEnded):
+        return {
+            "tool_result": {
+                "id": event.id,
+                "status": event.status,
+                "content": event.content,
+                "content_type": event.content_type,
+            }
+        }
     return None
 
 

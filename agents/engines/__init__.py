@@ -11,6 +11,8 @@ from agents.engines.base import (
     Event,
     FileProduced,
     Thinking,
+    ToolCallEnded,
+    ToolCallStarted,
     TurnContext,
     Usage,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "Event",
     "FileProduced",
     "Thinking",
+    "ToolCallEnded",
+    "ToolCallStarted",
     "TurnContext",
     "Usage",
 ]

@@ -43,12 +43,37 @@ class FileProduced:
 
 
 @dataclass(frozen=True)
+class ToolCallStarted:
+    """The engine decided to call a tool. `id` is unique within the reply; `arguments` as decided (a JSON
+    object, or the text the model wrote when it is not one)."""
+
+    id: str
+    name: str
+    arguments: Any
+
+
+TOOL_CONTENT_TYPES = ("text", "json", "image", "file")
+
+
+@dataclass(frozen=True)
+class ToolCallEnded:
+    """A tool call's result, as the model got it: `status` "ok" or "error" (the model reads the error and
+    goes on); `content` a text, a JSON value, or for an image or document a reference to a file of the
+    conversation ({"file_ref", "name", "content_type"}); `content_type` says which (TOOL_CONTENT_TYPES)."""
+
+    id: str
+    status: str
+    content: Any
+    content_type: str = "text"
+
+
+@dataclass(frozen=True)
 class Usage:
     input_tokens: int
     output_tokens: int
 
 
-Event = Thinking | Content | Citations | DataFrameProduced | FileProduced | Usage
+Event = Thinking | Content | Citations | DataFrameProduced | FileProduced | ToolCallStarted | ToolCallEnded | Usage
 
 
 class EngineFailure(Exception):
@@ -94,11 +119,14 @@ class Engine(Protocol):
 
 @dataclass
 class BuiltinAnswer:
-    """What a mode of the builtin engine produces: the steps it really took, the reply, extra events."""
+    """What a mode of the builtin engine produces: the steps it really took, the reply, extra events (after
+    the text), and the tool call it made (its ToolCallStarted and ToolCallEnded, before the text, as an
+    LLM's calls are)."""
 
     steps: list[str]
     text: str
     events: list[Event] = field(default_factory=list)
+    call: list[Event] = field(default_factory=list)
 
 
 def estimate_tokens(text: str) -> int:

@@ -108,16 +108,19 @@ class BuiltinEngine:
         else:  # a plain answer: no thread, no query, and the reply starts at once
             steps, answer = answer_for(fresh)
         thinking = [step + "\n" for step in [*steps, *answer.steps]] if context.reasoning else []
-        pieces, events = chunks(answer.text), answer.events
+        pieces, call, events = chunks(answer.text), answer.call, answer.events
         if context.resumed:
             thinking, pieces = _rest(thinking, context.continued_thinking), _rest(pieces, context.continue_from)
             if thinking is None or pieces is None:
                 _, answer = answer_for(context)
-                thinking, pieces, events = [], chunks(answer.text), answer.events
-            else:
-                events = events[context.continued_events :]
+                thinking, pieces, call, events = [], chunks(answer.text), [], answer.events
+            else:  # the call's events were streamed first, then the others
+                done = context.continued_events
+                call, events = call[done:], events[max(0, done - len(call)) :]
         for step in thinking:
             yield Thinking(step)
+        for event in call:
+            yield event
         # Paced like a model streaming from elsewhere: chunk n is due `n * delay` after the first. After a
         # late wake-up of this process, the chunks due meanwhile come at once, as they would have waited
         # in a socket's buffer, not one per turn of the event loop.

@@ -17,8 +17,20 @@ import httpx2
 import openai
 from django.conf import settings
 
-from agents.engines.base import Citations, Content, EngineFailure, Event, Thinking, TurnContext, Usage
-from agents.tools import ToolContext, registry
+from agents.engines.base import (
+    Citations,
+    Content,
+    EngineFailure,
+    Event,
+    Thinking,
+    ToolCallEnded,
+    ToolCallStarted,
+    TurnContext,
+    Usage,
+)
+from agents.http_tools import http_tools_for
+from agents.tools import ToolContext, registry, tool_call
+from core.db import in_worker
 
 logger = logging.getLogger(__name__)
 
@@ -196,14 +208,19 @@ class OpenAIEngine:
 
     async def _run(self, client: openai.AsyncOpenAI, context: TurnContext) -> AsyncIterator[Event]:
         """Completions until the model answers without calling tools (at most TOOL_ROUNDS_MAX rounds)."""
-        tools = registry()
-        enabled = [tools[name] for name in context.options.get("tools", list(tools)) if name in tools]
+        tools = dict(registry())
+        names = context.options.get("tools", list(tools))  # the builtin ones unless the agent names its own
+        if own := [name for name in names if name not in tools]:
+            tools.update((tool.name, tool) for tool in await in_worker(http_tools_for)(context.tenant_id, own))
+        enabled = [tools[name] for name in names if name in tools]
         tool_context = ToolContext(
             tenant_id=context.tenant_id,
             conversation_id=context.conversation_id,
             message_id=context.message_id,
             file_refs=tuple(context.attachments),
         )
+        enabled_names = {tool.name for tool in enabled}
+        seen_ids: set[str] = set()
         messages = build_messages(context)
         extra: dict[str, Any] = {
             key: context.options[key] for key in ("temperature", "max_tokens") if key in context.options
@@ -219,18 +236,24 @@ class OpenAIEngine:
                     return
                 if round_number == settings.TOOL_ROUNDS_MAX:
                     raise EngineFailure(f"The model kept calling tools after {settings.TOOL_ROUNDS_MAX} rounds.")
+                for position, call in enumerate(completion.calls.values()):
+                    # An id unique within the reply (servers that send none, or the same twice, exist).
+                    call["id"] = _unique_id(call["id"] or f"call_{round_number}_{position}", seen_ids)
                 messages.append(completion.assistant_message())
                 for call in completion.calls.values():
-                    result_text = await self._call_tool(tools, enabled, tool_context, call)
-                    if isinstance(result_text, tuple):
-                        result_text, events = result_text
-                        for event in events:
-                            if isinstance(event, Citations) and event.items:
-                                # The next call numbers its sources after these: markers stay unique.
-                                last = max(item["number"] for item in event.items)
-                                tool_context = dataclasses.replace(tool_context, first_citation=last + 1)
-                            yield event
-                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": result_text})
+                    arguments = _arguments(call["arguments"])
+                    yield ToolCallStarted(call["id"], call["name"], arguments)
+                    tool = tools.get(call["name"]) if call["name"] in enabled_names else None
+                    outcome = await tool_call(tool, call["name"], tool_context, arguments)
+                    for event in outcome.events:
+                        if isinstance(event, Citations) and event.items:
+                            # The next call numbers its sources after these: markers stay unique.
+                            last = max(item["number"] for item in event.items)
+                            tool_context = dataclasses.replace(tool_context, first_citation=last + 1)
+                        yield event
+                    content = outcome.text if outcome.content is None else outcome.content
+                    yield ToolCallEnded(call["id"], outcome.status, content, outcome.content_type)
+                    messages.append({"role": "tool", "tool_call_id": call["id"], "content": outcome.text})
         except EngineFailure:
             raise
         except (openai.OpenAIError, ValueError, KeyError, TypeError) as exc:
@@ -269,16 +292,20 @@ class OpenAIEngine:
                         slot["name"] += function.get("name") or ""
                         slot["arguments"] += function.get("arguments") or ""
 
-    @staticmethod
-    async def _call_tool(tools, enabled, tool_context, call) -> str | tuple[str, list[Event]]:
-        tool = tools.get(call["name"])
-        if tool is None or tool not in enabled:
-            return f"Unknown tool {call['name']!r}."
-        try:
-            arguments = json.loads(call["arguments"] or "{}")
-            if not isinstance(arguments, dict):
-                raise ValueError("arguments must be a JSON object")
-        except ValueError as exc:
-            return f"Invalid arguments for {tool.name}: {exc}"
-        result = await tool.run(tool_context, arguments)
-        return result.text, result.events
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as the model wrote them: the JSON object, or the text when it is not one."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def _unique_id(call_id: str, seen: set[str]) -> str:
+    unique, suffix = call_id, 1
+    while unique in seen:
+        suffix += 1
+        unique = f"{call_id}_{suffix}"
+    seen.add(unique)
+    return unique

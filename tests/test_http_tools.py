@@ -1,0 +1,230 @@
+"""Tenants' own HTTP tools: defined over `/tools` (secrets encrypted, shown once, another tenant's are 404),
+named in an agent's `options.tools`, and called by the openai engine with arguments checked against their
+schema, signed (Standard Webhooks), never to a private address unless the operator allows it, within their
+timeout and size cap; every failure is an error result the model reads, and the reply completes."""
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+
+from agents.models import HttpTool
+from tests.conftest import async_client
+from tests.openai_server import OpenAIServer
+from tests.test_tool_calls import streamed, tool_events
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LOCAL = ["127.0.0.1/32"]
+
+
+class _Tool(BaseHTTPRequestHandler):
+    server: "ToolServer"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.received.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        if self.path == "/slow":
+            time.sleep(2)
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "/ok")
+            self.end_headers()
+            return
+        status, kind, answer = {
+            "/fail": (500, "text/plain", b"the order database is down"),
+            "/big": (200, "text/plain", b"y" * 5000),
+            "/text": (200, "text/plain; charset=utf-8", b"Order A-1042 ships today."),
+        }.get(self.path, (200, "application/json", json.dumps({"status": "shipped", "order": "A-1042"}).encode()))
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+class ToolServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Tool)
+        self.received: list[dict] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def tool_server():
+    server = ToolServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def llm():
+    with (
+        OpenAIServer() as server,
+        override_settings(OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-test", TOOL_ALLOWED_NETWORKS=LOCAL),
+    ):
+        yield server
+
+
+PARAMETERS = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+
+
+def define(ctx, address: str, **fields):
+    body = {"name": "lookup", "description": "Order status.", "parameters": PARAMETERS, "url": address, **fields}
+    return ctx.client.post(f"{ctx.base}/tools", body, format="json")
+
+
+def test_a_tool_is_defined_its_secrets_shown_once_and_stored_encrypted(owner, outsider):
+    created = define(owner, "https://tools.example.com/orders", headers={"Authorization": "Bearer s3cret-value"})
+    assert created.status_code == 201, created.json()
+    tool = created.json()
+    assert tool["signing_secret"].startswith("whsec_") and tool["header_names"] == ["Authorization"]
+    shown = owner.client.get(f"{owner.base}/tools/{tool['id']}").json()
+    assert "signing_secret" not in shown and "s3cret-value" not in json.dumps(shown)
+    stored = HttpTool.objects.get(id=tool["id"])
+    assert (
+        "s3cret-value" not in stored.headers_encrypted and tool["signing_secret"] not in stored.signing_secret_encrypted
+    )
+    assert [t["id"] for t in owner.client.get(f"{owner.base}/tools").json()["items"]] == [tool["id"]]
+    # Another tenant's tool is not found, for every operation.
+    for method in ("get", "patch", "delete"):
+        answer = getattr(outsider.client, method)(f"{outsider.base}/tools/{tool['id']}", {}, format="json")
+        assert answer.status_code == 404, method
+    assert outsider.client.get(f"{outsider.base}/tools").json()["items"] == []
+    changed = owner.client.patch(f"{owner.base}/tools/{tool['id']}", {"timeout_seconds": 20}, format="json")
+    assert changed.status_code == 200 and changed.json()["timeout_seconds"] == 20
+    deleted = owner.client.delete(f"{owner.base}/tools/{tool['id']}")
+    assert deleted.status_code == 200 and deleted.json()["id"] == tool["id"]
+    assert not HttpTool.objects.filter(id=tool["id"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"name": "run_sql"}, "name"),
+        ({"name": "9lives"}, "name"),
+        ({"parameters": {"type": "string"}}, "parameters"),
+        ({"parameters": {"type": "object", "properties": {"q": {"type": 12}}}}, "parameters"),
+        ({"url": "ftp://tools.example.com/x"}, "url"),
+        ({"url": "https://user:pw@tools.example.com/x"}, "url"),
+        ({"headers": {"Host": "elsewhere"}}, "headers"),
+        ({"headers": {"X-Key": "a\r\nInjected: yes"}}, "headers"),
+        ({"timeout_seconds": 600}, "timeout_seconds"),
+        ({"secret": "mine"}, "secret"),  # a field the API does not know
+    ],
+)
+def test_an_invalid_tool_is_400_naming_the_field(owner, fields, field):
+    answer = define(owner, "https://tools.example.com/orders", **fields)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid"
+    assert answer.json()["error"]["message"].startswith(field), answer.json()
+
+
+def test_a_name_is_used_once_per_tenant_and_agents_may_name_only_their_tenants_tools(owner, outsider):
+    assert define(owner, "https://tools.example.com/a").status_code == 201
+    again = define(owner, "https://tools.example.com/b")
+    assert again.status_code == 400 and again.json()["error"]["message"].startswith("name")
+    assert define(outsider, "https://tools.example.com/a").status_code == 201  # another tenant's own
+    for ctx, expected in [(owner, 200), (outsider, 200)]:
+        answer = ctx.client.patch(ctx.agent_url, {"options": {"tools": ["lookup", "search_files"]}}, format="json")
+        assert answer.status_code == expected
+    unknown = owner.client.patch(owner.agent_url, {"options": {"tools": ["nope"]}}, format="json")
+    assert unknown.status_code == 400 and "nope" in unknown.json()["error"]["message"]
+
+
+async def use_tool(ctx, url: str, **fields) -> dict:
+    tool = (await sync_to_async(define)(ctx, url, **fields)).json()
+    ctx.agent.engine, ctx.agent.model, ctx.agent.options = "openai", "tool-caller", {"tools": ["lookup"]}
+    await sync_to_async(ctx.agent.save)()
+    return tool
+
+
+async def test_the_model_calls_the_tenants_tool_signed_and_gets_its_answer(owner, llm, tool_server):
+    tool = await use_tool(owner, f"{tool_server.url}/orders", headers={"Authorization": "Bearer the-service-key"})
+    conversation = await sync_to_async(owner.conversation)()
+    events = await streamed(owner, conversation, {"content": "Where is order A-1042?"})
+    (request,) = tool_server.received
+    assert request["body"] == b'{"q":"x"}' and request["headers"]["Authorization"] == "Bearer the-service-key"
+    # The receiver checks the signature with the secret it was shown once (Standard Webhooks).
+    headers, key = request["headers"], base64.b64decode(tool["signing_secret"].removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + request["body"]
+    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == expected and abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    (_, ended) = tool_events(events)[1]
+    assert ended == {"id": "call_1", "status": "ok", "content": {"status": "shipped", "order": "A-1042"},
+                     "content_type": "json"}  # fmt: skip
+    reply = "".join(e["data"].get("content", "") for e in events)
+    assert reply == 'Tool said: {"status": "shipped", "order": "A-1042"}'  # what the model read
+    assert llm.requests[0]["body"]["tools"][0]["function"]["name"] == "lookup"
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "result"),
+    [
+        ("/fail", {}, "The tool lookup answered 500: the order database is down"),
+        ("/slow", {"timeout_seconds": 0.5}, "The tool lookup did not answer within 0.5 s."),
+        ("/big", {"max_response_bytes": 1000}, "The tool lookup answered more than 1,000 bytes."),
+        ("/redirect", {}, "The tool lookup answered a redirect (302); redirects are not followed."),
+    ],
+    ids=["fails", "times-out", "too-big", "redirects"],
+)
+async def test_a_failing_tool_gives_the_model_an_error_and_the_reply_completes(
+    owner, llm, tool_server, path, fields, result
+):
+    await use_tool(owner, f"{tool_server.url}{path}", **fields)
+    conversation = await sync_to_async(owner.conversation)()
+    events = await streamed(owner, conversation, {"content": "Where is my order?"})
+    (_, ended) = tool_events(events)[1]
+    assert (ended["status"], ended["content"]) == ("error", result)
+    assert events[-1]["data"] == {"done": True, "status": "completed"}
+    assert [r["path"] for r in tool_server.received] == [path]  # one request: the redirect is not followed
+
+
+async def test_a_private_address_is_refused_unless_the_operator_allows_it(owner, llm, tool_server):
+    await use_tool(owner, f"{tool_server.url}/orders")
+    conversation = await sync_to_async(owner.conversation)()
+    with override_settings(TOOL_ALLOWED_NETWORKS=[]):
+        events = await streamed(owner, conversation, {"content": "Where is my order?"})
+    (_, ended) = tool_events(events)[1]
+    assert ended["status"] == "error" and "private or reserved address (127.0.0.1)" in ended["content"]
+    assert tool_server.received == [] and events[-1]["data"]["status"] == "completed"
+
+
+async def test_arguments_against_the_schema_are_checked_before_any_call(owner, llm, tool_server):
+    parameters = {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]}
+    await use_tool(owner, f"{tool_server.url}/orders", parameters=parameters)
+    conversation = await sync_to_async(owner.conversation)()
+    events = await streamed(owner, conversation, {"content": "Where is my order?"})
+    (_, ended) = tool_events(events)[1]
+    assert (ended["status"], ended["content"]) == (
+        "error",
+        "Invalid arguments for lookup: q: 'x' is not of type 'integer'",
+    )
+    assert tool_server.received == []
+
+
+async def test_another_tenants_tool_of_the_same_name_is_not_offered(owner, outsider, llm, tool_server):
+    await sync_to_async(define)(outsider, f"{tool_server.url}/orders")
+    owner.agent.engine, owner.agent.model = "openai", "tool-caller"
+    await sync_to_async(owner.agent.save)()  # options.tools absent: the builtin tools only
+    conversation = await sync_to_async(owner.conversation)()
+    events = await streamed(owner, conversation, {"content": "Where is my order?"})
+    (_, ended) = tool_events(events)[1]
+    assert ended["status"] == "error" and ended["content"].startswith("Unknown tool 'lookup'")
+    assert tool_server.received == []
+    listed = await async_client(owner).get(f"{owner.base}/tools")
+    assert listed.json()["items"] == []
