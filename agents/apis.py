@@ -31,8 +31,9 @@ _INPUT_RULES = (
     "written, spaces included). `engine` is `builtin` (offline and deterministic, the default) or `openai` (an "
     "OpenAI-compatible server), which needs a `model` among those the operator offers. `options` takes only "
     "its documented keys: `temperature` 0 to 2, `max_tokens` 1 to 200,000, `history_tokens` 100 to 2,000,000, "
-    "`tools` among `search_files`, `read_file`, `run_sql`, `list_data_frames` and the tenant's own tools by name "
-    "(`/tools`; without the list, the builtin four), `chunk_delay_ms` 0 to 60,000, "
+    "`tools` among `search_files`, `read_file`, `run_sql`, `list_data_frames`, `export_data_frame`, "
+    "`chart_data_frame` and the tenant's own tools by name (`/tools`; without the list, all the builtin ones), "
+    "`chunk_delay_ms` 0 to 60,000, "
     "`on_crash` `continue` or `fail`. Strings are JSON strings (a number is not a name), numbers JSON numbers, "
     "and no string may hold a NUL character."
 )

@@ -35,6 +35,10 @@ from core.crypto import secret_decrypt
 SECRET_PREFIX = "whsec_"
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON (and PostgreSQL stores no such number)")
+
+
 def signing_secret_new() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
@@ -50,12 +54,24 @@ def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(network, strict=False) for network in settings.TOOL_ALLOWED_NETWORKS]
 
 
+# IPv6 ranges that carry an IPv4 address a gateway may forward to (NAT64) or that are deprecated: never "public".
+_TRANSLATED = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")]
+
+
 def address_allowed(address: str) -> tuple[bool, bool]:
-    """(may connect, is one of the operator's allowed networks) for a resolved address."""
-    ip = ipaddress.ip_address(address)
+    """(may connect, is one of the operator's allowed networks) for a resolved address. An IPv6 address that
+    embeds an IPv4 one (mapped, 6to4, Teredo) is judged by that one too."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
     if any(ip in network for network in allowed_networks()):
         return True, True
-    return ip.is_global and not ip.is_multicast, False
+    public = ip.is_global and not ip.is_multicast
+    if ip.version == 6:
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if ip.ipv4_mapped is not None:
+            return address_allowed(str(ip.ipv4_mapped))
+        public = public and not any(ip in network for network in _TRANSLATED)
+        public = public and all(v4.is_global for v4 in embedded if v4 is not None)
+    return public, False
 
 
 class Refused(Exception):
@@ -66,7 +82,7 @@ async def _resolved(host: str, port: int) -> str:
     """The address to connect to: the host's first, once every address it has is allowed."""
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):
         raise Refused(f"The tool's host {host!r} does not resolve.") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for address in addresses:
@@ -85,7 +101,8 @@ async def http_tool_call(tool: HttpTool, arguments: dict) -> ToolResult:
         where = "/".join(str(part) for part in errors[0].absolute_path) or "(the arguments)"
         return ToolResult(f"Invalid arguments for {tool.name}: {where}: {errors[0].message}", status="error")
     try:
-        return await _post(tool, arguments)
+        async with asyncio.timeout(tool.timeout_seconds):  # (the name's lookup included)
+            return await _post(tool, arguments)
     except Refused as exc:
         return ToolResult(str(exc), status="error")
     except (httpx2.TimeoutException, TimeoutError):
@@ -104,7 +121,7 @@ async def _post(tool: HttpTool, arguments: dict) -> ToolResult:
     message_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
     headers = dict(secret_decrypt(tool.headers_encrypted)) if tool.headers_encrypted else {}
     headers.update({
-        "Host": parts.netloc.rpartition("@")[2],
+        "Host": parts.netloc.rpartition("@")[2].encode("idna").decode("ascii"),
         "Content-Type": "application/json",
         "User-Agent": "Parley-Tools/1",
         "webhook-id": message_id,
@@ -131,7 +148,7 @@ async def _post(tool: HttpTool, arguments: dict) -> ToolResult:
         return ToolResult(f"The tool {tool.name} answered {answer.status_code}: {text[:500]}", status="error")
     if answer.headers.get("Content-Type", "").split(";")[0].strip() == "application/json":
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_not_json)
         except ValueError:
             return ToolResult(f"The tool {tool.name} answered JSON that does not parse.", status="error")
         return ToolResult(json.dumps(value, ensure_ascii=False), content=value, content_type="json")

@@ -14,7 +14,7 @@ from agents.models import TOOL_NAME_PATTERN, Agent, Engine, HttpTool
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from core.schema import refuses_unknown_keys
 
-TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames"]
+TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames", "export_data_frame", "chart_data_frame"]
 
 
 @refuses_unknown_keys
@@ -31,7 +31,8 @@ class AgentOptionsSerializer(serializers.Serializer):
         required=False,
         max_length=50,
         help_text="The tools the engine may call: builtin ones (`search_files`, `read_file`, `run_sql`, "
-        "`list_data_frames`; all of them when the list is absent) and the tenant's own, by name (`/tools`).",
+        "`list_data_frames`, `export_data_frame`, `chart_data_frame`; all of them when the list is absent) and "
+        "the tenant's own, by name (`/tools`).",
     )
     chunk_delay_ms = StrictIntegerField(
         required=False,
@@ -119,6 +120,12 @@ RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
 
 
+def _has_key(value, keys: set[str]) -> bool:
+    if isinstance(value, dict):
+        return any(key in keys or _has_key(item, keys) for key, item in value.items())
+    return isinstance(value, list) and any(_has_key(item, keys) for item in value)
+
+
 class HttpToolSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     name = serializers.CharField(read_only=True)
@@ -187,6 +194,8 @@ class HttpToolInputSerializer(serializers.Serializer):
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:
             raise serializers.ValidationError(f"Not a valid JSON Schema: {exc.message}") from None
+        if _has_key(value, {"pattern", "patternProperties"}):  # a regular expression could stall the server
+            raise serializers.ValidationError("`pattern` and `patternProperties` are not supported.")
         return value
 
     def validate_url(self, value: str) -> str:

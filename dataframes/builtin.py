@@ -5,8 +5,17 @@ from __future__ import annotations
 import logging
 import re
 
-from agents.engines.base import BuiltinAnswer, DataFrameProduced, ToolCallEnded, ToolCallStarted, TurnContext
+from agents.engines.base import (
+    BuiltinAnswer,
+    DataFrameProduced,
+    FileProduced,
+    ToolCallEnded,
+    ToolCallStarted,
+    TurnContext,
+)
 from core.errors import ApplicationError
+from dataframes.charts import chart_request_in, dataframe_chart
+from dataframes.exports import EXPORT_FORMATS, dataframe_export, export_format_in
 from dataframes.formats import markdown_table
 from dataframes.selectors import conversation_sql_tables
 from dataframes.services import SqlRun, dataframe_create_from_sql
@@ -85,7 +94,43 @@ def run_sql(
         )
         return ["The query failed unexpectedly."], text, []
     event = DataFrameProduced(name=run.frame.name, rows=run.table.num_rows, columns=run.table.column_names)
-    return run.steps, describe_sql_run(run), [event]
+    steps, text, events = run.steps, describe_sql_run(run), [event]
+    if (fmt := export_format_in(query)) is not None:
+        text += "\n\n" + _export(run, fmt, tenant_id, conversation_id, message_id, events)
+    if (chart := chart_request_in(query)) is not None:
+        text += "\n\n" + _chart(run, chart, tenant_id, conversation_id, message_id, events)
+    return steps, text, events
+
+
+def _chart(run: SqlRun, chart, tenant_id: str, conversation_id: str, message_id: str | None, events) -> str:
+    """The `-- chart:` of a query that ran: the PNG file, as an event, and what the reply says of it."""
+    kind, options = chart
+    if "x" not in options or "y" not in options:
+        return "No chart: write `-- chart: bar x=<column> y=<column>` (or line, scatter)."
+    try:
+        file = dataframe_chart(
+            tenant_id=tenant_id, conversation_id=conversation_id, message_id=message_id, name=run.frame.name,
+            table=run.table, kind=kind, x=options["x"], y=options["y"],
+        )  # fmt: skip
+    except ApplicationError as exc:
+        return f"No chart: {exc.message}"
+    events.append(FileProduced(file_ref=file.id, name=file.name))
+    return f"Drew a {kind} chart of `{options['y']}` by `{options['x']}`: the file `{file.name}`."
+
+
+def _export(run: SqlRun, fmt: str, tenant_id: str, conversation_id: str, message_id: str | None, events) -> str:
+    """The `-- export:` of a query that ran: the file, as an event, and what the reply says of it."""
+    if fmt not in EXPORT_FORMATS:
+        return f"Not exported: `{fmt}` is not one of {', '.join(EXPORT_FORMATS)}."
+    try:
+        file = dataframe_export(
+            tenant_id=tenant_id, conversation_id=conversation_id, message_id=message_id,
+            name=run.frame.name, table=run.table, fmt=fmt,
+        )  # fmt: skip
+    except ApplicationError as exc:  # over the tenant's quota, say
+        return f"The export could not be saved: {exc.message}"
+    events.append(FileProduced(file_ref=file.id, name=file.name))
+    return f"Saved as the file `{file.name}` ({file.size:,} bytes) in this conversation."
 
 
 def may_answer_with_sql(context: TurnContext) -> bool:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.engines.base import FileProduced
 from agents.tools import Tool, ToolContext, ToolResult
 from core.db import in_worker
+from core.errors import ApplicationError
 from dataframes.builtin import run_sql
-from dataframes.selectors import conversation_sql_tables
+from dataframes.charts import CHART_KINDS, MAX_POINTS, dataframe_chart
+from dataframes.exports import EXPORT_FORMATS, dataframe_export
+from dataframes.models import DataFrame
+from dataframes.selectors import conversation_sql_tables, dataframe_slice
 
 
 def _run_sql(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
@@ -42,6 +47,57 @@ def _list_data_frames(context: ToolContext, arguments: dict[str, Any]) -> ToolRe
     return ToolResult(text="\n".join(lines))
 
 
+def _export_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
+    name, fmt = arguments.get("name"), arguments.get("format", "csv")
+    if context.conversation_id is None:
+        return ToolResult(text="This request has no conversation to save a file in.", status="error")
+    frame = DataFrame.objects.filter(
+        tenant_id=context.tenant_id, conversation_id=context.conversation_id, name=name
+    ).first()
+    if frame is None or fmt not in EXPORT_FORMATS:
+        return ToolResult(text=f"No data frame {name!r} here, or a format not in {EXPORT_FORMATS}.", status="error")
+    table = dataframe_slice(frame=frame, offset=0, limit=max(frame.row_count, 1))
+    try:
+        file = dataframe_export(
+            tenant_id=context.tenant_id, conversation_id=context.conversation_id, message_id=context.message_id,
+            name=frame.name, table=table, fmt=fmt,
+        )  # fmt: skip
+    except ApplicationError as exc:
+        return ToolResult(text=f"The file could not be saved: {exc.message}", status="error")
+    text = f"Saved {frame.name} ({frame.row_count:,} rows) as the file {file.name} ({file.id}) in this conversation."
+    return ToolResult(text=text, events=[FileProduced(file_ref=file.id, name=file.name)])
+
+
+def _chart_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
+    name = arguments.get("name")
+    if context.conversation_id is None:
+        return ToolResult(text="This request has no conversation to save a file in.", status="error")
+    frame = DataFrame.objects.filter(
+        tenant_id=context.tenant_id, conversation_id=context.conversation_id, name=name
+    ).first()
+    if frame is None:
+        return ToolResult(text=f"No data frame {name!r} here.", status="error")
+    table = dataframe_slice(frame=frame, offset=0, limit=min(max(frame.row_count, 1), MAX_POINTS))
+    kind, x, y = arguments.get("kind", "bar"), arguments.get("x"), arguments.get("y")
+    try:
+        file = dataframe_chart(
+            tenant_id=context.tenant_id, conversation_id=context.conversation_id, message_id=context.message_id,
+            name=frame.name, table=table, kind=kind, x=x, y=y,
+        )  # fmt: skip
+    except ApplicationError as exc:
+        return ToolResult(text=f"No chart: {exc.message}", status="error")
+    text = f"Drew a {kind} chart of {y} by {x} from {frame.name}: the file {file.name} ({file.id})."
+    return ToolResult(text=text, events=[FileProduced(file_ref=file.id, name=file.name)])
+
+
+async def chart_data_frame_tool(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
+    return await in_worker(_chart_data_frame)(context, arguments)
+
+
+async def export_data_frame_tool(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
+    return await in_worker(_export_data_frame)(context, arguments)
+
+
 async def run_sql_tool(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
     return await in_worker(_run_sql)(context, arguments)
 
@@ -72,6 +128,38 @@ TOOLS = [
             "additionalProperties": False,
         },
         run=run_sql_tool,
+    ),
+    Tool(
+        name="export_data_frame",
+        description="Save a data frame of this conversation as a file the user can download: CSV, Excel (xlsx) "
+        "or Parquet.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "The data frame's name."},
+                "format": {"type": "string", "enum": list(EXPORT_FORMATS), "description": "Default csv."},
+            },
+            "required": ["name"],
+            "additionalProperties": False,
+        },
+        run=export_data_frame_tool,
+    ),
+    Tool(
+        name="chart_data_frame",
+        description="Draw a chart of a data frame of this conversation (one column against another) and save it "
+        "as a PNG file the user can download.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "The data frame's name."},
+                "kind": {"type": "string", "enum": list(CHART_KINDS), "description": "Default bar."},
+                "x": {"type": "string", "description": "The column along the x axis."},
+                "y": {"type": "string", "description": "The numeric column along the y axis."},
+            },
+            "required": ["name", "x", "y"],
+            "additionalProperties": False,
+        },
+        run=chart_data_frame_tool,
     ),
     Tool(
         name="list_data_frames",

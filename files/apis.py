@@ -43,7 +43,7 @@ from files.serializers import (
     RelatedDocumentSerializer,
 )
 from files.services import file_create_many, file_delete
-from files.signing import shown_inline, signed_url, signed_url_verify
+from files.signing import shown_inline, signed_url, signed_url_verify, storage_is_s3
 from files.storage import LimitedUploadHandler, preview_kind
 
 PREVIEW_TEXT_CHARS = 10_000
@@ -63,6 +63,7 @@ FILE_EXAMPLE = {
     "size": 284113,
     "sha256": "9f2c1a7e5b3d48c0a6e1f4b2d7c9e0a3b5f8d1c4e7a0b3d6f9c2e5a8b1d4f7c0",
     "origin": "upload",
+    "message_id": None,
     "page_count": 4,
     "extraction_status": "done",
     "extraction_error": "",
@@ -132,7 +133,7 @@ def uploaded_files(request) -> list:
         raise Invalid(f"files: {exc}") from None
 
 
-_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_BYTE_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})", re.IGNORECASE)
 _CHUNK_BYTES = 64 * 1024
 
 
@@ -141,11 +142,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     several ranges, or one that does not parse (RFC 9110 lets a server ignore those). RangeNotSatisfiable
     (416) for a range that starts past the end, or an empty suffix."""
     found = _BYTE_RANGE.fullmatch((header or "").strip())
-    if found is None or found.groups() == ("", ""):
+    if found is None or found.groups() == ("", "") or size == 0:  # (an empty file: the whole of it, 200)
         return None
     first, last = found.groups()
     if first == "":  # the last N bytes
-        if int(last) == 0 or size == 0:
+        if int(last) == 0:
             raise RangeNotSatisfiable(size)
         return max(0, size - int(last)), size - 1
     if int(first) >= size:
@@ -168,7 +169,9 @@ def file_download_response(file: File, *, request=None, inline: bool = False) ->
     """The exact stored bytes with the stored content type and an RFC 6266 Content-Disposition: the whole
     file, or the one range a `Range` header asks for (206; `Accept-Ranges: bytes`). `inline` (a preview
     link): PDFs and raster images are shown by the browser, sandboxed; other types stay attachments."""
-    asked = request is not None and "If-Range" not in request.headers  # (If-Range: the whole file, always)
+    # If-Range: the whole file, always. With S3, a seek would fetch the whole object: its presigned URLs
+    # (previews) answer ranges themselves.
+    asked = request is not None and "If-Range" not in request.headers and not storage_is_s3()
     span = byte_range(request.headers.get("Range") if asked else None, file.size)
     try:
         stream = default_storage.open(file.storage_key, "rb")

@@ -36,6 +36,14 @@ class File(TenantOwned):
     sha256 = models.CharField(max_length=64)
     storage_key = models.CharField(max_length=255, unique=True, editable=False, help_text="Generated, never a name.")
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.UPLOAD)
+    message = models.ForeignKey(
+        "conversations.Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The reply that produced it (`origin` agent).",
+    )
     page_count = models.PositiveIntegerField(null=True, blank=True)
     extraction_status = models.CharField(
         max_length=16, choices=ExtractionStatus.choices, default=ExtractionStatus.PENDING

@@ -7,6 +7,7 @@ from files.models import File
 class FileSerializer(serializers.ModelSerializer):
     file_ref = serializers.CharField(source="id", help_text="The file's reference (`file_…`).")
     conversation_id = serializers.CharField(allow_null=True)
+    message_id = serializers.CharField(allow_null=True, help_text="The reply that produced it (`origin` agent).")
 
     class Meta:
         model = File
@@ -18,6 +19,7 @@ class FileSerializer(serializers.ModelSerializer):
             "size",
             "sha256",
             "origin",
+            "message_id",
             "page_count",
             "extraction_status",
             "extraction_error",

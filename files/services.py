@@ -52,7 +52,12 @@ def _check_tenant_limit(tenant: Tenant, incoming: int) -> None:
 
 
 def file_create_many(
-    *, tenant: Tenant, conversation_id: str | None, uploads: Sequence[DjangoFile], origin: str = Origin.UPLOAD
+    *,
+    tenant: Tenant,
+    conversation_id: str | None,
+    uploads: Sequence[DjangoFile],
+    origin: str = Origin.UPLOAD,
+    message_id: str | None = None,
 ) -> list[File]:
     """Store files of a conversation (or tenant-level files when conversation_id is None) and index their
     text: all of them or, on any error, none (stored bytes are removed again)."""
@@ -79,6 +84,7 @@ def file_create_many(
             sha256=sha256,
             storage_key=storage_key_new(tenant_id=tenant.id, conversation_id=conversation_id),
             origin=origin,
+            message_id=message_id,
             page_count=extraction.page_count,
             extraction_status=extraction.status,
             extraction_error=extraction.error,

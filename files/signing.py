@@ -21,7 +21,7 @@ class SignatureRejected(Forbidden):
     default_message = "This link is invalid or has expired."
 
 
-def _is_s3() -> bool:
+def storage_is_s3() -> bool:
     return hasattr(default_storage, "bucket_name")
 
 
@@ -34,7 +34,7 @@ def shown_inline(content_type: str) -> bool:
 def signed_url(*, file: File, request=None) -> str:
     """A URL that downloads the file without an API key for FILE_PREVIEW_URL_SECONDS."""
     seconds = settings.FILE_PREVIEW_URL_SECONDS
-    if _is_s3():
+    if storage_is_s3():
         as_attachment = not shown_inline(file.content_type)
         return default_storage.url(
             file.storage_key,

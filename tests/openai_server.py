@@ -5,7 +5,8 @@ Models: `echo` (content deltas quoting the last user message, then a usage chunk
 that quotes the tool result), `rate-limited` (429), `broken` (500), `stall` (one delta, then silence),
 `malformed` (a chunk that is not JSON), `error-event` (an `error` chunk mid-stream), `separators` (U+2028,
 U+2029 and U+0085 in the text, unescaped), `slow` (deltas 50 ms apart), `title` (a short title),
-`search-twice` (two `search_files` calls in one round, then an answer).
+`search-twice` (two `search_files` calls in one round, then an answer), `exporter` (export_data_frame of
+the frame `sales` as CSV, then the tool's answer as its own).
 """
 
 from __future__ import annotations
@@ -111,6 +112,13 @@ class _Handler(BaseHTTPRequestHandler):
                     done,
                 ]
             )
+        if model == "exporter":  # export_data_frame of the frame `sales` as CSV, then an answer
+            if messages[-1]["role"] != "tool":
+                name, arguments = self.server.exporter_call
+                function = {"name": name, "arguments": arguments}
+                call = {"index": 0, "id": "call_x", "type": "function", "function": function}
+                return self._stream([completion_chunk({"tool_calls": [call]}, finish="tool_calls"), done])
+            return self._stream([completion_chunk({"content": messages[-1]["content"]}), done])
         if model == "search-twice":
             if messages[-1]["role"] != "tool":
                 calls = [
@@ -152,6 +160,7 @@ class OpenAIServer(ThreadingHTTPServer):
         self.aborted = 0  # streams whose client disconnected before the end
         self.stall_seconds = 3.0
         self.tool_arguments: str | None = None  # what tool-caller's call sends as its arguments (default {"q": "x"})
+        self.exporter_call = ("export_data_frame", '{"name": "sales", "format": "csv"}')  # exporter's call
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property

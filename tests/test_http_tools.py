@@ -126,6 +126,10 @@ def test_a_tool_is_defined_its_secrets_shown_once_and_stored_encrypted(owner, ou
         ({"headers": {"X-Key": "a\r\nInjected: yes"}}, "headers"),
         ({"timeout_seconds": 600}, "timeout_seconds"),
         ({"secret": "mine"}, "secret"),  # a field the API does not know
+        (
+            {"parameters": {"type": "object", "properties": {"q": {"type": "string", "pattern": "^(a+)+$"}}}},
+            "parameters",
+        ),
     ],
 )
 def test_an_invalid_tool_is_400_naming_the_field(owner, fields, field):
@@ -138,10 +142,12 @@ def test_a_name_is_used_once_per_tenant_and_agents_may_name_only_their_tenants_t
     assert define(owner, "https://tools.example.com/a").status_code == 201
     again = define(owner, "https://tools.example.com/b")
     assert again.status_code == 400 and again.json()["error"]["message"].startswith("name")
-    assert define(outsider, "https://tools.example.com/a").status_code == 201  # another tenant's own
-    for ctx, expected in [(owner, 200), (outsider, 200)]:
-        answer = ctx.client.patch(ctx.agent_url, {"options": {"tools": ["lookup", "search_files"]}}, format="json")
-        assert answer.status_code == expected
+    assert define(outsider, "https://tools.example.com/a").status_code == 201  # the same name, another tenant's
+    assert define(outsider, "https://tools.example.com/c", name="theirs").status_code == 201
+    answer = owner.client.patch(owner.agent_url, {"options": {"tools": ["lookup", "search_files"]}}, format="json")
+    assert answer.status_code == 200
+    foreign = owner.client.patch(owner.agent_url, {"options": {"tools": ["theirs"]}}, format="json")
+    assert foreign.status_code == 400 and "theirs" in foreign.json()["error"]["message"]
     unknown = owner.client.patch(owner.agent_url, {"options": {"tools": ["nope"]}}, format="json")
     assert unknown.status_code == 400 and "nope" in unknown.json()["error"]["message"]
 
@@ -217,10 +223,10 @@ async def test_arguments_against_the_schema_are_checked_before_any_call(owner, l
     assert tool_server.received == []
 
 
-async def test_another_tenants_tool_of_the_same_name_is_not_offered(owner, outsider, llm, tool_server):
+async def test_another_tenants_tool_is_not_offered_even_when_named(owner, outsider, llm, tool_server):
     await sync_to_async(define)(outsider, f"{tool_server.url}/orders")
-    owner.agent.engine, owner.agent.model = "openai", "tool-caller"
-    await sync_to_async(owner.agent.save)()  # options.tools absent: the builtin tools only
+    owner.agent.engine, owner.agent.model, owner.agent.options = "openai", "tool-caller", {"tools": ["lookup"]}
+    await sync_to_async(owner.agent.save)()  # (as if named before; the API refuses a name the tenant has not)
     conversation = await sync_to_async(owner.conversation)()
     events = await streamed(owner, conversation, {"content": "Where is my order?"})
     (_, ended) = tool_events(events)[1]
@@ -228,3 +234,27 @@ async def test_another_tenants_tool_of_the_same_name_is_not_offered(owner, outsi
     assert tool_server.received == []
     listed = await async_client(owner).get(f"{owner.base}/tools")
     assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.216.34", True),
+        ("2606:4700::6810:85e5", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("169.254.169.254", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped
+        ("::127.0.0.1", False),  # IPv4-compatible (deprecated)
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", False),  # Teredo of 10.0.0.1
+        ("fe80::1%eth0", False),
+    ],
+)
+def test_only_public_addresses_are_allowed_by_default(address, allowed):
+    from agents.http_tools import address_allowed
+
+    assert address_allowed(address)[0] is allowed

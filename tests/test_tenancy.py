@@ -6,7 +6,7 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from agents.models import Agent
+from agents.models import Agent, HttpTool
 from conversations.models import Citation, Conversation, Feedback, Message
 from dataframes.models import DataFrame
 from files.models import File
@@ -123,7 +123,16 @@ def owners_objects(owner, settings, tmp_path):
     Feedback.objects.create(tenant=owner.tenant, message=reply, thumbs_up=True)
     frame = DataFrame.objects.create(tenant=owner.tenant, conversation=conversation, name="sales", storage_key="k")
     token = signed_url(file=File.objects.get(id=file_ref)).rstrip("/").rsplit("/", 1)[-1]
+    tool = owner.client.post(
+        f"{owner.base}/tools",
+        {"name": "owners_tool", "description": "d", "url": "https://tools.example.com/x",
+         "headers": {"X-Key": "owners-tool-header-value"}},
+        format="json",
+    ).json()  # fmt: skip
     return {
+        "tool_id": tool["id"],
+        "tool_signing_secret": tool["signing_secret"],
+        "tool_header_value": "owners-tool-header-value",
         "agent_id": owner.agent.id,
         "conversation_id": conversation.id,
         "message_id": reply.id,
@@ -157,7 +166,8 @@ def test_every_route_of_the_schema_keeps_another_tenants_objects_out_of_reach(ow
     schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     ids = owners_objects
     secrets_of_owner = {value for name, value in ids.items() if name != "data_frame_name"} | {"secret answer"}
-    rows_before = {model: model.objects.filter(tenant=owner.tenant).count() for model in (Conversation, Message, File)}
+    models = (Conversation, Message, File, HttpTool)
+    rows_before = {model: model.objects.filter(tenant=owner.tenant).count() for model in models}
     checked = []
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():

@@ -204,3 +204,21 @@ async def test_the_builtin_engines_sql_and_search_are_tool_calls(owner):
     assert ended["status"] == "error" and failed[-1]["data"]["status"] == "completed"
     message_id = events[0]["data"]["message"]["id"]
     assert await sync_to_async(stored_calls)(message_id) == calls_of_stream(events)
+
+
+async def test_nan_arguments_and_a_repeated_call_id_still_store_the_reply_as_streamed(owner, llm):
+    await sync_to_async(use_model)(owner, "tool-caller")
+    conversation = await sync_to_async(owner.conversation)()
+    llm.tool_arguments = '{"q": NaN}'  # no JSON, and no number PostgreSQL stores
+    first = await streamed(owner, conversation, {"content": "look it up"})
+    (_, call), (_, ended) = tool_events(first)
+    assert call["arguments"] == '{"q": NaN}' and ended["status"] == "error"
+    assert first[-1]["data"]["status"] == "completed"
+    # A continue: the model calls again with the same id; the stream keeps ids unique within the reply.
+    more = await streamed(owner, conversation, {"continue": True})
+    ids = [data["id"] for kind, data in tool_events(more) if kind == "tool_call"]
+    assert ids == ["call_1", "call_1_1"] and more[-1]["data"]["status"] == "completed"  # (the earlier, then)
+    message_id = first[0]["data"]["message"]["id"]
+    everything = await rejoined(owner, conversation, message_id)
+    assert [c["id"] for c in await sync_to_async(stored_calls)(message_id)] == ["call_1", "call_1_1"]
+    assert await sync_to_async(stored_calls)(message_id) == calls_of_stream(everything)

@@ -26,7 +26,7 @@ from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceErr
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.engines import ChatMessage, EngineFailure, TurnContext, Usage
+from agents.engines import ChatMessage, EngineFailure, ToolCallEnded, ToolCallStarted, TurnContext, Usage
 from agents.engines.base import estimate_tokens
 from agents.engines.selection import engine_for
 from agents.models import Agent
@@ -632,12 +632,23 @@ async def _run_engine(generation: Generation) -> Outcome:
             generation.cancel_requested = await log.is_cancel_requested(plan.message_id, since=plan.started_at)
         if generation.cancel_requested or generation.handing_over:
             raise asyncio.CancelledError
+        # Tool call ids are unique within the reply: a later run's (a continue, a takeover) that repeats an
+        # earlier one's is streamed, with its result, under a new one.
+        call_ids = {event["tool_call"]["id"] for event in stream.extra if "tool_call" in event}
+        renamed: dict[str, str] = {}
         async with contextlib.aclosing(engine_for(plan.agent.engine).run(plan.context)) as events:
             async for event in events:
                 if isinstance(event, Usage):
                     input_tokens += event.input_tokens
                     output_tokens += event.output_tokens
                     continue
+                if isinstance(event, ToolCallStarted) and event.id in call_ids:
+                    renamed[event.id] = f"{event.id}_{len(call_ids)}"
+                    event = dataclasses.replace(event, id=renamed[event.id])
+                elif isinstance(event, ToolCallEnded) and event.id in renamed:
+                    event = dataclasses.replace(event, id=renamed[event.id])
+                if isinstance(event, ToolCallStarted):
+                    call_ids.add(event.id)
                 payload = wire_event(event)
                 if payload is not None:
                     payload, replaced = storable(payload)

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import re
+import uuid
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -236,9 +237,11 @@ class OpenAIEngine:
                     return
                 if round_number == settings.TOOL_ROUNDS_MAX:
                     raise EngineFailure(f"The model kept calling tools after {settings.TOOL_ROUNDS_MAX} rounds.")
-                for position, call in enumerate(completion.calls.values()):
-                    # An id unique within the reply (servers that send none, or the same twice, exist).
-                    call["id"] = _unique_id(call["id"] or f"call_{round_number}_{position}", seen_ids)
+                for call in completion.calls.values():
+                    # An id unique within the run (servers that send none, or the same twice, exist; the runtime
+                    # keeps ids unique across the runs of a reply), and a name that fits (ToolCall's columns).
+                    call["id"] = _unique_id(call["id"][:80] or f"call_{uuid.uuid4().hex[:16]}", seen_ids)
+                    call["name"] = call["name"][:100]
                 messages.append(completion.assistant_message())
                 for call in completion.calls.values():
                     arguments = _arguments(call["arguments"])
@@ -293,10 +296,19 @@ class OpenAIEngine:
                         slot["arguments"] += function.get("arguments") or ""
 
 
+def strict_json(text: str) -> Any:
+    """json.loads without NaN and Infinity, which JSON has not and PostgreSQL cannot store (ValueError)."""
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _arguments(text: str) -> Any:
     """A call's arguments as the model wrote them: the JSON object, or the text when it is not one."""
     try:
-        value = json.loads(text or "{}")
+        value = strict_json(text or "{}")
     except ValueError:
         return text
     return value if isinstance(value, dict) else text
