@@ -23,3 +23,8 @@ def http_tool_get(*, tenant: Tenant, tool_id: str) -> HttpTool:
     if tool is None:
         raise NotFound("Tool not found.")
     return tool
+
+
+def http_tool_names(*, tenant: Tenant, names: list[str]) -> set[str]:
+    """Those of `names` that are the tenant's tools."""
+    return set(HttpTool.objects.for_tenant(tenant).filter(name__in=names).values_list("name", flat=True))

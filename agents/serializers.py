@@ -10,7 +10,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.engines.openai import model_allowed
-from agents.models import TOOL_NAME_PATTERN, Agent, Engine, HttpTool
+from agents.models import TOOL_NAME_PATTERN, Agent, Engine
+from agents.selectors import http_tool_names
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from core.schema import refuses_unknown_keys
 
@@ -100,9 +101,7 @@ class AgentInputSerializer(serializers.Serializer):
             raise serializers.ValidationError({"model": [f"Not offered here; choose one of: {allowed}."]})
         names = [name for name in attrs.get("options", {}).get("tools", ()) if name not in TOOL_NAMES]
         if names:
-            own = set(
-                HttpTool.objects.filter(tenant=self.context["tenant"], name__in=names).values_list("name", flat=True)
-            )
+            own = http_tool_names(tenant=self.context["tenant"], names=names)
             if unknown := [name for name in names if name not in own]:
                 raise serializers.ValidationError({"options": {"tools": [f"Unknown tool: {unknown[0]}."]}})
         return attrs

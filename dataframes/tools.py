@@ -47,15 +47,27 @@ def _list_data_frames(context: ToolContext, arguments: dict[str, Any]) -> ToolRe
     return ToolResult(text="\n".join(lines))
 
 
-def _export_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
-    name, fmt = arguments.get("name"), arguments.get("format", "csv")
+def _frame_of(context: ToolContext, name: Any) -> DataFrame | ToolResult:
+    """The conversation's frame called `name`, or the error result the model reads."""
     if context.conversation_id is None:
         return ToolResult(text="This request has no conversation to save a file in.", status="error")
     frame = DataFrame.objects.filter(
         tenant_id=context.tenant_id, conversation_id=context.conversation_id, name=name
     ).first()
-    if frame is None or fmt not in EXPORT_FORMATS:
-        return ToolResult(text=f"No data frame {name!r} here, or a format not in {EXPORT_FORMATS}.", status="error")
+    return frame if frame is not None else ToolResult(text=f"No data frame {name!r} here.", status="error")
+
+
+def _produced(file, text: str) -> ToolResult:
+    return ToolResult(text=text, events=[FileProduced(file_ref=file.id, name=file.name)])
+
+
+def _export_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
+    fmt = arguments.get("format", "csv")
+    if fmt not in EXPORT_FORMATS:
+        return ToolResult(text=f"`format`: one of {', '.join(EXPORT_FORMATS)}.", status="error")
+    frame = _frame_of(context, arguments.get("name"))
+    if isinstance(frame, ToolResult):
+        return frame
     table = dataframe_slice(frame=frame, offset=0, limit=max(frame.row_count, 1))
     try:
         file = dataframe_export(
@@ -64,19 +76,13 @@ def _export_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolR
         )  # fmt: skip
     except ApplicationError as exc:
         return ToolResult(text=f"The file could not be saved: {exc.message}", status="error")
-    text = f"Saved {frame.name} ({frame.row_count:,} rows) as the file {file.name} ({file.id}) in this conversation."
-    return ToolResult(text=text, events=[FileProduced(file_ref=file.id, name=file.name)])
+    return _produced(file, f"Saved {frame.name} ({frame.row_count:,} rows) as the file {file.name} ({file.id}).")
 
 
 def _chart_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
-    name = arguments.get("name")
-    if context.conversation_id is None:
-        return ToolResult(text="This request has no conversation to save a file in.", status="error")
-    frame = DataFrame.objects.filter(
-        tenant_id=context.tenant_id, conversation_id=context.conversation_id, name=name
-    ).first()
-    if frame is None:
-        return ToolResult(text=f"No data frame {name!r} here.", status="error")
+    frame = _frame_of(context, arguments.get("name"))
+    if isinstance(frame, ToolResult):
+        return frame
     table = dataframe_slice(frame=frame, offset=0, limit=min(max(frame.row_count, 1), MAX_POINTS))
     kind, x, y = arguments.get("kind", "bar"), arguments.get("x"), arguments.get("y")
     try:
@@ -86,8 +92,7 @@ def _chart_data_frame(context: ToolContext, arguments: dict[str, Any]) -> ToolRe
         )  # fmt: skip
     except ApplicationError as exc:
         return ToolResult(text=f"No chart: {exc.message}", status="error")
-    text = f"Drew a {kind} chart of {y} by {x} from {frame.name}: the file {file.name} ({file.id})."
-    return ToolResult(text=text, events=[FileProduced(file_ref=file.id, name=file.name)])
+    return _produced(file, f"Drew a {kind} chart of {y} by {x} from {frame.name}: the file {file.name} ({file.id}).")
 
 
 async def chart_data_frame_tool(context: ToolContext, arguments: dict[str, Any]) -> ToolResult:
