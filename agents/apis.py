@@ -1,17 +1,33 @@
+from adrf.views import APIView as AsyncAPIView
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.response import Response
 
-from agents.selectors import agent_get, agent_list, http_tool_get, http_tool_list
+from agents.mcp_tools import mcp_server_tools
+from agents.selectors import agent_get, agent_list, http_tool_get, http_tool_list, mcp_server_get, mcp_server_list
 from agents.serializers import (
     AgentInputSerializer,
     AgentSerializer,
     HttpToolCreatedSerializer,
     HttpToolInputSerializer,
     HttpToolSerializer,
+    McpServerInputSerializer,
+    McpServerSerializer,
+    McpToolSerializer,
 )
-from agents.services import agent_create, agent_update, http_tool_create, http_tool_delete, http_tool_update
+from agents.services import (
+    agent_create,
+    agent_update,
+    http_tool_create,
+    http_tool_delete,
+    http_tool_update,
+    mcp_server_create,
+    mcp_server_delete,
+    mcp_server_update,
+)
+from core.db import in_worker
 from core.pagination import keyset_pagination
+from core.schema import ErrorSerializer
 
 # What the OpenAPI document shows (ids as core.ids makes them).
 AGENT_EXAMPLE = {
@@ -247,3 +263,151 @@ class HttpToolViewSet(viewsets.GenericViewSet):
         body = HttpToolSerializer(tool).data
         http_tool_delete(tool=tool)
         return Response(body)
+
+
+# --- Tenants' MCP servers ----------------------------------------------------------------------------------
+
+MCP_SERVER_EXAMPLE = {
+    "id": "mcp_01jngd2x8q4r7v1m3k5t9w0yza",
+    "name": "crm",
+    "url": "https://mcp.acme.example/mcp",
+    "header_names": ["Authorization"],
+    "timeout_seconds": 10.0,
+    "max_response_bytes": 100000,
+    "created_at": "2025-03-04T10:25:00.512301Z",
+    "updated_at": "2025-03-04T10:25:00.512301Z",
+}
+_MCP_SERVER_RESPONSE = OpenApiExample("An MCP server", value=MCP_SERVER_EXAMPLE, response_only=True)
+_MCP_SERVER_RULES = (
+    "`name`: letters, digits, `-` and single `_` (1 to 32, starting with a letter, no `__`), unique among the "
+    "tenant's MCP servers and tools; agents name its tools `<name>__<tool>`, or `<name>` for all of them. "
+    "`url`: the server's streamable HTTP endpoint, HTTPS; plain HTTP and private, loopback or link-local "
+    "addresses only within the operator's TOOL_ALLOWED_NETWORKS. `headers`: up to 20 (an `Authorization` "
+    "bearer token, say), sent with each request, stored encrypted and never shown again (only `header_names`); "
+    "`Host`, `Accept`, `Content-Type`, `Content-Length`, `User-Agent` and the `Mcp-*` headers are the "
+    "protocol's. `timeout_seconds` 0.5 to 60 (default 10) for a whole listing or call, `max_response_bytes` 1 "
+    "to 1,000,000 (default 100,000) for each answer. Any other field is refused."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the tenant's MCP servers",
+        description="The tenant's MCP servers, newest first, a page at a time: `limit` (1 to 100, default 20) "
+        "and the `next` cursor of the previous page. Header values are never shown.\n\nErrors: 400 for a "
+        "`limit` out of range or a malformed `next` cursor.",
+        responses=McpServerSerializer(many=True),
+        examples=[_MCP_SERVER_RESPONSE],
+    ),
+    create=extend_schema(
+        summary="Register an MCP server",
+        description="An MCP server (streamable HTTP transport) whose tools agents can call: Parley lists its "
+        "tools, offers those an agent names in `options.tools` to the model, and calls them, each call in its own "
+        "session. Text results reach the model as text, structured ones as JSON, and images or other binary "
+        "content are kept as the agent's files of the conversation. Nothing is requested of the server here: "
+        f"`GET .../mcp-servers/{{id}}/tools` does. {_MCP_SERVER_RULES}\n\nErrors: 400 for an invalid field "
+        "(the message names it) or a name already used.",
+        request=McpServerInputSerializer,
+        responses={201: McpServerSerializer},
+        examples=[
+            OpenApiExample(
+                "A CRM's MCP server",
+                value={
+                    "name": "crm",
+                    "url": "https://mcp.acme.example/mcp",
+                    "headers": {"Authorization": "Bearer the-crm-key"},
+                },
+                request_only=True,
+            ),
+            _MCP_SERVER_RESPONSE,
+        ],
+    ),
+    retrieve=extend_schema(
+        summary="Get an MCP server",
+        description="One of the tenant's MCP servers, without its header values.\n\nErrors: 404 for a server "
+        "that is not the tenant's.",
+        responses=McpServerSerializer,
+        examples=[_MCP_SERVER_RESPONSE],
+    ),
+    partial_update=extend_schema(
+        summary="Change an MCP server",
+        description=f"Changes the fields given; `headers` given replace them all. {_MCP_SERVER_RULES}\n\n"
+        "Errors: 400 for an invalid field or a name already used; 404 for a server that is not the tenant's.",
+        request=McpServerInputSerializer(partial=True),
+        responses=McpServerSerializer,
+        examples=[
+            OpenApiExample("A longer timeout", value={"timeout_seconds": 20}, request_only=True),
+            _MCP_SERVER_RESPONSE,
+        ],
+    ),
+    destroy=extend_schema(
+        summary="Delete an MCP server",
+        description="Deletes the server, and answers it as it was: agents that name its tools no longer get "
+        "them (their replies go on without them).\n\nErrors: 404 for a server that is not the tenant's.",
+        responses={200: McpServerSerializer},
+        examples=[_MCP_SERVER_RESPONSE],
+    ),
+)
+class McpServerViewSet(viewsets.GenericViewSet):
+    serializer_class = McpServerSerializer
+    pagination_class = keyset_pagination("-created_at", "-id")
+    lookup_url_kwarg = "server_id"
+
+    def list(self, request, tenant_id):
+        page = self.paginate_queryset(mcp_server_list(tenant=request.tenant))
+        return self.get_paginated_response(McpServerSerializer(page, many=True).data)
+
+    def create(self, request, tenant_id):
+        serializer = McpServerInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        server = mcp_server_create(tenant=request.tenant, data=serializer.validated_data)
+        return Response(McpServerSerializer(server).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, tenant_id, server_id):
+        return Response(McpServerSerializer(mcp_server_get(tenant=request.tenant, server_id=server_id)).data)
+
+    def partial_update(self, request, tenant_id, server_id):
+        server = mcp_server_get(tenant=request.tenant, server_id=server_id)
+        serializer = McpServerInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(McpServerSerializer(mcp_server_update(server=server, data=serializer.validated_data)).data)
+
+    def destroy(self, request, tenant_id, server_id):
+        server = mcp_server_get(tenant=request.tenant, server_id=server_id)
+        body = McpServerSerializer(server).data
+        mcp_server_delete(server=server)
+        return Response(body)
+
+
+class McpServerToolsView(AsyncAPIView):
+    """Async: the server may take its whole timeout to answer, and no thread waits for it."""
+
+    @extend_schema(
+        summary="List an MCP server's tools",
+        description="Asks the server for its tools, now, and answers them as agents name them "
+        "(`<server>__<tool>`), with the description and argument schema the model gets. Tools whose names do "
+        "not fit (letters, digits, `_` and `-`, 64 in all) are left out.\n\nErrors: 404 for a server that is "
+        "not the tenant's; 502 `bad_gateway` when the server cannot be reached, refuses, is on an address "
+        "the operator does not allow, or does not answer within its timeout (the message says which).",
+        responses={200: McpToolSerializer(many=True), 502: ErrorSerializer},
+        examples=[
+            OpenApiExample(
+                "A CRM's tools",
+                value=[
+                    {
+                        "name": "crm__find_customer",
+                        "description": "Finds a customer by name or e-mail.",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"query": {"type": "string"}},
+                            "required": ["query"],
+                        },
+                    }
+                ],
+                response_only=True,
+            )
+        ],
+    )
+    async def get(self, request, tenant_id: str, server_id: str):
+        server = await in_worker(mcp_server_get)(tenant=request.tenant, server_id=server_id)
+        return Response(McpToolSerializer(await mcp_server_tools(server), many=True).data)

@@ -2,12 +2,9 @@
 and signed as Standard Webhooks signs (https://www.standardwebhooks.com: `webhook-id`, `webhook-timestamp`,
 `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the tool's `whsec_` secret).
 
-The URL is the tenant's, so the request must not become a way into the operator's network (server-side
-request forgery): the host is resolved once, every address it has must be public, or in
-TOOL_ALLOWED_NETWORKS, and the connection goes to that address (TLS still checks the host's certificate);
-plain HTTP only to the allowed networks; redirects are not followed; no proxy from the environment. The
-answer is read up to the tool's max_response_bytes within its timeout. Whatever fails, the model gets an
-error result it can read, and the reply goes on.
+The URL is the tenant's: the request goes out as agents/outbound.py allows (its checked address only, HTTPS
+outside TOOL_ALLOWED_NETWORKS, no redirects), and the answer is read up to the tool's max_response_bytes
+within its timeout. Whatever fails, the model gets an error result it can read, and the reply goes on.
 """
 
 from __future__ import annotations
@@ -16,19 +13,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 import time
 import uuid
-from urllib.parse import urlsplit
 
 import httpx2
 import jsonschema
-from django.conf import settings
 
 from agents.models import HttpTool
+from agents.outbound import Refused, pinned_client, pinned_transport
 from agents.tools import Tool, ToolContext, ToolResult
 from core.crypto import secret_decrypt
 
@@ -50,50 +44,6 @@ def signature(secret: str, *, message_id: str, timestamp: int, body: bytes) -> s
     return "v1," + base64.b64encode(digest).decode()
 
 
-def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(network, strict=False) for network in settings.TOOL_ALLOWED_NETWORKS]
-
-
-# IPv6 ranges that carry an IPv4 address a gateway may forward to (NAT64) or that are deprecated: never "public".
-_TRANSLATED = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")]
-
-
-def address_allowed(address: str) -> tuple[bool, bool]:
-    """(may connect, is one of the operator's allowed networks) for a resolved address. An IPv6 address that
-    embeds an IPv4 one (mapped, 6to4, Teredo) is judged by that one too."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if any(ip in network for network in allowed_networks()):
-        return True, True
-    public = ip.is_global and not ip.is_multicast
-    if ip.version == 6:
-        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
-        if ip.ipv4_mapped is not None:
-            return address_allowed(str(ip.ipv4_mapped))
-        public = public and not any(ip in network for network in _TRANSLATED)
-        public = public and all(v4.is_global for v4 in embedded if v4 is not None)
-    return public, False
-
-
-class Refused(Exception):
-    """The call is not made; the message says why (the model reads it)."""
-
-
-async def _resolved(host: str, port: int) -> str:
-    """The address to connect to: the host's first, once every address it has is allowed."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise Refused(f"The tool's host {host!r} does not resolve.") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    for address in addresses:
-        if not address_allowed(address)[0]:
-            raise Refused(
-                f"The tool's host {host!r} resolves to a private or reserved address ({address}); the operator "
-                "allows none but TOOL_ALLOWED_NETWORKS."
-            )
-    return addresses[0]
-
-
 async def http_tool_call(tool: HttpTool, arguments: dict) -> ToolResult:
     """One call of the tool (see the module's docstring)."""
     errors = sorted(jsonschema.Draft202012Validator(tool.parameters).iter_errors(arguments), key=str)
@@ -112,16 +62,12 @@ async def http_tool_call(tool: HttpTool, arguments: dict) -> ToolResult:
 
 
 async def _post(tool: HttpTool, arguments: dict) -> ToolResult:
-    parts = urlsplit(tool.url)
-    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    address = await _resolved(host, port)
-    if parts.scheme == "http" and not address_allowed(address)[1]:
-        raise Refused(f"The tool {tool.name} must use HTTPS (plain HTTP only within TOOL_ALLOWED_NETWORKS).")
+    what = f"The tool {tool.name}"
+    transport = await pinned_transport(tool.url, max_response_bytes=tool.max_response_bytes, what=what)
     body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":")).encode()
     message_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
     headers = dict(secret_decrypt(tool.headers_encrypted)) if tool.headers_encrypted else {}
     headers.update({
-        "Host": parts.netloc.rpartition("@")[2].encode("idna").decode("ascii"),
         "Content-Type": "application/json",
         "User-Agent": "Parley-Tools/1",
         "webhook-id": message_id,
@@ -130,27 +76,18 @@ async def _post(tool: HttpTool, arguments: dict) -> ToolResult:
             secret_decrypt(tool.signing_secret_encrypted), message_id=message_id, timestamp=timestamp, body=body
         ),
     })  # fmt: skip
-    literal = f"[{address}]" if ":" in address else address
-    target = f"{parts.scheme}://{literal}:{port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    async with httpx2.AsyncClient(trust_env=False, follow_redirects=False, timeout=tool.timeout_seconds) as client:
-        async with asyncio.timeout(tool.timeout_seconds):
-            async with client.stream("POST", target, content=body, headers=headers, extensions=extensions) as answer:
-                received = bytearray()
-                async for chunk in answer.aiter_bytes():
-                    received += chunk
-                    if len(received) > tool.max_response_bytes:
-                        raise Refused(f"The tool {tool.name} answered more than {tool.max_response_bytes:,} bytes.")
-    text = received.decode("utf-8", errors="replace")
+    async with pinned_client(transport, timeout=tool.timeout_seconds, headers=headers) as client:
+        answer = await client.post(tool.url, content=body)
+    text = answer.text
     if 300 <= answer.status_code < 400:
-        raise Refused(f"The tool {tool.name} answered a redirect ({answer.status_code}); redirects are not followed.")
+        raise Refused(f"{what} answered a redirect ({answer.status_code}); redirects are not followed.")
     if not answer.is_success:
-        return ToolResult(f"The tool {tool.name} answered {answer.status_code}: {text[:500]}", status="error")
+        return ToolResult(f"{what} answered {answer.status_code}: {text[:500]}", status="error")
     if answer.headers.get("Content-Type", "").split(";")[0].strip() == "application/json":
         try:
             value = json.loads(text, parse_constant=_not_json)
         except ValueError:
-            return ToolResult(f"The tool {tool.name} answered JSON that does not parse.", status="error")
+            return ToolResult(f"{what} answered JSON that does not parse.", status="error")
         return ToolResult(json.dumps(value, ensure_ascii=False), content=value, content_type="json")
     return ToolResult(text)
 

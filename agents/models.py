@@ -32,6 +32,9 @@ class Agent(TenantOwned):
 
 
 TOOL_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+MCP_SEPARATOR = "__"  # an MCP server's tool is `<server>__<tool>` to agents and the model
+# No "__" (it separates the server's name from its tool's) and no trailing "_".
+MCP_SERVER_NAME_PATTERN = r"^[A-Za-z](?:[A-Za-z0-9-]|_(?!_))*(?<!_)$"
 
 
 class HttpTool(TenantOwned):
@@ -54,6 +57,29 @@ class HttpTool(TenantOwned):
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="http_tool_tenant_created")]
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="http_tool_name_once")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class McpServer(TenantOwned):
+    """A tenant's MCP server (streamable HTTP): Parley lists its tools and offers those an agent names, as
+    `<name>__<tool>` (or all of them when the agent names the server), and calls them (agents/mcp_tools.py).
+    The header values are stored encrypted (core/crypto.py) and never shown again."""
+
+    id = PublicIdField(prefix="mcp")
+    name = models.CharField(max_length=32, help_text="Its tools are `<name>__<tool>` to agents and the model.")
+    url = models.URLField(max_length=2000)
+    header_names = models.JSONField(default=list, blank=True, editable=False)
+    headers_encrypted = models.TextField(blank=True, editable=False)
+    timeout_seconds = models.FloatField(default=10)
+    max_response_bytes = models.PositiveIntegerField(default=100_000)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "MCP server"
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="mcp_server_tenant_created")]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="mcp_server_name_once")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"

@@ -1,4 +1,4 @@
-from agents.models import Agent, HttpTool
+from agents.models import MCP_SEPARATOR, Agent, HttpTool, McpServer
 from core.errors import NotFound
 from tenants.models import Tenant
 
@@ -25,6 +25,21 @@ def http_tool_get(*, tenant: Tenant, tool_id: str) -> HttpTool:
     return tool
 
 
-def http_tool_names(*, tenant: Tenant, names: list[str]) -> set[str]:
-    """Those of `names` that are the tenant's tools."""
-    return set(HttpTool.objects.for_tenant(tenant).filter(name__in=names).values_list("name", flat=True))
+def tenant_tool_names(*, tenant: Tenant, names: list[str]) -> set[str]:
+    """Those of `names` that are the tenant's: an HTTP tool's name, an MCP server's (all its tools), or an MCP
+    server's followed by `__` and a tool's (whether the server lists it is known only when it is asked)."""
+    own = set(HttpTool.objects.for_tenant(tenant).filter(name__in=names).values_list("name", flat=True))
+    servers = {name.partition(MCP_SEPARATOR)[0] for name in names if name not in own}
+    servers &= set(McpServer.objects.for_tenant(tenant).filter(name__in=servers).values_list("name", flat=True))
+    return own | {name for name in names if name.partition(MCP_SEPARATOR)[0] in servers}
+
+
+def mcp_server_list(*, tenant: Tenant):
+    return McpServer.objects.for_tenant(tenant)
+
+
+def mcp_server_get(*, tenant: Tenant, server_id: str) -> McpServer:
+    server = McpServer.objects.for_tenant(tenant).filter(id=server_id).first()
+    if server is None:
+        raise NotFound("MCP server not found.")
+    return server

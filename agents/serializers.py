@@ -10,8 +10,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.engines.openai import model_allowed
-from agents.models import TOOL_NAME_PATTERN, Agent, Engine
-from agents.selectors import http_tool_names
+from agents.models import MCP_SERVER_NAME_PATTERN, TOOL_NAME_PATTERN, Agent, Engine
+from agents.selectors import tenant_tool_names
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from core.schema import refuses_unknown_keys
 
@@ -101,7 +101,7 @@ class AgentInputSerializer(serializers.Serializer):
             raise serializers.ValidationError({"model": [f"Not offered here; choose one of: {allowed}."]})
         names = [name for name in attrs.get("options", {}).get("tools", ()) if name not in TOOL_NAMES]
         if names:
-            own = http_tool_names(tenant=self.context["tenant"], names=names)
+            own = tenant_tool_names(tenant=self.context["tenant"], names=names)
             if unknown := [name for name in names if name not in own]:
                 raise serializers.ValidationError({"options": {"tools": [f"Unknown tool: {unknown[0]}."]}})
         return attrs
@@ -152,22 +152,17 @@ class JsonSchemaField(serializers.JSONField):
     """A JSON Schema: an object in the OpenAPI document (validate_parameters refuses anything else)."""
 
 
-@refuses_unknown_keys
-class HttpToolInputSerializer(serializers.Serializer):
-    name = StrictCharField(
-        max_length=64,
-        validators=[RegexValidator(TOOL_NAME_PATTERN, "Letters, digits, _ and -, starting with a letter.")],
-        help_text="Unique among the tenant's tools, and none of the builtin tools' names.",
-    )
-    description = StrictCharField(min_length=1, max_length=2000, help_text="What the model reads.")
-    parameters = JsonSchemaField(
-        required=False, help_text='A JSON Schema of type object (default: {"type": "object"}), at most 16 KiB.'
-    )
+class _RemoteInputSerializer(serializers.Serializer):
+    """What tools and MCP servers share: where Parley sends requests, with which headers, how long it waits
+    and how much it reads. Any other field is refused."""
+
+    reserved_headers: frozenset[str] = frozenset()  # set by Parley on every request: not the tenant's
+
     url = StrictCharField(max_length=2000, help_text="HTTPS (plain HTTP only within TOOL_ALLOWED_NETWORKS).")
     headers = serializers.DictField(
         child=StrictCharField(max_length=4096, trim_whitespace=False),
         required=False,
-        help_text="Sent with each call; stored encrypted and never shown again. Replaced whole on update.",
+        help_text="Sent with each request; stored encrypted and never shown again. Replaced whole on update.",
     )
     timeout_seconds = StrictFloatField(required=False, min_value=0.5, max_value=60, help_text="Default 10.")
     max_response_bytes = StrictIntegerField(
@@ -178,6 +173,43 @@ class HttpToolInputSerializer(serializers.Serializer):
         if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
             raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
         return super().to_internal_value(data)
+
+    def validate_url(self, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            raise serializers.ValidationError("Not a URL.") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname or port == 0:
+            raise serializers.ValidationError("Must be an https:// (or http://) URL with a host.")
+        if parts.username or parts.password or parts.fragment:
+            raise serializers.ValidationError("Must hold no user, password or fragment.")
+        return value
+
+    def validate_headers(self, value: dict) -> dict:
+        if len(value) > HEADERS_MAX:
+            raise serializers.ValidationError(f"At most {HEADERS_MAX} headers.")
+        for name, header in value.items():
+            if not _HEADER_NAME.fullmatch(name) or name.lower() in self.reserved_headers:
+                raise serializers.ValidationError(f"{name!r}: not a header name the tenant may set.")
+            if any(ch in header for ch in "\r\n\x00"):
+                raise serializers.ValidationError(f"{name!r}: a value holds no line break.")
+        return value
+
+
+@refuses_unknown_keys
+class HttpToolInputSerializer(_RemoteInputSerializer):
+    reserved_headers = RESERVED_HEADERS
+
+    name = StrictCharField(
+        max_length=64,
+        validators=[RegexValidator(TOOL_NAME_PATTERN, "Letters, digits, _ and -, starting with a letter.")],
+        help_text="Unique among the tenant's tools, and none of the builtin tools' names.",
+    )
+    description = StrictCharField(min_length=1, max_length=2000, help_text="What the model reads.")
+    parameters = JsonSchemaField(
+        required=False, help_text='A JSON Schema of type object (default: {"type": "object"}), at most 16 KiB.'
+    )
 
     def validate_name(self, value: str) -> str:
         if value in TOOL_NAMES:
@@ -197,24 +229,47 @@ class HttpToolInputSerializer(serializers.Serializer):
             raise serializers.ValidationError("`pattern` and `patternProperties` are not supported.")
         return value
 
-    def validate_url(self, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            raise serializers.ValidationError("Not a URL.") from None
-        if parts.scheme not in ("https", "http") or not parts.hostname or port == 0:
-            raise serializers.ValidationError("Must be an https:// (or http://) URL with a host.")
-        if parts.username or parts.password or parts.fragment:
-            raise serializers.ValidationError("Must hold no user, password or fragment.")
-        return value
 
-    def validate_headers(self, value: dict) -> dict:
-        if len(value) > HEADERS_MAX:
-            raise serializers.ValidationError(f"At most {HEADERS_MAX} headers.")
-        for name, header in value.items():
-            if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
-                raise serializers.ValidationError(f"{name!r}: not a header name a tool may set.")
-            if any(ch in header for ch in "\r\n\x00"):
-                raise serializers.ValidationError(f"{name!r}: a value holds no line break.")
+# --- Tenants' MCP servers --------------------------------------------------------------------------------
+
+MCP_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "user-agent", "accept"}
+    | {"mcp-session-id", "mcp-protocol-version", "last-event-id"}
+)
+
+
+class McpServerSerializer(serializers.Serializer):
+    id = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    url = serializers.CharField(read_only=True)
+    header_names = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text="The names of its headers; values are never shown."
+    )
+    timeout_seconds = serializers.FloatField(read_only=True)
+    max_response_bytes = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class McpToolSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The name agents and the model use: `<server>__<tool>`.")
+    description = serializers.CharField()
+    parameters = serializers.JSONField(help_text="The JSON Schema of its arguments, as the server lists it.")
+
+
+@refuses_unknown_keys
+class McpServerInputSerializer(_RemoteInputSerializer):
+    reserved_headers = MCP_RESERVED_HEADERS
+
+    name = StrictCharField(
+        max_length=32,
+        validators=[
+            RegexValidator(MCP_SERVER_NAME_PATTERN, "Letters, digits, - and single _, starting with a letter.")
+        ],
+        help_text="Its tools are `<name>__<tool>`; unique among the tenant's MCP servers and tools.",
+    )
+
+    def validate_name(self, value: str) -> str:
+        if value in TOOL_NAMES:
+            raise serializers.ValidationError("A builtin tool has this name.")
         return value

@@ -3,7 +3,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from agents.http_tools import signing_secret_new
-from agents.models import Agent, HttpTool
+from agents.models import MCP_SEPARATOR, Agent, HttpTool, McpServer
 from core.crypto import secret_encrypt
 from core.errors import Invalid
 from tenants.models import Tenant
@@ -38,19 +38,55 @@ def http_tool_update(*, tool: HttpTool, data: dict[str, Any]) -> HttpTool:
 
 
 def _http_tool_save(tool: HttpTool, data: dict[str, Any], *, create: bool) -> HttpTool:
-    for field in TOOL_FIELDS:
+    _set_fields(tool, data, TOOL_FIELDS)
+    server = tool.name.partition(MCP_SEPARATOR)[0]
+    if McpServer.objects.filter(tenant_id=tool.tenant_id, name__in={tool.name, server}).exists():
+        raise Invalid("name: an MCP server of this tenant has this name, or its tools do.", details={"name": tool.name})
+    return _save_named(tool, create=create, what="tool")
+
+
+def _set_fields(remote: HttpTool | McpServer, data: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for field in fields:
         if field in data:
-            setattr(tool, field, data[field])
+            setattr(remote, field, data[field])
     if "headers" in data:  # replaced whole; the values are kept encrypted, the names shown
-        tool.header_names = sorted(data["headers"])
-        tool.headers_encrypted = secret_encrypt(data["headers"]) if data["headers"] else ""
+        remote.header_names = sorted(data["headers"])
+        remote.headers_encrypted = secret_encrypt(data["headers"]) if data["headers"] else ""
+
+
+def _save_named(remote, *, create: bool, what: str):
     try:
         with transaction.atomic():
-            tool.save(force_insert=create)
+            remote.save(force_insert=create)
     except IntegrityError:
-        raise Invalid("name: another tool of this tenant has this name.", details={"name": tool.name}) from None
-    return tool
+        raise Invalid(f"name: another {what} of this tenant has this name.", details={"name": remote.name}) from None
+    return remote
 
 
 def http_tool_delete(*, tool: HttpTool) -> None:
     tool.delete()
+
+
+MCP_SERVER_FIELDS = ("name", "url", "timeout_seconds", "max_response_bytes")
+
+
+def mcp_server_create(*, tenant: Tenant, data: dict[str, Any]) -> McpServer:
+    return _mcp_server_save(McpServer(tenant=tenant), data, create=True)
+
+
+def mcp_server_update(*, server: McpServer, data: dict[str, Any]) -> McpServer:
+    return _mcp_server_save(server, data, create=False)
+
+
+def _mcp_server_save(server: McpServer, data: dict[str, Any], *, create: bool) -> McpServer:
+    _set_fields(server, data, MCP_SERVER_FIELDS)
+    tools = HttpTool.objects.filter(tenant_id=server.tenant_id)
+    if tools.filter(name=server.name).exists() or tools.filter(name__startswith=server.name + MCP_SEPARATOR).exists():
+        raise Invalid(
+            "name: a tool of this tenant has this name, or one of its tools would.", details={"name": server.name}
+        )
+    return _save_named(server, create=create, what="MCP server")
+
+
+def mcp_server_delete(*, server: McpServer) -> None:
+    server.delete()

@@ -1,8 +1,9 @@
 """Tools an engine can call: the same code serves the builtin engine's modes and the openai tool loop.
 
 A tool is an async function `(context: ToolContext, arguments: dict) -> ToolResult`. The apps above register
-theirs at start-up (turns.apps): the files app's search_files and read_file, the dataframes app's run_sql
-and list_data_frames.
+theirs at start-up (turns.wiring): the files app's search_files and read_file, the dataframes app's run_sql,
+list_data_frames and the others; the files app also registers how a tool's file (an MCP server's image, say)
+is kept in the conversation (`file_keeper_register`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,29 @@ class Tool:
 
 
 _registry: dict[str, Tool] = {}
+
+
+@dataclass(frozen=True)
+class KeptFile:
+    file_ref: str
+    name: str
+    content_type: str
+
+
+# (context, name, bytes) -> the file, kept in the context's conversation with origin "agent" and its message;
+# synchronous (it runs in a worker thread); an ApplicationError (e.g. over the quota) keeps nothing.
+FileKeeper = Callable[[ToolContext, str, bytes], KeptFile]
+_file_keepers: list[FileKeeper] = []
+
+
+def file_keeper_register(keeper: FileKeeper) -> None:
+    _file_keepers[:] = [keeper]
+
+
+def file_keeper() -> FileKeeper:
+    if not _file_keepers:
+        raise LookupError("No file keeper is registered (turns.wiring registers the files app's).")
+    return _file_keepers[0]
 
 
 def tools_register(*tools: Tool) -> None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from agents.apis import AgentViewSet, HttpToolViewSet
+from agents.apis import AgentViewSet, HttpToolViewSet, McpServerToolsView, McpServerViewSet
 
 # The agent detail route (with its DELETE) is in turns.urls: deleting an agent stops its replies.
 urlpatterns = [
@@ -11,4 +11,11 @@ urlpatterns = [
         HttpToolViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="tool-detail",
     ),
+    path("mcp-servers", McpServerViewSet.as_view({"get": "list", "post": "create"}), name="mcp-server-list"),
+    path(
+        "mcp-servers/<str:server_id>",
+        McpServerViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="mcp-server-detail",
+    ),
+    path("mcp-servers/<str:server_id>/tools", McpServerToolsView.as_view(), name="mcp-server-tools"),
 ]

@@ -402,9 +402,12 @@ TOOL_ROUNDS_MAX = env_int("TOOL_ROUNDS_MAX", 5)
 # and the reply goes on.
 TOOL_TIMEOUT_SECONDS = env_float("TOOL_TIMEOUT_SECONDS", 30.0)
 TOOL_RESULT_MAX_CHARS = env_int("TOOL_RESULT_MAX_CHARS", 20_000)
-# Networks (CIDR, comma-separated) tenants' tools may reach besides public addresses, plain HTTP included:
-# none by default, so that no tool reaches loopback, link-local or private addresses (agents/http_tools.py).
+# Networks (CIDR, comma-separated) tenants' tools and MCP servers may reach besides public addresses, plain
+# HTTP included: none by default, so that none reaches loopback, link-local or private addresses
+# (agents/outbound.py).
 TOOL_ALLOWED_NETWORKS = env_list("TOOL_ALLOWED_NETWORKS", "")
+# How long a process keeps the list of an MCP server's tools before listing them again (agents/mcp_tools.py).
+MCP_TOOLS_CACHE_SECONDS = env_float("MCP_TOOLS_CACHE_SECONDS", 60.0)
 
 # --- Data frames (dataframes/) -----------------------------------------------------------------
 # SQL over a conversation's data runs in an in-process DuckDB that sees only the registered frames and

@@ -78,6 +78,12 @@ class RangeNotSatisfiable(ApplicationError):
         self.headers = {"Content-Range": f"bytes */{size}"}
 
 
+class BadGateway(ApplicationError):
+    """A server of the tenant's (an MCP server, say) that Parley asked could not answer."""
+
+    code, status, default_message = "bad_gateway", 502, "The tenant's server did not answer."
+
+
 class EngineError(ApplicationError):
     code, status, default_message = "engine_error", 502, "The agent's engine failed."
 

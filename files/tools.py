@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.files.base import ContentFile
+
 from agents.engines.base import Citations
-from agents.tools import Tool, ToolContext, ToolResult
+from agents.tools import KeptFile, Tool, ToolContext, ToolResult
 from core.db import in_worker
 from files.builtin import citation_item
-from files.models import ExtractionStatus, File
+from files.models import ExtractionStatus, File, Origin
 from files.retrieval import best_sentences, passage_scope, passage_search
+from files.services import file_create_many
+from tenants.models import Tenant
 
 READ_MAX_CHARS = 20_000
 
@@ -113,3 +117,15 @@ TOOLS = [
         run=read_file,
     ),
 ]
+
+
+def tool_file_keep(context: ToolContext, name: str, data: bytes) -> KeptFile:
+    """A file a tool returned (an MCP server's image, say), kept as the agent's in the conversation."""
+    (file,) = file_create_many(
+        tenant=Tenant.objects.get(pk=context.tenant_id),
+        conversation_id=context.conversation_id,
+        uploads=[ContentFile(data, name=name)],
+        origin=Origin.AGENT,
+        message_id=context.message_id,
+    )
+    return KeptFile(file_ref=file.id, name=file.name, content_type=file.content_type)

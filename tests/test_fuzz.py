@@ -41,6 +41,14 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 include-name-regex = "^GET .*/(agents|conversations|search|messages|files|related-documents|data-frames|stream|tools)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
+[[operations]]  # the same for MCP servers
+include-name-regex = "^GET .*/mcp-servers$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]  # a server the fuzzer registered does not resolve: its tools are a documented 502 bad_gateway
+include-name-regex = "^GET .*/mcp-servers/[{]server_id[}]/tools$"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "502"]
+
 [[operations]]  # a model the operator does not offer (OPENAI_MODELS)
 include-name-regex = "^(POST|PATCH) .*/agents(/[{]agent_id[}])?$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
@@ -55,7 +63,7 @@ include-name-regex = "^(POST .*/files|PUT .*/feedback|POST .*/bulk-delete)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]  # a tool name already used; a URL, or header names, that JSON Schema types cannot describe
-include-name-regex = "^(POST|PATCH) .*/tools(/[{]tool_id[}])?$"
+include-name-regex = "^(POST|PATCH) .*/(tools(/[{]tool_id[}])?|mcp-servers(/[{]server_id[}])?)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]  # messages' files must be the tenant's

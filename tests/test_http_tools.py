@@ -255,6 +255,6 @@ async def test_another_tenants_tool_is_not_offered_even_when_named(owner, outsid
     ],
 )
 def test_only_public_addresses_are_allowed_by_default(address, allowed):
-    from agents.http_tools import address_allowed
+    from agents.outbound import address_allowed
 
     assert address_allowed(address)[0] is allowed

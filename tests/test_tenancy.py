@@ -6,7 +6,7 @@ import re
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from agents.models import Agent, HttpTool
+from agents.models import Agent, HttpTool, McpServer
 from conversations.models import Citation, Conversation, Feedback, Message
 from dataframes.models import DataFrame
 from files.models import File
@@ -129,8 +129,15 @@ def owners_objects(owner, settings, tmp_path):
          "headers": {"X-Key": "owners-tool-header-value"}},
         format="json",
     ).json()  # fmt: skip
+    server = owner.client.post(
+        f"{owner.base}/mcp-servers",
+        {"name": "owners_mcp", "url": "https://mcp.example.com/mcp", "headers": {"X-Key": "owners-mcp-header-value"}},
+        format="json",
+    ).json()
     return {
         "tool_id": tool["id"],
+        "server_id": server["id"],
+        "mcp_header_value": "owners-mcp-header-value",
         "tool_signing_secret": tool["signing_secret"],
         "tool_header_value": "owners-tool-header-value",
         "agent_id": owner.agent.id,
@@ -166,7 +173,7 @@ def test_every_route_of_the_schema_keeps_another_tenants_objects_out_of_reach(ow
     schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     ids = owners_objects
     secrets_of_owner = {value for name, value in ids.items() if name != "data_frame_name"} | {"secret answer"}
-    models = (Conversation, Message, File, HttpTool)
+    models = (Conversation, Message, File, HttpTool, McpServer)
     rows_before = {model: model.objects.filter(tenant=owner.tenant).count() for model in models}
     checked = []
     for path, operations in schema["paths"].items():

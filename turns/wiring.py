@@ -2,7 +2,7 @@
 here, where every app is known (called from TurnsConfig.ready)."""
 
 from agents.engines.builtin import BuiltinMode, builtin_modes_register
-from agents.tools import tools_register
+from agents.tools import file_keeper_register, tools_register
 from dataframes import builtin as dataframes_builtin
 from dataframes import tools as dataframes_tools
 from files import builtin as files_builtin
@@ -11,6 +11,7 @@ from files import tools as files_tools
 
 def wire() -> None:
     tools_register(*files_tools.TOOLS, *dataframes_tools.TOOLS)
+    file_keeper_register(files_tools.tool_file_keep)
     builtin_modes_register(  # most specific first
         BuiltinMode(
             "SQL",

@@ -30,6 +30,7 @@ from agents.engines.base import (
     Usage,
 )
 from agents.http_tools import http_tools_for
+from agents.mcp_tools import mcp_tools_for
 from agents.tools import ToolContext, registry, tool_call
 from core.db import in_worker
 
@@ -211,8 +212,11 @@ class OpenAIEngine:
         """Completions until the model answers without calling tools (at most TOOL_ROUNDS_MAX rounds)."""
         tools = dict(registry())
         names = context.options.get("tools", list(tools))  # the builtin ones unless the agent names its own
-        if own := [name for name in names if name not in tools]:
+        if own := [name for name in names if name not in tools]:  # the tenant's HTTP tools and MCP servers'
             tools.update((tool.name, tool) for tool in await in_worker(http_tools_for)(context.tenant_id, own))
+            mcp_tools = await mcp_tools_for(context.tenant_id, [name for name in own if name not in tools])
+            tools.update((tool.name, tool) for tool in mcp_tools)
+            names = [*names, *(tool.name for tool in mcp_tools if tool.name not in names)]  # a server: its tools
         enabled = [tools[name] for name in names if name in tools]
         tool_context = ToolContext(
             tenant_id=context.tenant_id,

@@ -1,0 +1,129 @@
+"""Requests to the tenants' URLs (their HTTP tools and MCP servers), which must not become a way into the
+operator's network (server-side request forgery).
+
+A URL's host is resolved once; every address it has must be public, or within TOOL_ALLOWED_NETWORKS, and
+the connection goes to that checked address (TLS still checks the host's certificate, by SNI), so a name
+that resolves elsewhere a moment later changes nothing. Plain HTTP is allowed only within the allowed
+networks. No proxy from the environment; no request to another host than the URL's; redirects are not
+followed by the clients made here; an answer longer than its cap ends the request (`Refused`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx2
+from django.conf import settings
+
+
+class Refused(Exception):
+    """The request is not made (or its answer not read further); the message says why (the model reads it)."""
+
+
+def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(network, strict=False) for network in settings.TOOL_ALLOWED_NETWORKS]
+
+
+# IPv6 ranges that carry an IPv4 address a gateway may forward to (NAT64) or that are deprecated: never "public".
+_TRANSLATED = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")]
+
+
+def address_allowed(address: str) -> tuple[bool, bool]:
+    """(may connect, is one of the operator's allowed networks) for a resolved address. An IPv6 address that
+    embeds an IPv4 one (mapped, 6to4, Teredo) is judged by that one too."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if any(ip in network for network in allowed_networks()):
+        return True, True
+    public = ip.is_global and not ip.is_multicast
+    if ip.version == 6:
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if ip.ipv4_mapped is not None:
+            return address_allowed(str(ip.ipv4_mapped))
+        public = public and not any(ip in network for network in _TRANSLATED)
+        public = public and all(v4.is_global for v4 in embedded if v4 is not None)
+    return public, False
+
+
+async def _resolved(host: str, port: int, what: str) -> str:
+    """The address to connect to: the host's first, once every address it has is allowed."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise Refused(f"{what}'s host {host!r} does not resolve.") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    for address in addresses:
+        if not address_allowed(address)[0]:
+            raise Refused(
+                f"{what}'s host {host!r} resolves to a private or reserved address ({address}); the operator "
+                "allows none but TOOL_ALLOWED_NETWORKS."
+            )
+    return addresses[0]
+
+
+async def pinned_transport(url: str, *, max_response_bytes: int, what: str) -> PinnedTransport:
+    """A transport for requests to `url`'s origin only, connected to its checked address (Refused if none)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    address = await _resolved(host, port, what)
+    if parts.scheme == "http" and not address_allowed(address)[1]:
+        raise Refused(f"{what} must use HTTPS (plain HTTP only within TOOL_ALLOWED_NETWORKS).")
+    return PinnedTransport(host=host, address=address, max_response_bytes=max_response_bytes, what=what)
+
+
+def pinned_client(transport: PinnedTransport, *, timeout: float, headers: dict[str, str]) -> httpx2.AsyncClient:
+    """A client for the transport's origin: no proxy from the environment, no redirects."""
+    return httpx2.AsyncClient(
+        transport=transport, trust_env=False, follow_redirects=False, timeout=timeout, headers=headers
+    )
+
+
+class PinnedTransport(httpx2.AsyncBaseTransport):
+    """httpx's transport, with each request sent to the checked address of its host and its answer capped."""
+
+    def __init__(self, *, host: str, address: str, max_response_bytes: int, what: str) -> None:
+        self.host, self.address, self.max_response_bytes, self.what = host, address, max_response_bytes, what
+        self._transport = httpx2.AsyncHTTPTransport(trust_env=False, retries=0)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.host != self.host:  # (the Host header keeps the name: it was set from the URL)
+            raise Refused(f"{self.what} may be reached only at {self.host}, not {request.url.host}.")
+        request.url = request.url.copy_with(host=self.address)
+        if request.url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": self.host}
+        response = await self._transport.handle_async_request(request)
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.max_response_bytes:
+            await response.aclose()
+            raise self._too_long()
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Capped(response.stream, self.max_response_bytes, self._too_long),
+            extensions=response.extensions,
+        )
+
+    def _too_long(self) -> Refused:
+        return Refused(f"{self.what} answered more than {self.max_response_bytes:,} bytes.")
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class _Capped(httpx2.AsyncByteStream):
+    def __init__(self, stream, limit: int, too_long) -> None:
+        self._stream, self._limit, self._too_long = stream, limit, too_long
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self._stream:
+            received += len(chunk)
+            if received > self._limit:
+                raise self._too_long()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
