@@ -6,7 +6,8 @@ from django.middleware.csrf import get_token
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from agents.models import Agent
+from agents.models import Agent, HttpTool, McpServer
+from core.admin import ReadOnlyMixin
 from tenants.authentication import may_use_playground
 
 
@@ -51,3 +52,22 @@ class AgentAdmin(admin.ModelAdmin):
             },
         }
         return TemplateResponse(request, "admin/agents/agent/playground.html", context)
+
+
+class _TenantsRemoteAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """A tenant's HTTP tool or MCP server: the API defines them (it encrypts their secrets); the operator
+    sees where they point and may delete them. Header values and secrets are never shown."""
+
+    list_filter = ["tenant"]
+    search_fields = ["id", "name", "url", "tenant__id"]
+    exclude = ["headers_encrypted", "signing_secret_encrypted"]
+
+
+@admin.register(HttpTool)
+class HttpToolAdmin(_TenantsRemoteAdmin):
+    list_display = ["id", "name", "tenant", "url", "created_at"]
+
+
+@admin.register(McpServer)
+class McpServerAdmin(_TenantsRemoteAdmin):
+    list_display = ["id", "name", "tenant", "url", "created_at"]

@@ -11,8 +11,10 @@ followed by the clients made here; an answer longer than its cap ends the reques
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -86,7 +88,7 @@ class PinnedTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, *, host: str, address: str, max_response_bytes: int, what: str) -> None:
         self.host, self.address, self.max_response_bytes, self.what = host, address, max_response_bytes, what
-        self._transport = httpx2.AsyncHTTPTransport(trust_env=False, retries=0)
+        self._transport = httpx2.AsyncHTTPTransport(verify=_tls(settings.TOOL_CA_BUNDLE), trust_env=False, retries=0)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.host != self.host:  # (the Host header keeps the name: it was set from the URL)
@@ -127,3 +129,13 @@ class _Capped(httpx2.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+@functools.cache
+def _tls(ca_bundle: str) -> ssl.SSLContext:
+    """Certificates checked against the authorities httpx trusts by default, and the operator's own
+    (TOOL_CA_BUNDLE: for servers within TOOL_ALLOWED_NETWORKS that a private authority certifies)."""
+    context = httpx2.create_ssl_context(trust_env=False)
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context

@@ -406,6 +406,9 @@ TOOL_RESULT_MAX_CHARS = env_int("TOOL_RESULT_MAX_CHARS", 20_000)
 # HTTP included: none by default, so that none reaches loopback, link-local or private addresses
 # (agents/outbound.py).
 TOOL_ALLOWED_NETWORKS = env_list("TOOL_ALLOWED_NETWORKS", "")
+# A PEM file of certificate authorities trusted besides the public ones (certifi's) for those requests: for
+# tools inside TOOL_ALLOWED_NETWORKS whose certificates a private authority signs.
+TOOL_CA_BUNDLE = env_str("TOOL_CA_BUNDLE", "")
 # How long a process keeps the list of an MCP server's tools before listing them again (agents/mcp_tools.py).
 MCP_TOOLS_CACHE_SECONDS = env_float("MCP_TOOLS_CACHE_SECONDS", 60.0)
 

@@ -2,6 +2,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 
+from agents.models import HttpTool, McpServer
 from conversations.models import Feedback, Message
 from dataframes.models import DataFrame
 from files.services import file_create_many
@@ -32,6 +33,11 @@ def test_creating_a_key_in_the_admin_shows_the_secret_once(staff, owner):
 def test_the_admin_pages_render(staff, owner):
     conversation = owner.conversation()
     Message.objects.create(tenant=owner.tenant, conversation=conversation, role="user", content="hello admin")
+    tool = HttpTool.objects.create(
+        tenant=owner.tenant, name="lookup", description="d", url="https://t.example/x", headers_encrypted="tool-cipher"
+    )
+    server = McpServer.objects.create(tenant=owner.tenant, name="crm", url="https://m.example/mcp",
+                                      headers_encrypted="mcp-cipher")  # fmt: skip
     for url in [
         "/admin/tenants/tenant/",
         f"/admin/tenants/tenant/{owner.tenant.id}/change/",
@@ -42,9 +48,17 @@ def test_the_admin_pages_render(staff, owner):
         f"/admin/conversations/conversation/{conversation.id}/change/",
         "/admin/conversations/message/?status__exact=completed",
         "/admin/conversations/feedback/?category__exact=inaccurate",
+        "/admin/agents/httptool/",
+        f"/admin/agents/httptool/{tool.id}/change/",
+        "/admin/agents/mcpserver/",
+        f"/admin/agents/mcpserver/{server.id}/change/",
     ]:
         response = staff.get(url)
         assert response.status_code == 200, url
+        assert b"-cipher" not in response.content, url
+    for url in (f"/admin/agents/httptool/{tool.id}/change/", f"/admin/agents/mcpserver/{server.id}/change/"):
+        page = staff.get(url).content  # what only the API writes (it encrypts the secrets) has no Save button
+        assert b'name="_save"' not in page and b"https://" in page, url
     assert b"hello admin" in staff.get(f"/admin/conversations/conversation/{conversation.id}/change/").content
 
 

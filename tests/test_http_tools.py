@@ -258,3 +258,83 @@ def test_only_public_addresses_are_allowed_by_default(address, allowed):
     from agents.outbound import address_allowed
 
     assert address_allowed(address)[0] is allowed
+
+
+def self_signed(directory, host: str) -> tuple[str, str]:
+    """A certificate for `host` signed by its own key (paths of the PEM certificate and key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = directory / "tool.pem", directory / "tool.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def https_tool_server(tmp_path):
+    """The tool server over TLS, at https://localhost:<port>, recording the SNI name each handshake sent."""
+    import socket
+    import ssl
+
+    cert, key = self_signed(tmp_path, "localhost")
+    family, *_, address = socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)[0]
+    server_names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda connection, name, _: server_names.append(name)
+
+    class Server(ToolServer):
+        address_family = family
+
+        def __init__(self):
+            ThreadingHTTPServer.__init__(self, (address[0], 0), _Tool)
+            self.received = []
+            self.url = f"https://localhost:{self.server_address[1]}"
+            self.server_names = server_names
+            self.ca_bundle = cert
+
+        def get_request(self):
+            sock, client = self.socket.accept()
+            return context.wrap_socket(sock, server_side=True), client
+
+    server = Server()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+async def test_an_https_tool_is_reached_by_its_name_at_the_checked_address(owner, llm, https_tool_server):
+    """The connection goes to the address checked once, and TLS still checks the name: the handshake sends
+    it (SNI), the certificate must be valid for it, and the Host header keeps it."""
+    await use_tool(owner, f"{https_tool_server.url}/text")
+    conversation = await sync_to_async(owner.conversation)()
+    with override_settings(TOOL_ALLOWED_NETWORKS=["127.0.0.1/32", "::1/128"]):
+        untrusted = await streamed(owner, conversation, {"content": "Where is my order?"})
+        with override_settings(TOOL_CA_BUNDLE=https_tool_server.ca_bundle):
+            trusted = await streamed(owner, conversation, {"content": "And now?"})
+    (_, refused) = tool_events(untrusted)[1]
+    assert (refused["status"], refused["content"]) == ("error", "The tool lookup could not be reached (ConnectError).")
+    (_, ended) = tool_events(trusted)[1]
+    assert (ended["status"], ended["content"]) == ("ok", "Order A-1042 ships today.")
+    (request,) = https_tool_server.received
+    port = https_tool_server.url.rsplit(":", 1)[1]
+    assert request["headers"]["Host"] == f"localhost:{port}" and https_tool_server.server_names[-1] == "localhost"
