@@ -539,3 +539,27 @@ def test_the_end_of_a_turn_stores_and_keeps_the_first_citation_of_each_number(ow
     stored = Message.objects.get(pk=turn.message_id)
     assert [(c.number, c.snippet) for c in stored.cited] == [(1, "first"), (2, "second")]
     assert (stored.status, stored.output_tokens) == ("completed", 2)
+
+
+def test_a_swept_reply_keeps_the_tool_calls_and_citations_it_streamed(owner):
+    """A reply whose process died is failed with what it streamed: its tool calls and citations are rows,
+    as a reply that ends stores them (GET messages shows them)."""
+    from turns.events import StreamRecord
+    from turns.services import message_sweep_stale
+
+    record = StreamRecord()
+    call = {"id": "call_1", "name": "search_files", "arguments": {"query": "refunds"}}
+    cited = {"number": 1, "source_id": "file_x", "source_name": "policy.pdf", "snippet": "Refunds take 5 days."}
+    for event in [
+        {"message": {}}, {"tool_call": call}, {"citations": [cited]},
+        {"tool_result": {"id": "call_1", "status": "ok", "content": "Passages...", "content_type": "text"}},
+        {"content": "Refunds take"},
+    ]:  # fmt: skip
+        record.add(event)
+    stale = reply_in_progress(owner, record.content, stream_index=record.index, extra_events=record.extra)
+    assert message_sweep_stale(fail=True) == (1, [])
+    url = f"{owner.conversation_url(stale.conversation)}/messages"
+    (shown,) = [m for m in owner.client.get(url).json()["items"] if m["id"] == stale.id]
+    assert shown["status"] == "failed" and shown["content"] == "Refunds take"
+    assert shown["tool_calls"] == [{**call, "status": "ok", "content": "Passages...", "content_type": "text"}]
+    assert [(c["number"], c["source_id"]) for c in shown["citations"]] == [(1, "file_x")]

@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
@@ -33,6 +32,7 @@ from agents.models import Agent
 from agents.titles import title_from_keywords, title_propose, title_without_model
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource, ToolCall
 from conversations.selectors import message_branch
+from conversations.services import streamed_rows_store
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
@@ -778,11 +778,7 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
         return Ending(outcome, stream, completed_at=None, lost=True)
     # The citations and tool calls streamed, by any run of the reply (one taken over streamed some before
     # it died): a continued reply's rows already stored are kept.
-    cited, calls = _extra_rows(plan, stream.extra)
-    if cited:
-        Citation.objects.bulk_create(cited, ignore_conflicts=True)
-    if calls:
-        ToolCall.objects.bulk_create(calls, ignore_conflicts=True)
+    cited, calls = streamed_rows_store(tenant_id=plan.tenant_id, message_id=plan.message_id, extra=stream.extra)
     conversations = Conversation.objects.filter(pk=plan.conversation_id)
     # A title fills an untitled conversation, never over a name someone gave it meanwhile.
     titled = outcome.title and conversations.filter(name="", title_source=TitleSource.PROPOSED).update(
@@ -792,45 +788,6 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
         conversations.update(updated_at=now)
     title = outcome.title if titled else ""
     return Ending(outcome, stream, now, title=title, citations=tuple(cited), tool_calls=tuple(calls))
-
-
-def _extra_rows(plan: TurnPlan, extra: list[dict[str, Any]]) -> tuple[list[Citation], list[ToolCall]]:
-    """The streamed citations as rows, by number (the first of each number), each with the tool call whose
-    result it came from: the last one started before it (an LLM's tools show their citations before their
-    result, the builtin engine after its text); and the tool calls as rows, in the order made, each with its
-    result if it came."""
-    citations: dict[int, Citation] = {}
-    calls: dict[str, ToolCall] = {}
-    last_call = ""
-    for event in extra:
-        if call := event.get("tool_call"):
-            last_call = call["id"]
-            calls.setdefault(call["id"], ToolCall(
-                tenant_id=plan.tenant_id, message_id=plan.message_id, call_id=call["id"], position=len(calls),
-                name=call["name"], arguments=call["arguments"],
-            ))  # fmt: skip
-        elif (result := event.get("tool_result")) and (row := calls.get(result["id"])) is not None:
-            row.status, row.content, row.content_type = result["status"], result["content"], result["content_type"]
-        for item in event.get("citations", ()):
-            if item["number"] not in citations:
-                citations[item["number"]] = _citation(plan, item, tool_call_id=last_call)
-    return [citations[number] for number in sorted(citations)], list(calls.values())
-
-
-def _citation(plan: TurnPlan, item: dict[str, Any], *, tool_call_id: str) -> Citation:
-    return Citation(
-        tenant_id=plan.tenant_id,
-        message_id=plan.message_id,
-        number=item["number"],
-        source_id=item.get("source_id", ""),
-        source_name=(item.get("source_name") or "")[:255],
-        url=item.get("url") or "",
-        page=item.get("page"),
-        snippet=item.get("snippet") or "",
-        relevance_score=item.get("relevance_score") or 0,
-        quality_score=item.get("quality_score") or 0,
-        tool_call_id=tool_call_id,
-    )
 
 
 async def _title_conversation(plan: TurnPlan) -> str:

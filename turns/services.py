@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
+from conversations.services import streamed_rows_store
 from core.notify import conversation_notify
 from core.tenancy import owner_scope
 from dataframes.services import dataframes_delete_stored
@@ -193,13 +194,16 @@ def message_sweep_if_stale(
         # The stored record trails what the dead generation had streamed by its last unflushed events, so
         # the error skips ahead: a client resuming from any id it saw live still gets it.
         error_seq = record.add({"error": INTERRUPTED}, seq=record.next_seq + SWEPT_SEQ_SKIP)
-    updated = _settle_filter(message).update(
-        status=MessageStatus.FAILED,
-        error=INTERRUPTED,
-        completed_at=now,
-        heartbeat_at=None,
-        **_stream_fields(record),
-    )
+    with transaction.atomic():
+        updated = _settle_filter(message).update(
+            status=MessageStatus.FAILED,
+            error=INTERRUPTED,
+            completed_at=now,
+            heartbeat_at=None,
+            **_stream_fields(record),
+        )
+        if updated:  # its citations and tool calls, as a reply that ends stores them
+            streamed_rows_store(tenant_id=message.tenant_id, message_id=message.id, extra=record.extra)
     if updated and live is not None:  # (a log holding only the error would hide the stored text from joiners)
         try:
             async_to_sync(stream_log().append)(message.id, error_seq, {"error": INTERRUPTED})
