@@ -1,6 +1,8 @@
 import base64
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from conversations.models import Conversation
 
@@ -107,3 +109,33 @@ def test_list_query_count_does_not_depend_on_page_size(owner, django_assert_num_
     with django_assert_num_queries(queries) as large:
         assert len(owner.client.get(url, {"limit": 100}).json()["items"]) == 100
     assert len(small.captured_queries) == len(large.captured_queries)
+
+
+def test_messages_with_tool_calls_and_citations_cost_the_same_queries_at_any_page_size(
+    owner, django_assert_num_queries
+):
+    from conversations.models import Citation, Message, ToolCall
+
+    conversation = owner.conversation()
+    parent = None
+    for i in range(30):
+        question = Message.objects.create(
+            tenant=owner.tenant, conversation=conversation, role="user", content=f"q{i}", parent=parent
+        )
+        parent = Message.objects.create(
+            tenant=owner.tenant, conversation=conversation, role="assistant", content=f"a{i} [1]", parent=question
+        )
+        ToolCall.objects.create(tenant=owner.tenant, message=parent, call_id="call_1", position=0, name="run_sql",
+                                arguments={"query": "select 1"}, status="ok", content="1")  # fmt: skip
+        Citation.objects.create(tenant=owner.tenant, message=parent, number=1, source_id="file_x", snippet="s")
+    conversation.current_message = parent
+    conversation.save()
+    url = f"{owner.conversation_url(conversation)}/messages"
+    owner.client.get(url, {"limit": 2})  # warm up
+    with CaptureQueriesContext(connection) as small:
+        page = owner.client.get(url, {"limit": 2}).json()["items"]
+    with CaptureQueriesContext(connection) as large:
+        full = owner.client.get(url, {"limit": 60}).json()["items"]
+    assert len(page) == 2 and len(full) == 60
+    assert full[1]["tool_calls"][0]["name"] == "run_sql" and full[1]["citations"][0]["source_id"] == "file_x"
+    assert len(small.captured_queries) == len(large.captured_queries) <= 6  # (key, conversation, page, prefetches)
