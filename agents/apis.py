@@ -48,7 +48,8 @@ _INPUT_RULES = (
     "OpenAI-compatible server), which needs a `model` among those the operator offers. `options` takes only "
     "its documented keys: `temperature` 0 to 2, `max_tokens` 1 to 200,000, `history_tokens` 100 to 2,000,000, "
     "`tools` among `search_files`, `read_file`, `run_sql`, `list_data_frames`, `export_data_frame`, "
-    "`chart_data_frame` and the tenant's own tools by name (`/tools`; without the list, all the builtin ones), "
+    "`chart_data_frame`, the tenant's own tools by name (`/tools`) and its MCP servers' (`<server>__<tool>`, or "
+    "`<server>` for all of them; `/mcp-servers`); without the list, all the builtin ones), "
     "`chunk_delay_ms` 0 to 60,000, "
     "`on_crash` `continue` or `fail`. Strings are JSON strings (a number is not a name), numbers JSON numbers, "
     "and no string may hold a NUL character."
@@ -284,9 +285,10 @@ _MCP_SERVER_RULES = (
     "`url`: the server's streamable HTTP endpoint, HTTPS; plain HTTP and private, loopback or link-local "
     "addresses only within the operator's TOOL_ALLOWED_NETWORKS. `headers`: up to 20 (an `Authorization` "
     "bearer token, say), sent with each request, stored encrypted and never shown again (only `header_names`); "
-    "`Host`, `Accept`, `Content-Type`, `Content-Length`, `User-Agent` and the `Mcp-*` headers are the "
-    "protocol's. `timeout_seconds` 0.5 to 60 (default 10) for a whole listing or call, `max_response_bytes` 1 "
-    "to 1,000,000 (default 100,000) for each answer. Any other field is refused."
+    "`Host`, `Accept`, `Content-Type`, `Content-Length`, `User-Agent`, `Last-Event-ID`, `Mcp-Session-Id` and "
+    "`Mcp-Protocol-Version` are the protocol's. `timeout_seconds` 0.5 to 60 (default 10) for a whole listing "
+    "or call (a call also ends at the operator's TOOL_TIMEOUT_SECONDS, 30 by default), `max_response_bytes` 1 "
+    "to 1,000,000 (default 100,000) for each answer, read uncompressed. Any other field is refused."
 )
 
 
@@ -385,8 +387,11 @@ class McpServerToolsView(AsyncAPIView):
     @extend_schema(
         summary="List an MCP server's tools",
         description="Asks the server for its tools, now, and answers them as agents name them "
-        "(`<server>__<tool>`), with the description and argument schema the model gets. Tools whose names do "
-        "not fit (letters, digits, `_` and `-`, 64 in all) are left out.\n\nErrors: 404 for a server that is "
+        "(`<server>__<tool>`), with the description and argument schema the model gets (a schema that is not "
+        'of type object is offered as `{"type": "object"}`). Left out: tools whose names do not fit (letters, '
+        "digits, `_` and `-`, 64 in all), whose schema is over 16 KiB, and those past the first 100, the first "
+        "10 pages of the listing or 256 KiB of schemas and descriptions. An agent is offered at most 128 tools "
+        "in all.\n\nErrors: 404 for a server that is "
         "not the tenant's; 502 `bad_gateway` when the server cannot be reached, refuses, is on an address "
         "the operator does not allow, or does not answer within its timeout (the message says which).",
         responses={200: McpToolSerializer(many=True), 502: ErrorSerializer},

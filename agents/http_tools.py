@@ -79,8 +79,6 @@ async def _post(tool: HttpTool, arguments: dict) -> ToolResult:
     async with pinned_client(transport, timeout=tool.timeout_seconds, headers=headers) as client:
         answer = await client.post(tool.url, content=body)
     text = answer.text
-    if 300 <= answer.status_code < 400:
-        raise Refused(f"{what} answered a redirect ({answer.status_code}); redirects are not followed.")
     if not answer.is_success:
         return ToolResult(f"{what} answered {answer.status_code}: {text[:500]}", status="error")
     if answer.headers.get("Content-Type", "").split(";")[0].strip() == "application/json":

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 LIST_PAGES_MAX = 10
 TOOLS_PER_SERVER_MAX = 100
+PARAMETERS_MAX_BYTES = 16 * 1024  # a tool whose argument schema is larger is left out (as HTTP tools refuse it)
+LISTING_MAX_BYTES = 256 * 1024  # a server's tools past this many bytes of schemas and descriptions are left out
+LISTINGS_KEPT_MAX = 256  # servers' listings a process keeps: 64 MiB at the very most
 DESCRIPTION_MAX_CHARS = 2000
 CLIENT_INFO = mcp_types.Implementation(name="parley", version="2")
 _TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
@@ -71,10 +74,22 @@ def _what(server: McpServer) -> str:
 async def _client(server: McpServer) -> AsyncIterator[Client]:
     transport = await pinned_transport(server.url, max_response_bytes=server.max_response_bytes, what=_what(server))
     headers = dict(secret_decrypt(server.headers_encrypted)) if server.headers_encrypted else {}
+    refusals: list[int] = []  # the HTTP statuses of refused requests (the SDK's errors do not say them)
+
+    async def note(response: httpx2.Response) -> None:
+        if response.status_code >= 400:
+            refusals.append(response.status_code)
+
     async with pinned_client(transport, timeout=server.timeout_seconds, headers=headers) as http:
+        http.event_hooks["response"].append(note)
         streams = streamable_http_client(server.url, http_client=http, max_sse_event_size=server.max_response_bytes)
-        async with Client(streams, cache=None, client_info=CLIENT_INFO) as client:
-            yield client
+        try:
+            async with Client(streams, cache=None, client_info=CLIENT_INFO) as client:
+                yield client
+        except Exception as exc:
+            if refusals:
+                raise Refused(f"{_what(server)} answered HTTP {refusals[-1]}.") from exc
+            raise
 
 
 async def mcp_tool_specs(server: McpServer) -> list[McpToolSpec]:
@@ -83,18 +98,27 @@ async def mcp_tool_specs(server: McpServer) -> list[McpToolSpec]:
     if (kept := _listings.get(key)) and kept[0] > now:
         return kept[1]
     specs: list[McpToolSpec] = []
+    listed = 0  # bytes of schemas and descriptions
     async with asyncio.timeout(server.timeout_seconds), _client(server) as client:
         cursor = None
         for _ in range(LIST_PAGES_MAX):
             page = await client.list_tools(cursor=cursor)
             for tool in page.tools:
+                size = len(json.dumps(tool.input_schema))
+                if size > PARAMETERS_MAX_BYTES or listed + size > LISTING_MAX_BYTES:
+                    logger.warning("The MCP server %s's tool %s is left out: its schema is too large", server.id,
+                                   tool.name)  # fmt: skip
+                    continue
                 description = (tool.description or tool.title or "")[:DESCRIPTION_MAX_CHARS]
                 specs.append(McpToolSpec(tool.name, description, tool.input_schema))
+                listed += size + len(description)
             cursor = page.next_cursor
             if not cursor or len(specs) >= TOOLS_PER_SERVER_MAX:
                 break
     for stale in [k for k, (until, _) in _listings.items() if until <= now]:
         _listings.pop(stale, None)
+    while len(_listings) >= LISTINGS_KEPT_MAX:  # the oldest first (dicts keep their order)
+        _listings.pop(next(iter(_listings)))
     _listings[key] = (now + settings.MCP_TOOLS_CACHE_SECONDS, specs[:TOOLS_PER_SERVER_MAX])
     return _listings[key][1]
 
@@ -165,6 +189,9 @@ def _reason(exc: BaseException) -> str:
 async def _tool_result(
     server: McpServer, tool: str, context: ToolContext, result: mcp_types.CallToolResult
 ) -> ToolResult:
+    if result.is_error:  # its text only: nothing of a failed call is kept
+        text = "\n".join(block.text for block in result.content if isinstance(block, mcp_types.TextContent))
+        return ToolResult(text or f"{tool} failed (the server gave no reason).", status="error")
     texts: list[str] = []
     kept: list[KeptFile] = []
     for number, block in enumerate(result.content, start=1):
@@ -187,8 +214,6 @@ async def _tool_result(
             texts.append(text)
             kept += [file] if file else []
     text = "\n".join(texts)
-    if result.is_error:
-        return ToolResult(text or f"{tool} failed (the server gave no reason).", status="error")
     events = [FileProduced(file_ref=file.file_ref, name=file.name) for file in kept]
     if result.structured_content is not None:
         try:

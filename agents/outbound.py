@@ -16,7 +16,6 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import httpx2
 from django.conf import settings
@@ -59,19 +58,20 @@ async def _resolved(host: str, port: int, what: str) -> str:
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for address in addresses:
         if not address_allowed(address)[0]:
+            # (Which address is not said: the tenant must not learn the operator's internal names this way.)
             raise Refused(
-                f"{what}'s host {host!r} resolves to a private or reserved address ({address}); the operator "
-                "allows none but TOOL_ALLOWED_NETWORKS."
+                f"{what}'s host {host!r} resolves to a private or reserved address; the operator allows none "
+                "but TOOL_ALLOWED_NETWORKS."
             )
     return addresses[0]
 
 
 async def pinned_transport(url: str, *, max_response_bytes: int, what: str) -> PinnedTransport:
     """A transport for requests to `url`'s origin only, connected to its checked address (Refused if none)."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    address = await _resolved(host, port, what)
-    if parts.scheme == "http" and not address_allowed(address)[1]:
+    target = httpx2.URL(url)
+    host = target.raw_host.decode("ascii")  # (as sent: IDNA-encoded, an IPv6 literal without brackets)
+    address = await _resolved(host, target.port or (443 if target.scheme == "https" else 80), what)
+    if target.scheme == "http" and not address_allowed(address)[1]:
         raise Refused(f"{what} must use HTTPS (plain HTTP only within TOOL_ALLOWED_NETWORKS).")
     return PinnedTransport(host=host, address=address, max_response_bytes=max_response_bytes, what=what)
 
@@ -84,23 +84,41 @@ def pinned_client(transport: PinnedTransport, *, timeout: float, headers: dict[s
 
 
 class PinnedTransport(httpx2.AsyncBaseTransport):
-    """httpx's transport, with each request sent to the checked address of its host and its answer capped."""
+    """httpx's transport, with each request sent to the checked address of its host, asked for its answer
+    uncompressed (the cap counts the bytes read, and a compressed answer could be any size), and answered
+    with a redirect refused and an answer over the cap cut short (`Refused`)."""
 
     def __init__(self, *, host: str, address: str, max_response_bytes: int, what: str) -> None:
         self.host, self.address, self.max_response_bytes, self.what = host, address, max_response_bytes, what
         self._transport = httpx2.AsyncHTTPTransport(verify=_tls(settings.TOOL_CA_BUNDLE), trust_env=False, retries=0)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        if request.url.host != self.host:  # (the Host header keeps the name: it was set from the URL)
+        if request.url.raw_host.decode("ascii").lower() != self.host.lower():
             raise Refused(f"{self.what} may be reached only at {self.host}, not {request.url.host}.")
-        request.url = request.url.copy_with(host=self.address)
-        if request.url.scheme == "https":
-            request.extensions = {**request.extensions, "sni_hostname": self.host}
-        response = await self._transport.handle_async_request(request)
+        extensions = {**request.extensions, "sni_hostname": self.host} if request.url.scheme == "https" else {}
+        # A request of its own for the address: the client's keeps its URL (redirects, the answer's request),
+        # and the Host header keeps the name (set from the URL when the request was made).
+        headers = httpx2.Headers(request.headers)
+        headers["Accept-Encoding"] = "identity"
+        pinned = httpx2.Request(
+            request.method,
+            request.url.copy_with(host=self.address),
+            headers=headers,
+            stream=request.stream,
+            extensions=request.extensions | extensions,
+        )
+        response = await self._transport.handle_async_request(pinned)
         length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.max_response_bytes:
+        refusal = None
+        if 300 <= response.status_code < 400:
+            refusal = Refused(f"{self.what} answered a redirect ({response.status_code}); redirects are not followed.")
+        elif response.headers.get("Content-Encoding", "identity").lower() != "identity":
+            refusal = Refused(f"{self.what} answered compressed content, which was not asked for.")
+        elif length.isdigit() and int(length) > self.max_response_bytes:
+            refusal = self._too_long()
+        if refusal is not None:
             await response.aclose()
-            raise self._too_long()
+            raise refusal
         return httpx2.Response(
             response.status_code,
             headers=response.headers,

@@ -29,9 +29,12 @@ def tenant_tool_names(*, tenant: Tenant, names: list[str]) -> set[str]:
     """Those of `names` that are the tenant's: an HTTP tool's name, an MCP server's (all its tools), or an MCP
     server's followed by `__` and a tool's (whether the server lists it is known only when it is asked)."""
     own = set(HttpTool.objects.for_tenant(tenant).filter(name__in=names).values_list("name", flat=True))
-    servers = {name.partition(MCP_SEPARATOR)[0] for name in names if name not in own}
+    parts = {name: name.partition(MCP_SEPARATOR) for name in names if name not in own}
+    servers = {server for server, separator, tool in parts.values() if not separator or tool}  # not `crm__`
     servers &= set(McpServer.objects.for_tenant(tenant).filter(name__in=servers).values_list("name", flat=True))
-    return own | {name for name in names if name.partition(MCP_SEPARATOR)[0] in servers}
+    return own | {
+        name for name, (server, separator, tool) in parts.items() if server in servers and (tool or not separator)
+    }
 
 
 def mcp_server_list(*, tenant: Tenant):

@@ -32,8 +32,9 @@ class AgentOptionsSerializer(serializers.Serializer):
         required=False,
         max_length=50,
         help_text="The tools the engine may call: builtin ones (`search_files`, `read_file`, `run_sql`, "
-        "`list_data_frames`, `export_data_frame`, `chart_data_frame`; all of them when the list is absent) and "
-        "the tenant's own, by name (`/tools`).",
+        "`list_data_frames`, `export_data_frame`, `chart_data_frame`; all of them when the list is absent), "
+        "the tenant's HTTP tools by name (`/tools`), and its MCP servers' tools as `<server>__<tool>` or every "
+        "tool of a server as `<server>` (`/mcp-servers`).",
     )
     chunk_delay_ms = StrictIntegerField(
         required=False,
@@ -254,7 +255,7 @@ class McpServerSerializer(serializers.Serializer):
 class McpToolSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="The name agents and the model use: `<server>__<tool>`.")
     description = serializers.CharField()
-    parameters = serializers.JSONField(help_text="The JSON Schema of its arguments, as the server lists it.")
+    parameters = serializers.JSONField(help_text="The JSON Schema of its arguments, as the model gets it.")
 
 
 @refuses_unknown_keys

@@ -2,7 +2,8 @@
 transport by uvicorn: `python -m tests.mcp_server PORT` (tests/test_mcp_tools.py starts it as a process).
 
 Requests without `Authorization: Bearer mcp-test-key` are refused (401), so a test sees the tenant's
-headers arrive. Each tool call is counted: GET /calls answers how many were made, by tool.
+headers arrive; /old redirects to /mcp. Each tool call is counted: GET /calls answers how many were made,
+by tool.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ async def app(scope, receive, send):
         body = json.dumps(calls).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
+        return
+    if scope["type"] == "http" and scope["path"] == "/old":  # moved (on the same origin)
+        await send({"type": "http.response.start", "status": 307, "headers": [(b"location", b"/mcp")]})
+        await send({"type": "http.response.body", "body": b""})
         return
     if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != f"Bearer {KEY}".encode():
         await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})

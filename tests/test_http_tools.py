@@ -4,6 +4,7 @@ schema, signed (Standard Webhooks), never to a private address unless the operat
 timeout and size cap; every failure is an error result the model reads, and the reply completes."""
 
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -40,6 +41,22 @@ class _Tool(BaseHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "/ok")
             self.end_headers()
+            return
+        if self.path in ("/gzip", "/chunked"):  # 5,000 bytes: compressed to a few, or without a length
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            if self.path == "/gzip":
+                answer = gzip.compress(b"z" * 5000)
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(5):
+                self.wfile.write(b"3e8\r\n" + b"z" * 1000 + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
             return
         status, kind, answer = {
             "/fail": (500, "text/plain", b"the order database is down"),
@@ -185,8 +202,14 @@ async def test_the_model_calls_the_tenants_tool_signed_and_gets_its_answer(owner
         ("/slow", {"timeout_seconds": 0.5}, "The tool lookup did not answer within 0.5 s."),
         ("/big", {"max_response_bytes": 1000}, "The tool lookup answered more than 1,000 bytes."),
         ("/redirect", {}, "The tool lookup answered a redirect (302); redirects are not followed."),
+        (
+            "/gzip",
+            {"max_response_bytes": 1000},
+            "The tool lookup answered compressed content, which was not asked for.",
+        ),
+        ("/chunked", {"max_response_bytes": 1000}, "The tool lookup answered more than 1,000 bytes."),
     ],
-    ids=["fails", "times-out", "too-big", "redirects"],
+    ids=["fails", "times-out", "too-big", "redirects", "compressed", "too-big-streamed"],
 )
 async def test_a_failing_tool_gives_the_model_an_error_and_the_reply_completes(
     owner, llm, tool_server, path, fields, result
@@ -206,7 +229,7 @@ async def test_a_private_address_is_refused_unless_the_operator_allows_it(owner,
     with override_settings(TOOL_ALLOWED_NETWORKS=[]):
         events = await streamed(owner, conversation, {"content": "Where is my order?"})
     (_, ended) = tool_events(events)[1]
-    assert ended["status"] == "error" and "private or reserved address (127.0.0.1)" in ended["content"]
+    assert ended["status"] == "error" and "resolves to a private or reserved address;" in ended["content"]
     assert tool_server.received == [] and events[-1]["data"]["status"] == "completed"
 
 

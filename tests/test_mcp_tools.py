@@ -39,7 +39,7 @@ def mcp_url():
         except httpx.TransportError:
             assert process.poll() is None and time.monotonic() < deadline, "the MCP server did not start"
             time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://localhost:{port}"  # (by name: resolved once, then dialled at the checked address)
     process.terminate()
     process.wait(10)
 
@@ -115,7 +115,7 @@ def test_names_are_the_tenants_once_across_tools_and_servers_and_agents_name_the
     assert register(outsider, "https://mcp.example.com/mcp", name="theirs").status_code == 201
     named = owner.client.patch(owner.agent_url, {"options": {"tools": ["calc", "calc__add", "lookup"]}}, format="json")
     assert named.status_code == 200, named.json()
-    for foreign in ("theirs", "theirs__add", "nope__add"):
+    for foreign in ("theirs", "theirs__add", "nope__add", "calc__"):
         answer = owner.client.patch(owner.agent_url, {"options": {"tools": [foreign]}}, format="json")
         assert answer.status_code == 400 and foreign in answer.json()["error"]["message"]
 
@@ -133,22 +133,25 @@ def test_the_tools_of_a_server_are_listed_as_agents_name_them(owner, mcp_url):
 
 
 @pytest.mark.parametrize(
-    ("where", "allowed", "message"),
+    ("where", "allowed", "keyed", "message"),
     [
-        ("{mcp_url}/mcp", [], "resolves to a private or reserved address (127.0.0.1)"),
-        ("{mcp_url}/mcp", LOCAL, "could not be listed"),  # without the key header: 401
-        ("http://127.0.0.1:{closed}/mcp", LOCAL, "could not be reached"),
+        ("{mcp_url}/mcp", [], True, "host 'localhost' resolves to a private or reserved address;"),
+        ("{mcp_url}/mcp", LOCAL, False, "The MCP server calc answered HTTP 401."),
+        ("http://127.0.0.1:{closed}/mcp", LOCAL, True, "it could not be reached (ConnectError)."),
+        ("{mcp_url}/old", LOCAL, True, "answered a redirect (307); redirects are not followed."),
     ],
-    ids=["private", "refused-key", "down"],
+    ids=["private", "without-its-key", "down", "redirected"],
 )
-def test_a_server_that_cannot_be_listed_is_502_saying_why(owner, mcp_url, where, allowed, message):
+def test_a_server_that_cannot_be_listed_is_502_saying_why(owner, mcp_url, where, allowed, keyed, message):
     url = where.format(mcp_url=mcp_url, closed=free_port())
-    headers = {} if allowed and "mcp_url" in where else {"Authorization": f"Bearer {KEY}"}
+    headers = {"Authorization": f"Bearer {KEY}"} if keyed else {}
     server = register(owner, url, headers=headers, timeout_seconds=3).json()
     with override_settings(TOOL_ALLOWED_NETWORKS=allowed):
         answer = owner.client.get(f"{owner.base}/mcp-servers/{server['id']}/tools")
     assert answer.status_code == 502 and answer.json()["error"]["code"] == "bad_gateway"
+    assert answer.json()["error"]["message"].startswith("The MCP server calc could not be listed: ")
     assert message in answer.json()["error"]["message"], answer.json()
+    assert "127.0.0.1" not in answer.json()["error"]["message"] or "{closed}" in where
 
 
 async def use_server(ctx, llm, mcp_url: str, call: tuple[str, str], tools: list[str] | None = None, **fields):

@@ -200,6 +200,10 @@ class _Completion:
         }
 
 
+# OpenAI's limit on the tools of one request.
+TOOLS_PER_REQUEST_MAX = 128
+
+
 class OpenAIEngine:
     async def run(self, context: TurnContext) -> AsyncIterator[Event]:
         model = context.model or settings.DEFAULT_MODEL
@@ -217,7 +221,10 @@ class OpenAIEngine:
             mcp_tools = await mcp_tools_for(context.tenant_id, [name for name in own if name not in tools])
             tools.update((tool.name, tool) for tool in mcp_tools)
             names = [*names, *(tool.name for tool in mcp_tools if tool.name not in names)]  # a server: its tools
-        enabled = [tools[name] for name in names if name in tools]
+        enabled = [tools[name] for name in dict.fromkeys(names) if name in tools]
+        if len(enabled) > TOOLS_PER_REQUEST_MAX:  # (servers named whole may list many)
+            logger.warning("Agent tools: %d offered, the first %d kept", len(enabled), TOOLS_PER_REQUEST_MAX)
+            enabled = enabled[:TOOLS_PER_REQUEST_MAX]
         tool_context = ToolContext(
             tenant_id=context.tenant_id,
             conversation_id=context.conversation_id,
