@@ -14,6 +14,7 @@ from agents.models import MCP_SERVER_NAME_PATTERN, TOOL_NAME_PATTERN, Agent, Eng
 from agents.selectors import tenant_tool_names
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from core.schema import refuses_unknown_keys
+from core.serializers import InputSerializer
 
 TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames", "export_data_frame", "chart_data_frame"]
 
@@ -76,7 +77,7 @@ class AgentSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
 
 
-class AgentInputSerializer(serializers.Serializer):
+class AgentInputSerializer(InputSerializer):
     name = StrictCharField(max_length=200, min_length=1)
     description = StrictCharField(max_length=2000, required=False, allow_blank=True)
     system_prompt = StrictCharField(
@@ -153,7 +154,7 @@ class JsonSchemaField(serializers.JSONField):
     """A JSON Schema: an object in the OpenAPI document (validate_parameters refuses anything else)."""
 
 
-class _RemoteInputSerializer(serializers.Serializer):
+class _RemoteInputSerializer(InputSerializer):
     """What tools and MCP servers share: where Parley sends requests, with which headers, how long it waits
     and how much it reads. Any other field is refused."""
 
@@ -169,11 +170,6 @@ class _RemoteInputSerializer(serializers.Serializer):
     max_response_bytes = StrictIntegerField(
         required=False, min_value=1, max_value=1_000_000, help_text="Default 100,000."
     )
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
-            raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
-        return super().to_internal_value(data)
 
     def validate_url(self, value: str) -> str:
         try:
@@ -198,7 +194,6 @@ class _RemoteInputSerializer(serializers.Serializer):
         return value
 
 
-@refuses_unknown_keys
 class HttpToolInputSerializer(_RemoteInputSerializer):
     reserved_headers = RESERVED_HEADERS
 
@@ -258,7 +253,6 @@ class McpToolSerializer(serializers.Serializer):
     parameters = serializers.JSONField(help_text="The JSON Schema of its arguments, as the model gets it.")
 
 
-@refuses_unknown_keys
 class McpServerInputSerializer(_RemoteInputSerializer):
     reserved_headers = MCP_RESERVED_HEADERS
 

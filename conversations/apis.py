@@ -120,8 +120,10 @@ FEEDBACK_EXAMPLE = {
 }
 _CONVERSATION_RESPONSE = OpenApiExample("A conversation", value=CONVERSATION_EXAMPLE, response_only=True)
 _METADATA_RULE = "`metadata` is a JSON object of yours (at most 16 KiB as JSON), returned as given"
-_NAME_RULE = "`name` takes 1 to 200 characters"
-_BODY_RULE = "Strings are JSON strings, and no string may hold a NUL character."
+_NAME_RULE = "`name` (or its alias `title`, the seeds' word; not both) takes 1 to 200 characters"
+_BODY_RULE = (
+    "Strings are JSON strings, and no string may hold a NUL character. Any other field is refused (400 naming it)."
+)
 
 
 @extend_schema_view(
@@ -138,7 +140,7 @@ _BODY_RULE = "Strings are JSON strings, and no string may hold a NUL character."
         description=f"Creates an empty conversation of the agent. {_NAME_RULE}; without one, the conversation "
         "is titled from its first question when its first reply ends (`title_source: proposed`). "
         f"{_METADATA_RULE}. {_BODY_RULE}\n\nErrors: 400 for an invalid `name` or `metadata` (not an object, "
-        "or too large); 404 for an agent that is not the tenant's.",
+        "or too large) or an unknown field; 404 for an agent that is not the tenant's.",
         request=ConversationCreateSerializer,
         responses={201: ConversationSerializer},
         examples=[
@@ -196,12 +198,13 @@ _BODY_RULE = "Strings are JSON strings, and no string may hold a NUL character."
         summary="Rename a conversation or set its metadata",
         description=f"Renames the conversation ({_NAME_RULE}; a proposed title never replaces it afterwards) "
         f"and/or replaces its `metadata` whole ({_METADATA_RULE}). It bumps `updated_at`. {_BODY_RULE}\n\n"
-        "Errors: 400 for an invalid `name` or `metadata` (not an object, or too large); 404 for a conversation "
-        "that is not the tenant's under this agent (or was deleted meanwhile).",
+        "Errors: 400 for an invalid `name` or `metadata` (not an object, or too large) or an unknown field; 404 "
+        "for a conversation that is not the tenant's under this agent (or was deleted meanwhile).",
         request=ConversationUpdateSerializer,
         responses=ConversationSerializer,
         examples=[
             OpenApiExample("Rename", value={"name": "March invoices (final)"}, request_only=True),
+            OpenApiExample("Rename, with the alias", value={"title": "March invoices (final)"}, request_only=True),
             OpenApiExample("Replace the metadata", value={"metadata": {"customer": "acme"}}, request_only=True),
             _CONVERSATION_RESPONSE,
         ],

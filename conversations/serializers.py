@@ -7,6 +7,7 @@ from rest_framework import serializers
 from agents.titles import TITLE_MAX_CHARS
 from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource, ToolCallStatus
 from core.fields import StrictCharField
+from core.serializers import InputSerializer
 
 METADATA_MAX_BYTES = 16 * 1024
 
@@ -39,22 +40,32 @@ class MetadataField(serializers.JSONField):
     """A JSONField declared as an object in the OpenAPI document: validate_metadata refuses anything else."""
 
 
-class ConversationCreateSerializer(serializers.Serializer):
+def _title_alias(help_text: str) -> StrictCharField:
+    return StrictCharField(min_length=1, max_length=200, required=False, help_text=help_text)
+
+
+class ConversationCreateSerializer(InputSerializer):
+    aliases = {"title": "name"}
+
     name = StrictCharField(
         min_length=1,
         max_length=200,
         required=False,
         help_text="Without one, a title is proposed after the first reply.",
     )
+    title = _title_alias("An alias of `name` (the conversation's title): give one of them.")
     metadata = MetadataField(
         required=False, validators=[validate_metadata], help_text="A JSON object, at most 16 KiB as JSON."
     )
 
 
-class ConversationUpdateSerializer(serializers.Serializer):
+class ConversationUpdateSerializer(InputSerializer):
+    aliases = {"title": "name"}
+
     name = StrictCharField(
         min_length=1, max_length=200, required=False, help_text="A proposed title never replaces it."
     )
+    title = _title_alias("An alias of `name` (the conversation's title): give one of them.")
     metadata = MetadataField(
         required=False,
         validators=[validate_metadata],
@@ -96,7 +107,7 @@ class FeedbackSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(read_only=True)
 
 
-class FeedbackInputSerializer(serializers.Serializer):
+class FeedbackInputSerializer(InputSerializer):
     thumbs_up = serializers.BooleanField()
     category = serializers.ChoiceField(
         choices=FeedbackCategory.choices,
@@ -194,7 +205,7 @@ class ConversationIdsField(serializers.ListField):
         super().__init__(child=child, min_length=1, max_length=BULK_DELETE_MAX_IDS, **kwargs)
 
 
-class BulkDeleteSerializer(serializers.Serializer):
+class BulkDeleteSerializer(InputSerializer):
     ids = ConversationIdsField(help_text="Conversation ids, each once.")
 
     def validate_ids(self, ids):

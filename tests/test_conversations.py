@@ -92,3 +92,23 @@ def test_renaming_a_conversation_deleted_meanwhile_is_404_not_500(owner):
     with pytest.raises(NotFound):
         conversation_update(conversation=conversation, data={"name": "new"})
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_title_is_an_alias_of_name_and_a_misspelt_field_is_refused(owner):
+    """The seeds call a conversation's name its title: either word names it (not both); a field the API does
+    not know (here the old silent no-op, `PATCH {"titel": ...}`) is 400 naming it, and changes nothing."""
+    created = owner.client.post(f"{owner.agent_url}/conversations", {"title": "Invoices"}, format="json")
+    assert created.status_code == 201 and created.json()["name"] == "Invoices"
+    url = f"{owner.agent_url}/conversations/{created.json()['id']}"
+    renamed = owner.client.patch(url, {"title": "March invoices"}, format="json")
+    assert renamed.status_code == 200 and renamed.json()["name"] == "March invoices"
+    assert renamed.json()["title_source"] == "user"
+    both = owner.client.patch(url, {"title": "A", "name": "B"}, format="json")
+    assert both.status_code == 400 and both.json()["error"]["message"].startswith("title: An alias of `name`")
+    misspelt = owner.client.patch(url, {"titel": "Typo"}, format="json")
+    assert misspelt.status_code == 400
+    assert misspelt.json()["error"] == {"code": "invalid", "message": "titel: Unknown field.",
+                                        "details": {"titel": ["Unknown field."]}}  # fmt: skip
+    invalid = owner.client.patch(url, {"title": ""}, format="json")
+    assert invalid.status_code == 400 and invalid.json()["error"]["message"].startswith("title:")
+    assert owner.client.get(url).json()["name"] == "March invoices"

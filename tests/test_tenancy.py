@@ -213,3 +213,30 @@ def test_every_route_of_the_schema_keeps_another_tenants_objects_out_of_reach(ow
     assert len(checked) >= 36
     assert {model: model.objects.filter(tenant=owner.tenant).count() for model in rows_before} == rows_before
     assert Message.objects.get(id=ids["message_id"]).content == "secret answer"
+
+
+def test_every_json_body_refuses_a_field_it_does_not_know(owner, owners_objects, anon):
+    """Each operation that reads a JSON body, sent its documented example plus a misspelt field, answers
+    400 naming that field and changes nothing: a field the API does not know is never silently ignored."""
+    schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    rows_before = {model: model.objects.filter(tenant=owner.tenant).count() for model in (Conversation, Message)}
+    checked = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" not in content:
+                continue
+            body, _ = _request_body(operation, owners_objects)
+            url = path.format(**{**owners_objects, "tenant_id": owner.tenant.id})
+            response = getattr(owner.client, method)(url, {**body, "surprise_field": 1}, format="json")
+            error = response.json().get("error", {})
+            message = error if isinstance(error, str) else error.get("message", "")  # (/v1's error is a string)
+            assert response.status_code == 400, (method, path, response.status_code, error)
+            assert message.startswith("surprise_field: Unknown field"), (method, path, error)
+            documented = content["application/json"]["schema"]
+            if "$ref" in documented:
+                documented = schema["components"]["schemas"][documented["$ref"].rsplit("/", 1)[1]]
+            assert documented.get("additionalProperties") is False, (method, path)  # the schema says so too
+            checked.append(f"{method.upper()} {path}")
+    assert len(checked) >= 12, checked
+    assert {model: model.objects.filter(tenant=owner.tenant).count() for model in rows_before} == rows_before

@@ -158,7 +158,7 @@ async def test_another_tenants_ids_are_not_found_and_its_socket_is_refused(serve
     ids = {"agent_id": owner.agent.id, "conversation_id": conversation.id, "message_id": reply.id}
     async with connect(server, outsider) as socket:
         for frame in [
-            {"type": "message.send", "content": "hi", **ids},
+            {"type": "message.send", "content": "hi", "agent_id": owner.agent.id, "conversation_id": conversation.id},
             {"type": "message.join", **ids},
             {"type": "message.cancel", **ids},
         ]:

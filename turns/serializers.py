@@ -5,9 +5,10 @@ from rest_framework import serializers
 
 from conversations.serializers import ConversationSerializer, MessageSerializer
 from core.fields import StrictBooleanField, StrictCharField
+from core.serializers import InputSerializer
 
 
-class MessagePostSerializer(serializers.Serializer):
+class MessagePostSerializer(InputSerializer):
     content = StrictCharField(
         required=False,
         allow_blank=True,

@@ -21,6 +21,7 @@ from agents.selectors import agent_get
 from core.errors import EngineError, Invalid, PayloadTooLarge
 from core.fields import StrictBooleanField, StrictCharField
 from core.schema import V1ErrorSerializer
+from core.serializers import InputSerializer
 from core.sse import StreamEventSerializer, sse_event, sse_response
 from core.views import V1APIView
 from files.selectors import file_refs_validate, files_as_context
@@ -32,7 +33,7 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 MAX_FILE_REFS = 20  # as for a message's attachments in the v2 API
 
 
-class V1MessageSerializer(serializers.Serializer):
+class V1MessageSerializer(InputSerializer):
     role = serializers.ChoiceField(choices=["user", "assistant"])
     content = StrictCharField(trim_whitespace=False)
     files = serializers.ListField(
@@ -48,7 +49,7 @@ class V1MessageSerializer(serializers.Serializer):
         return content
 
 
-class V1ConversationSerializer(serializers.Serializer):
+class V1ConversationSerializer(InputSerializer):
     messages = serializers.ListField(
         child=V1MessageSerializer(),
         allow_empty=False,
