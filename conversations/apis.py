@@ -1,3 +1,5 @@
+import re
+
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -12,6 +14,7 @@ from agents.selectors import agent_get
 from agents.titles import title_propose
 from conversations.search import conversation_search
 from conversations.selectors import (
+    ConversationFilters,
     conversation_aget,
     conversation_get,
     conversation_list,
@@ -53,6 +56,7 @@ CONVERSATION_EXAMPLE = {
     "created_at": "2025-03-04T10:18:00.104527Z",
     "updated_at": "2025-03-04T10:30:07.913006Z",
     "message_count": 2,
+    "user_id": "user-4821",
     "metadata": {"customer": "acme", "channel": "web"},
 }
 USER_MESSAGE_EXAMPLE = {
@@ -67,6 +71,7 @@ USER_MESSAGE_EXAMPLE = {
     "input_tokens": 0,
     "output_tokens": 0,
     "attachments": ["file_01jngarkq08g41awjffpe1rcbc"],
+    "metadata": {"client_message_id": "c-1042"},
     "citations": [],
     "tool_calls": [],
     "feedback": None,
@@ -85,6 +90,7 @@ ASSISTANT_MESSAGE_EXAMPLE = {
     "input_tokens": 1840,
     "output_tokens": 64,
     "attachments": [],
+    "metadata": {},
     "citations": [
         {
             "number": 1,
@@ -119,6 +125,48 @@ FEEDBACK_EXAMPLE = {
     "updated_at": "2025-03-04T10:31:12.550210Z",
 }
 _CONVERSATION_RESPONSE = OpenApiExample("A conversation", value=CONVERSATION_EXAMPLE, response_only=True)
+METADATA_FILTERS_MAX = 10
+_METADATA_FILTER = re.compile(r"metadata\[(?P<key>[^\[\]]{1,100})\]")
+FILTER_PARAMETERS = [
+    OpenApiParameter("user_id", str, description="Only the conversations of this end user (`user_id`)."),
+    OpenApiParameter(
+        "metadata",
+        {"type": "object", "additionalProperties": {"type": "string", "maxLength": 500}, "maxProperties": 10},
+        style="deepObject",
+        explode=True,
+        description="`metadata[key]=value`: only conversations whose metadata has that value at that key (a "
+        "string, or the number or boolean the value spells); up to 10, all of them must match.",
+    ),
+]
+_FILTERS_RULE = (
+    "`user_id=` keeps an end user's conversations and each `metadata[key]=value` those whose metadata holds "
+    "that value (all of them must match); a filtered page costs the same at any depth"
+)
+_FILTER_ERRORS = "a `user_id` over 255 characters, a malformed or 11th `metadata[key]` filter"
+
+
+def filters_of(request) -> ConversationFilters:
+    """The `user_id=` and `metadata[key]=value` filters of a list or search request (400 when malformed)."""
+    params = request.query_params
+    user_id = params.get("user_id")
+    if user_id is not None and len(user_id) > 255:
+        raise Invalid("user_id: at most 255 characters.", details={"user_id": user_id[:50]})
+    metadata = []
+    for name in params:
+        if not name.startswith("metadata"):
+            continue
+        match = _METADATA_FILTER.fullmatch(name)
+        if match is None:
+            raise Invalid(f"{name}: metadata filters are written metadata[key]=value.", details={"parameter": name})
+        for value in params.getlist(name):
+            if len(value) > 500:
+                raise Invalid(f"{name}: at most 500 characters.", details={"parameter": name})
+            metadata.append((match["key"], value))
+    if len(metadata) > METADATA_FILTERS_MAX:
+        raise Invalid(f"metadata: at most {METADATA_FILTERS_MAX} filters.", details={"count": len(metadata)})
+    return ConversationFilters(user_id=user_id, metadata=tuple(metadata))
+
+
 _METADATA_RULE = "`metadata` is a JSON object of yours (at most 16 KiB as JSON), returned as given"
 _NAME_RULE = "`name` (or its alias `title`, the seeds' word; not both) takes 1 to 200 characters"
 _BODY_RULE = (
@@ -131,8 +179,9 @@ _BODY_RULE = (
         summary="List the agent's conversations, newest activity first",
         description="The agent's conversations, the most recently active first (`updated_at`: a new message "
         "bumps it), a page at a time: `limit` (1 to 100, default 20) and the `next` cursor of the previous "
-        "page.\n\nErrors: 400 for a `limit` out of range or a malformed `next` cursor; 404 for an agent that is "
-        "not the tenant's.",
+        f"page. {_FILTERS_RULE}.\n\nErrors: 400 for a `limit` out of range, a malformed `next` cursor, "
+        f"{_FILTER_ERRORS}; 404 for an agent that is not the tenant's.",
+        parameters=FILTER_PARAMETERS,
         examples=[_CONVERSATION_RESPONSE],
     ),
     create=extend_schema(
@@ -146,7 +195,11 @@ _BODY_RULE = (
         examples=[
             OpenApiExample(
                 "Named with metadata",
-                value={"name": "March invoices", "metadata": {"customer": "acme", "channel": "web"}},
+                value={
+                    "name": "March invoices",
+                    "user_id": "user-4821",
+                    "metadata": {"customer": "acme", "channel": "web"},
+                },
                 request_only=True,
             ),
             OpenApiExample("Titled from its first question", value={}, request_only=True),
@@ -216,7 +269,8 @@ class ConversationViewSet(viewsets.GenericViewSet):
 
     def list(self, request, tenant_id, agent_id):
         agent = agent_get(tenant=request.tenant, agent_id=agent_id)
-        page = self.paginate_queryset(conversation_list(tenant=request.tenant, agent=agent))
+        conversations = conversation_list(tenant=request.tenant, agent=agent, filters=filters_of(request))
+        page = self.paginate_queryset(conversations)
         return self.get_paginated_response(ConversationSerializer(page, many=True).data)
 
     def create(self, request, tenant_id, agent_id):
@@ -251,9 +305,13 @@ class ConversationViewSet(viewsets.GenericViewSet):
         summary="List all the tenant's conversations across agents, newest activity first",
         description="Every conversation of the tenant, whatever its agent, the most recently active first, "
         "each with its agent's `engine` and `model`; `agent_id` keeps one agent's. A page at a time: `limit` "
-        "(1 to 100, default 20) and the `next` cursor of the previous page.\n\nErrors: 400 for a `limit` out "
-        "of range or a malformed `next` cursor; 404 for an `agent_id` that is not the tenant's.",
-        parameters=[OpenApiParameter("agent_id", str, description="Only this agent's conversations.")],
+        f"(1 to 100, default 20) and the `next` cursor of the previous page. {_FILTERS_RULE}.\n\nErrors: 400 "
+        f"for a `limit` out of range, a malformed `next` cursor, {_FILTER_ERRORS}; 404 for an `agent_id` that "
+        "is not the tenant's.",
+        parameters=[
+            OpenApiParameter("agent_id", str, description="Only this agent's conversations."),
+            *FILTER_PARAMETERS,
+        ],
         examples=[
             OpenApiExample(
                 "A conversation",
@@ -270,7 +328,8 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
     def list(self, request, tenant_id):
         agent_id = request.query_params.get("agent_id")
         agent = agent_get(tenant=request.tenant, agent_id=agent_id) if agent_id else None
-        queryset = conversation_list(tenant=request.tenant, agent=agent).select_related("agent")
+        queryset = conversation_list(tenant=request.tenant, agent=agent, filters=filters_of(request))
+        queryset = queryset.select_related("agent")
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(TenantConversationSerializer(page, many=True).data)
 
@@ -283,9 +342,10 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
         "each with up to two `highlights`: fragments with the matches in `<mark>` and the rest HTML-escaped "
         "(`highlights=false` leaves them out, faster). For a very common word only the tenant's 500 newest "
         "matching messages are ranked (titles always are). A page at a time: `limit` (1 to 100, default 20) "
-        "and the `next` cursor of the previous page.\n\nErrors: 400 for a missing or blank `q`, a `limit` out "
-        "of range, a malformed `next` cursor, or a `highlights` other than true or false; 404 for an "
-        "`agent_id` that is not the tenant's.",
+        "and the `next` cursor of the previous page. `user_id=` and `metadata[key]=value` narrow the hits as on "
+        "lists.\n\nErrors: 400 for a missing or blank `q`, a `limit` out of range, a malformed `next` cursor, a "
+        f"`highlights` other than true or false, {_FILTER_ERRORS}; 404 for an `agent_id` that is not the "
+        "tenant's.",
         parameters=[
             OpenApiParameter(
                 "q",
@@ -294,6 +354,7 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
                 description="Search words, web-search syntax; not blank.",
             ),
             OpenApiParameter("agent_id", str, description="Only this agent's conversations."),
+            *FILTER_PARAMETERS,
             OpenApiParameter("highlights", bool, description="Compute highlights (default true)."),
         ],
         responses=SearchHitSerializer(many=True),
@@ -332,6 +393,7 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
             after=after,
             agent_id=agent_id,
             highlights=parse_bool(request.query_params.get("highlights"), default=True, name="highlights"),
+            conversation_filters=filters_of(request),
         )
         next_cursor = None
         if len(hits) > limit:

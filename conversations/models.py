@@ -21,6 +21,9 @@ class Conversation(TenantOwned):
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="conversations")
     name = models.CharField(max_length=200, blank=True)
     title_source = models.CharField(max_length=16, choices=TitleSource.choices, default=TitleSource.USER)
+    user_id = models.CharField(
+        max_length=255, blank=True, help_text="The application's end user: an opaque string of the client's."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     message_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now, help_text="Last activity; bumped by new messages.")
@@ -35,6 +38,10 @@ class Conversation(TenantOwned):
         indexes = [
             models.Index(fields=["tenant", "agent", "-updated_at", "-id"], name="conv_agent_activity"),
             models.Index(fields=["tenant", "-updated_at", "-id"], name="conv_tenant_activity"),
+            # An end user's conversations, a page at a time in activity order, at any depth.
+            models.Index(fields=["tenant", "user_id", "-updated_at", "-id"], name="conv_user_activity"),
+            # `metadata[key]=value` filters: containment (@>), which this index answers.
+            GinIndex(fields=["metadata"], opclasses=["jsonb_path_ops"], name="conversation_metadata"),
             GinIndex(fields=["title_vector"], name="conversation_title_search"),
         ]
 
@@ -74,6 +81,7 @@ class Message(TenantOwned):
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     attachments = ArrayField(models.CharField(max_length=40), default=list, blank=True, help_text="File refs.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="The client's JSON object (user messages).")
     # The stream log kept with the message: one [seq, kind, start, end] entry per event, where start/end
     # index into `content` or `thinking` (or into `extra_events` for other kinds), so that any suffix of
     # the stream can be rebuilt exactly once the live log has expired.

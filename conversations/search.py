@@ -31,6 +31,7 @@ from datetime import datetime
 from django.db import connection
 
 from conversations.models import Conversation, Message
+from conversations.selectors import ConversationFilters
 from tenants.models import Tenant
 
 CONFIG = "english"
@@ -154,6 +155,7 @@ def conversation_search(
     after: tuple[float, datetime, str] | None = None,
     agent_id: str | None = None,
     highlights: bool = True,
+    conversation_filters: ConversationFilters | None = None,
 ) -> list[SearchHit]:
     """One page of hits (limit + 1 rows are read, so the caller can tell whether more exist)."""
     probe = _parse_and_probe(tenant=tenant, q=q[:QUERY_MAX_CHARS])
@@ -177,6 +179,8 @@ def conversation_search(
         )
         filters += " AND c.agent_id = %(agent)s"
         params["agent"] = agent_id
+    if conversation_filters is not None:
+        filters += conversation_filters.sql("c", params)
     if after is not None:
         filters += " AND (r.rank, c.updated_at, c.id) < (%(after_rank)s, %(after_updated)s, %(after_id)s)"
         params.update(after_rank=after[0], after_updated=after[1], after_id=after[2])

@@ -1,5 +1,9 @@
+import json
+import math
+from dataclasses import dataclass
+
 from asgiref.sync import sync_to_async
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from agents.models import Agent
@@ -8,8 +12,61 @@ from core.errors import NotFound
 from tenants.models import Tenant
 
 
-def conversation_list(*, tenant: Tenant, agent: Agent | None = None) -> QuerySet[Conversation]:
+@dataclass(frozen=True)
+class ConversationFilters:
+    """What lists and search narrow to: an end user's conversations, and metadata values (all of them)."""
+
+    user_id: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def q(self) -> Q:
+        """As a filter on conversations: `user_id` by the index (tenant, user_id, activity), each metadata value
+        by containment (@>, the GIN index), as the string given or the JSON scalar it spells (`3`, `true`)."""
+        condition = Q()
+        if self.user_id is not None:
+            condition &= Q(user_id=self.user_id)
+        for key, value in self.metadata:
+            matches = Q(metadata__contains={key: value})
+            if (scalar := _json_scalar(value)) is not None:
+                matches |= Q(metadata__contains={key: scalar})
+            condition &= matches
+        return condition
+
+    def sql(self, alias: str, params: dict) -> str:
+        """The same, as SQL conditions on `alias` (for the search's raw query), its values put in `params`."""
+        conditions = []
+        if self.user_id is not None:
+            conditions.append(f"{alias}.user_id = %(filter_user_id)s")
+            params["filter_user_id"] = self.user_id
+        for number, (key, value) in enumerate(self.metadata):
+            params[f"filter_meta_{number}"] = json.dumps({key: value})
+            matches = [f"{alias}.metadata @> %(filter_meta_{number})s::jsonb"]
+            if (scalar := _json_scalar(value)) is not None:
+                params[f"filter_meta_{number}_scalar"] = json.dumps({key: scalar})
+                matches.append(f"{alias}.metadata @> %(filter_meta_{number}_scalar)s::jsonb")
+            conditions.append(f"({' OR '.join(matches)})")
+        return "".join(f" AND {condition}" for condition in conditions)
+
+
+def _json_scalar(value: str) -> int | float | bool | None:
+    """The JSON number or boolean `value` spells, if any (not NaN or an infinity: JSON has none)."""
+    if value in ("true", "false"):
+        return value == "true"
+    try:
+        number = json.loads(value, parse_constant=lambda constant: None)
+    except ValueError:
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None
+    return number if isinstance(number, (int, float)) and not isinstance(number, bool) else None
+
+
+def conversation_list(
+    *, tenant: Tenant, agent: Agent | None = None, filters: ConversationFilters | None = None
+) -> QuerySet[Conversation]:
     queryset = Conversation.objects.for_tenant(tenant)
+    if filters is not None:
+        queryset = queryset.filter(filters.q())
     return queryset.filter(agent=agent) if agent is not None else queryset
 
 

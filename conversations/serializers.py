@@ -24,6 +24,7 @@ class ConversationSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True, help_text="Last activity; bumped by new messages.")
     message_count = serializers.IntegerField(read_only=True)
+    user_id = serializers.CharField(read_only=True, help_text="The application's end user (empty when not set).")
     metadata = serializers.JSONField(read_only=True, help_text="The JSON object given by the client.")
 
 
@@ -40,6 +41,16 @@ class MetadataField(serializers.JSONField):
     """A JSONField declared as an object in the OpenAPI document: validate_metadata refuses anything else."""
 
 
+def _user_id_field() -> StrictCharField:
+    return StrictCharField(
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="The application's end user, an opaque string of up to 255 characters (empty: none); lists "
+        "and search filter on it (`user_id=`).",
+    )
+
+
 def _title_alias(help_text: str) -> StrictCharField:
     return StrictCharField(min_length=1, max_length=200, required=False, help_text=help_text)
 
@@ -54,6 +65,7 @@ class ConversationCreateSerializer(InputSerializer):
         help_text="Without one, a title is proposed after the first reply.",
     )
     title = _title_alias("An alias of `name` (the conversation's title): give one of them.")
+    user_id = _user_id_field()
     metadata = MetadataField(
         required=False, validators=[validate_metadata], help_text="A JSON object, at most 16 KiB as JSON."
     )
@@ -66,6 +78,7 @@ class ConversationUpdateSerializer(InputSerializer):
         min_length=1, max_length=200, required=False, help_text="A proposed title never replaces it."
     )
     title = _title_alias("An alias of `name` (the conversation's title): give one of them.")
+    user_id = _user_id_field()
     metadata = MetadataField(
         required=False,
         validators=[validate_metadata],
@@ -137,6 +150,7 @@ class MessageSerializer(serializers.Serializer):
     attachments = serializers.ListField(
         child=serializers.CharField(max_length=40), read_only=True, help_text="File refs."
     )
+    metadata = serializers.JSONField(read_only=True, help_text="The JSON object the client gave with the message.")
     citations = CitationSerializer(many=True, read_only=True, source="cited")
     tool_calls = ToolCallSerializer(many=True, read_only=True, source="calls")
     feedback = serializers.SerializerMethodField()

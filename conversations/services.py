@@ -10,13 +10,16 @@ from core.errors import Invalid, NotFound
 from core.notify import conversation_notify
 
 
-def conversation_create(*, agent: Agent, name: str = "", metadata: dict[str, Any] | None = None) -> Conversation:
+def conversation_create(
+    *, agent: Agent, name: str = "", user_id: str = "", metadata: dict[str, Any] | None = None
+) -> Conversation:
     """Without a name the conversation gets a proposed title after its first reply."""
     now = timezone.now()
     return Conversation.objects.create(
         tenant_id=agent.tenant_id,
         agent=agent,
         name=name,
+        user_id=user_id,
         title_source=TitleSource.USER if name else TitleSource.PROPOSED,
         metadata=metadata or {},
         created_at=now,
@@ -29,15 +32,18 @@ def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> 
     changes: dict[str, Any] = {"updated_at": timezone.now()}
     if "name" in data:
         changes.update(name=data["name"], title_source=TitleSource.USER)
-    if "metadata" in data:
-        changes["metadata"] = data["metadata"]
+    for field in ("user_id", "metadata"):
+        if field in data:
+            changes[field] = data[field]
     # An UPDATE that finds no row (deleted meanwhile, by another request) is a 404; save() raised a 500.
     if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
         raise NotFound("Conversation not found.")
     for name, value in changes.items():
         setattr(conversation, name, value)
     conversation_notify(
-        conversation.id, "conversation.updated", **{key: data[key] for key in ("name", "metadata") if key in data}
+        conversation.id,
+        "conversation.updated",
+        **{key: data[key] for key in ("name", "user_id", "metadata") if key in data},
     )
     return conversation
 

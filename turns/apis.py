@@ -68,6 +68,7 @@ def turn_request_from(validated: dict) -> TurnRequest:
         continue_=validated.get("continue", False),
         reasoning=validated.get("reasoning", False),
         on_disconnect=validated.get("on_disconnect", "continue"),
+        metadata=validated.get("metadata", {}),
     )
 
 

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
@@ -64,6 +65,7 @@ class TurnRequest:
     continue_: bool = False
     reasoning: bool = False
     on_disconnect: str = "continue"  # or "cancel"
+    metadata: dict[str, Any] = field(default_factory=dict)  # the user message's
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,7 @@ def _message_pair(conversation: Conversation, request: TurnRequest, *, parent_id
         role=Role.USER,
         content=request.content,
         attachments=request.attachments,
+        metadata=request.metadata,
         status=MessageStatus.COMPLETED,
         created_at=now,
         completed_at=now,

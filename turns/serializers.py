@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from conversations.serializers import ConversationSerializer, MessageSerializer
+from conversations.serializers import ConversationSerializer, MessageSerializer, MetadataField, validate_metadata
 from core.fields import StrictBooleanField, StrictCharField
 from core.serializers import InputSerializer
 
@@ -34,6 +34,12 @@ class MessagePostSerializer(InputSerializer):
     reasoning = StrictBooleanField(
         required=False, default=False, help_text="Ask for the model's reasoning too (`thinking`)."
     )
+    metadata = MetadataField(
+        required=False,
+        validators=[validate_metadata],
+        help_text="A JSON object of yours kept with the user message (at most 16 KiB as JSON); not with "
+        "regenerate or continue, which make no user message.",
+    )
     on_disconnect = serializers.ChoiceField(
         choices=["continue", "cancel"],
         required=False,
@@ -54,9 +60,13 @@ class MessagePostSerializer(InputSerializer):
         if len(modes) > 1:
             raise serializers.ValidationError({"continue": ["Use either regenerate or continue, not both."]})
         if modes:
-            if content or attrs.get("parent_id") or attrs.get("attachments"):
+            if content or attrs.get("parent_id") or attrs.get("attachments") or "metadata" in attrs:
                 raise serializers.ValidationError(
-                    {modes[0]: ["Takes no content, parent_id or attachments: it answers the existing message."]}
+                    {
+                        modes[0]: [
+                            "Takes no content, parent_id, attachments or metadata: it answers the existing message."
+                        ]
+                    }
                 )
         elif not content.strip():
             raise serializers.ValidationError({"content": ["This field is required and may not be blank."]})
