@@ -72,6 +72,9 @@ USER_MESSAGE_EXAMPLE = {
     "output_tokens": 0,
     "attachments": ["file_01jngarkq08g41awjffpe1rcbc"],
     "metadata": {"client_message_id": "c-1042"},
+    "engine": "",
+    "model": "",
+    "finish_reason": "",
     "citations": [],
     "tool_calls": [],
     "feedback": None,
@@ -91,6 +94,9 @@ ASSISTANT_MESSAGE_EXAMPLE = {
     "output_tokens": 64,
     "attachments": [],
     "metadata": {},
+    "engine": "openai",
+    "model": "gpt-4o-mini",
+    "finish_reason": "stop",
     "citations": [
         {
             "number": 1,
@@ -242,6 +248,7 @@ _BODY_RULE = (
                         ASSISTANT_MESSAGE_EXAMPLE["id"]: {**ASSISTANT_MESSAGE_EXAMPLE, "children": []},
                     },
                     "messages_truncated": False,
+                    "can_continue": False,
                 },
                 response_only=True,
             )
@@ -304,7 +311,8 @@ class ConversationViewSet(viewsets.GenericViewSet):
     list=extend_schema(
         summary="List all the tenant's conversations across agents, newest activity first",
         description="Every conversation of the tenant, whatever its agent, the most recently active first, "
-        "each with its agent's `engine` and `model`; `agent_id` keeps one agent's. A page at a time: `limit` "
+        "each with the `engine` and `model` of its latest reply (empty before the first); `agent_id` keeps one "
+        "agent's. A page at a time: `limit` "
         f"(1 to 100, default 20) and the `next` cursor of the previous page. {_FILTERS_RULE}.\n\nErrors: 400 "
         f"for a `limit` out of range, a malformed `next` cursor, {_FILTER_ERRORS}; 404 for an `agent_id` that "
         "is not the tenant's.",
@@ -329,7 +337,6 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
         agent_id = request.query_params.get("agent_id")
         agent = agent_get(tenant=request.tenant, agent_id=agent_id) if agent_id else None
         queryset = conversation_list(tenant=request.tenant, agent=agent, filters=filters_of(request))
-        queryset = queryset.select_related("agent")
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(TenantConversationSerializer(page, many=True).data)
 

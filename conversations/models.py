@@ -25,6 +25,8 @@ class Conversation(TenantOwned):
         max_length=255, blank=True, help_text="The application's end user: an opaque string of the client's."
     )
     metadata = models.JSONField(default=dict, blank=True)
+    last_engine = models.CharField(max_length=16, blank=True, help_text="The engine of its latest reply.")
+    last_model = models.CharField(max_length=200, blank=True, help_text="The model of its latest reply.")
     message_count = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now, help_text="Last activity; bumped by new messages.")
     current_message = models.ForeignKey(
@@ -82,6 +84,11 @@ class Message(TenantOwned):
     output_tokens = models.PositiveIntegerField(default=0)
     attachments = ArrayField(models.CharField(max_length=40), default=list, blank=True, help_text="File refs.")
     metadata = models.JSONField(default=dict, blank=True, help_text="The client's JSON object (user messages).")
+    # An assistant message's producer, as it was when the reply started (empty for replies made before they
+    # were recorded), and why it stopped: "stop", "length" (cut by the token limit), "" while running or failed.
+    engine = models.CharField(max_length=16, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    finish_reason = models.CharField(max_length=16, blank=True)
     # The stream log kept with the message: one [seq, kind, start, end] entry per event, where start/end
     # index into `content` or `thinking` (or into `extra_events` for other kinds), so that any suffix of
     # the stream can be rebuilt exactly once the live log has expired.

@@ -151,6 +151,17 @@ class MessageSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=40), read_only=True, help_text="File refs."
     )
     metadata = serializers.JSONField(read_only=True, help_text="The JSON object the client gave with the message.")
+    engine = serializers.CharField(
+        read_only=True, help_text="A reply's engine, as it was when the reply started (empty for a question)."
+    )
+    model = serializers.CharField(
+        read_only=True, help_text="A reply's model (empty for a question, the builtin engine, or an older reply)."
+    )
+    finish_reason = serializers.CharField(
+        read_only=True,
+        help_text='Why a completed reply stopped: "stop", or "length" when its token limit cut it (`continue` '
+        "extends it); empty otherwise.",
+    )
     citations = CitationSerializer(many=True, read_only=True, source="cited")
     tool_calls = ToolCallSerializer(many=True, read_only=True, source="calls")
     feedback = serializers.SerializerMethodField()
@@ -178,13 +189,32 @@ class ConversationStateSerializer(ConversationSerializer):
     def get_messages(self, conversation) -> dict:
         return {m.id: StateMessageSerializer(m).data for m in self.context["messages"]}
 
+    can_continue = serializers.SerializerMethodField(
+        help_text="Whether generation should continue: the current message is a reply its token limit cut "
+        '(`finish_reason: "length"`), which a post with `continue: true` extends.'
+    )
+
     def get_messages_truncated(self, conversation) -> bool:
         return self.context["messages_truncated"]
 
+    def get_can_continue(self, conversation) -> bool:
+        shown = {m.id: m for m in self.context["messages"]}
+        current = shown.get(conversation.current_message_id) if conversation.current_message_id else None
+        if current is None and conversation.current_message_id:  # (older than the messages shown)
+            current = conversation.current_message
+        return (
+            current is not None
+            and current.role == Role.ASSISTANT
+            and current.status == MessageStatus.COMPLETED
+            and current.finish_reason == "length"
+        )
+
 
 class TenantConversationSerializer(ConversationSerializer):
-    model = serializers.CharField(source="agent.model", read_only=True)
-    engine = serializers.CharField(source="agent.engine", read_only=True)
+    model = serializers.CharField(
+        source="last_model", read_only=True, help_text="The model of its latest reply (empty: none recorded)."
+    )
+    engine = serializers.CharField(source="last_engine", read_only=True, help_text="The engine of its latest reply.")
 
 
 class SearchHitSerializer(serializers.Serializer):

@@ -79,6 +79,14 @@ class _Handler(BaseHTTPRequestHandler):
                 + [completion_chunk({"content": piece}) for piece in ("You said: ", last_user, ".")]
                 + [completion_chunk({}, finish="stop"), completion_chunk(usage=USAGE), done]
             )
+        if model == "cut":  # stopped by its token limit (finish_reason "length"); a continue says "...rest."
+            if any(m["role"] == "assistant" for m in messages):
+                return self._stream(
+                    [completion_chunk({"content": " the rest."}), completion_chunk({}, finish="stop"), done]
+                )
+            return self._stream(
+                [completion_chunk({"content": "The beginning of"}), completion_chunk({}, finish="length"), done]
+            )
         if model == "slow":
             return self._stream([completion_chunk({"content": f"part{i} "}) for i in range(40)] + [done], delay=0.05)
         if model == "reasoner":

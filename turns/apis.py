@@ -166,6 +166,7 @@ _CANCELLED = {
     **_REPLY,
     "content": "The March invoices total",
     "status": "cancelled",
+    "finish_reason": "",
     "output_tokens": 5,
     "citations": [],
     "completed_at": "2025-03-04T10:30:02.114259Z",

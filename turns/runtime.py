@@ -26,7 +26,7 @@ from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceErr
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents.engines import ChatMessage, EngineFailure, ToolCallEnded, ToolCallStarted, TurnContext, Usage
+from agents.engines import ChatMessage, EngineFailure, Finished, ToolCallEnded, ToolCallStarted, TurnContext, Usage
 from agents.engines.base import estimate_tokens
 from agents.engines.selection import engine_for
 from agents.models import Agent
@@ -114,7 +114,11 @@ class TurnRows:
         the next read)."""
         outcome, conversation, assistant = ending.outcome, copy.copy(self.conversation), copy.copy(self.assistant)
         assistant.content, assistant.thinking = ending.stream.content, ending.stream.thinking
-        assistant.status, assistant.error = outcome.status, outcome.error
+        assistant.status, assistant.error, assistant.finish_reason = (
+            outcome.status,
+            outcome.error,
+            outcome.finish_reason,
+        )
         assistant.input_tokens, assistant.output_tokens = outcome.input_tokens, outcome.output_tokens
         assistant.completed_at = ending.completed_at
         assistant.cited, assistant.calls = list(ending.citations), list(ending.tool_calls)
@@ -166,7 +170,8 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
     conversation.current_message_id = rows.assistant.id
     conversation.message_count += rows.added
     conversation.updated_at = now
-    conversation.save(update_fields=["current_message", "message_count", "updated_at"])
+    conversation.last_engine, conversation.last_model = rows.assistant.engine, rows.assistant.model
+    conversation.save(update_fields=["current_message", "message_count", "updated_at", "last_engine", "last_model"])
     return _plan(conversation, rows, request, started_at=started_at)
 
 
@@ -244,9 +249,15 @@ def _continue(conversation: Conversation, *, now: datetime) -> _Rows:
         now,
     )
     assistant.stream_index, assistant.extra_events = stream.index, stream.extra
+    assistant.finish_reason = ""
+    # Its producer is now the agent's engine and model: the rest is theirs.
+    assistant.engine, assistant.model = conversation.agent.engine, conversation.agent.model
     assistant.save(
-        update_fields=["status", "error", "completed_at", "heartbeat_at", "run_id", "stream_index", "extra_events"]
-    )
+        update_fields=[
+            "status", "error", "completed_at", "heartbeat_at", "run_id", "stream_index", "extra_events",
+            "finish_reason", "engine", "model",
+        ]
+    )  # fmt: skip
     base_tokens = (assistant.input_tokens, assistant.output_tokens)
     return _Rows(assistant.parent, assistant, stream, base_tokens=base_tokens, added=0)
 
@@ -286,6 +297,8 @@ def _assistant(conversation: Conversation, *, parent: Message, now: datetime) ->
         parent=parent,
         role=Role.ASSISTANT,
         status=MessageStatus.IN_PROGRESS,
+        engine=conversation.agent.engine,
+        model=conversation.agent.model,
         created_at=now,
         heartbeat_at=now,
         run_id=new_run_id(),
@@ -412,6 +425,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     title: str = ""  # stored with the reply: a title that needs no model
+    finish_reason: str = ""  # "stop" or "length" for a completed reply
 
 
 @dataclass(frozen=True)
@@ -628,7 +642,7 @@ async def _run_engine(generation: Generation) -> Outcome:
     """Drive the engine, publishing its events; the outcome is what the end stores."""
     plan, stream, log = generation.plan, generation.stream, stream_log()
     input_tokens = output_tokens = 0
-    nul_replaced = False
+    nul_replaced, finish_reason = False, "stop"
     try:
         # Cancelled between its commit and this first step: here, or from anywhere through the log.
         if not generation.cancel_requested:
@@ -644,6 +658,9 @@ async def _run_engine(generation: Generation) -> Outcome:
                 if isinstance(event, Usage):
                     input_tokens += event.input_tokens
                     output_tokens += event.output_tokens
+                    continue
+                if isinstance(event, Finished):
+                    finish_reason = event.reason
                     continue
                 if isinstance(event, ToolCallStarted) and event.id in call_ids:
                     renamed[event.id] = f"{event.id}_{len(call_ids)}"
@@ -676,7 +693,8 @@ async def _run_engine(generation: Generation) -> Outcome:
     title = ""
     if plan.title_from and status == MessageStatus.COMPLETED:  # one that needs no model goes with the reply
         title = title_without_model(agent=plan.agent, first_message=plan.title_from) or ""
-    return Outcome(status, error, input_tokens, output_tokens, title)
+    finish_reason = finish_reason if status == MessageStatus.COMPLETED else ""
+    return Outcome(status, error, input_tokens, output_tokens, title, finish_reason)
 
 
 async def _end(generation: Generation, outcome: Outcome) -> Ending:
@@ -772,6 +790,7 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
         extra_events=list(stream.extra),
         status=outcome.status,
         error=outcome.error,
+        finish_reason=outcome.finish_reason,
         input_tokens=plan.base_tokens[0] + outcome.input_tokens,
         output_tokens=plan.base_tokens[1] + outcome.output_tokens,
         completed_at=now,

@@ -73,7 +73,25 @@ class Usage:
     output_tokens: int
 
 
-Event = Thinking | Content | Citations | DataFrameProduced | FileProduced | ToolCallStarted | ToolCallEnded | Usage
+@dataclass(frozen=True)
+class Finished:
+    """Why the model stopped: "stop" (it was done) or "length" (its token limit cut the reply, which
+    `continue` can extend). Engines that cannot tell send none (the reply counts as "stop")."""
+
+    reason: str
+
+
+Event = (
+    Thinking
+    | Content
+    | Citations
+    | DataFrameProduced
+    | FileProduced
+    | ToolCallStarted
+    | ToolCallEnded
+    | Usage
+    | Finished
+)
 
 
 class EngineFailure(Exception):

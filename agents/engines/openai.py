@@ -23,6 +23,7 @@ from agents.engines.base import (
     Content,
     EngineFailure,
     Event,
+    Finished,
     Thinking,
     ToolCallEnded,
     ToolCallStarted,
@@ -188,6 +189,7 @@ class _Completion:
 
     text: list[str] = dataclasses.field(default_factory=list)
     calls: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)
+    finish_reason: str = ""  # as the server said: "stop", "length", "tool_calls"...
 
     def assistant_message(self) -> dict[str, Any]:
         return {
@@ -245,6 +247,7 @@ class OpenAIEngine:
                 async for event in self._stream(client, context, messages, extra, completion):
                     yield event
                 if not completion.calls:
+                    yield Finished("length" if completion.finish_reason == "length" else "stop")
                     return
                 if round_number == settings.TOOL_ROUNDS_MAX:
                     raise EngineFailure(f"The model kept calling tools after {settings.TOOL_ROUNDS_MAX} rounds.")
@@ -292,6 +295,7 @@ class OpenAIEngine:
                     yield Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
                 if not chunk.get("choices"):
                     continue
+                completion.finish_reason = chunk["choices"][0].get("finish_reason") or completion.finish_reason
                 delta = chunk["choices"][0].get("delta") or {}
                 reasoning = delta.get("reasoning_content")
                 if reasoning and context.reasoning:
