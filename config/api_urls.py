@@ -8,4 +8,5 @@ urlpatterns = [
     path("", include("dataframes.urls")),
     path("", include("files.urls")),
     path("", include("turns.urls")),
+    path("", include("tenants.urls")),
 ]

@@ -301,7 +301,13 @@ SPECTACULAR_SETTINGS = {
         },
         {
             "name": "tools",
-            "description": "The tenant's own HTTP tools, which its agents call by naming them in `options.tools`.",
+            "description": "The tenant's own HTTP tools and MCP servers, whose tools its agents call by naming "
+            "them in `options.tools`.",
+        },
+        {
+            "name": "usage and feedback",
+            "description": "What the tenant used (turns and tokens by day, agent or model), and the feedback its "
+            "users gave, for a team that reviews answers.",
         },
         {"name": "files", "description": "A conversation's files, their extracted passages, what replies cite."},
         {"name": "data frames", "description": "A conversation's tables, made by the SQL an agent runs in a reply."},

@@ -46,6 +46,9 @@ _PATH_TAGS = [
     ("/conversations", "conversations"),
     ("/agents", "agents"),
     ("/tools", "tools"),
+    ("/mcp-servers", "tools"),
+    ("/usage", "usage and feedback"),
+    ("/feedback", "usage and feedback"),
 ]
 
 

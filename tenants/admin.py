@@ -60,7 +60,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(DailyUsage)
 class DailyUsageAdmin(admin.ModelAdmin):
-    list_display = ["tenant", "day", "requests", "input_tokens", "output_tokens"]
+    list_display = ["tenant", "day", "agent_id", "engine", "model", "requests", "input_tokens", "output_tokens"]
     list_filter = ["tenant"]
     date_hierarchy = "day"
 

@@ -69,16 +69,25 @@ class ApiKey(models.Model):
 
 
 class DailyUsage(models.Model):
-    """Requests and tokens per tenant per day (UTC), for billing and quotas."""
+    """Requests (turns) and tokens per tenant per day (UTC), and per agent, engine and model, for billing,
+    quotas and the tenant's usage report. The agent is its id, not a key: its usage outlives it. Rows
+    counted before agents and models were recorded have them empty."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
+    agent_id = models.CharField(max_length=40, blank=True)
+    engine = models.CharField(max_length=16, blank=True)
+    model = models.CharField(max_length=200, blank=True)
     requests = models.PositiveBigIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="daily_usage_once_per_day")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "day", "agent_id", "engine", "model"], name="daily_usage_once_per_day_and_model"
+            )
+        ]
         verbose_name_plural = "daily usage"
 
     def __str__(self) -> str:

@@ -80,15 +80,26 @@ def api_key_verify(raw_key: str) -> ApiKey | None:
 
 _USAGE = DailyUsage._meta.db_table
 USAGE_ADD = (
-    f"INSERT INTO {_USAGE} (tenant_id, day, requests, input_tokens, output_tokens) VALUES (%s, %s, %s, %s, %s)"
-    f" ON CONFLICT (tenant_id, day) DO UPDATE SET requests = {_USAGE}.requests + EXCLUDED.requests,"
+    f"INSERT INTO {_USAGE} (tenant_id, day, agent_id, engine, model, requests, input_tokens, output_tokens)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (tenant_id, day, agent_id, engine, model)"
+    f" DO UPDATE SET requests = {_USAGE}.requests + EXCLUDED.requests,"
     f" input_tokens = {_USAGE}.input_tokens + EXCLUDED.input_tokens,"
     f" output_tokens = {_USAGE}.output_tokens + EXCLUDED.output_tokens"
 )
 
 
-def usage_record(*, tenant_id: str, requests: int = 1, input_tokens: int = 0, output_tokens: int = 0) -> None:
-    """Add to today's usage counters: one upsert, safe under concurrency.
+def usage_record(
+    *,
+    tenant_id: str,
+    agent_id: str = "",
+    engine: str = "",
+    model: str = "",
+    requests: int = 1,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+) -> None:
+    """Add to today's usage counters of the agent and model: one upsert, safe under concurrency.
 
     Every reply of a tenant that day adds to the same row, so its lock is held until the commit: inside a
     reply's own transaction, or waiting for the commit's flush to disk, it made replies ending together
@@ -101,7 +112,7 @@ def usage_record(*, tenant_id: str, requests: int = 1, input_tokens: int = 0, ou
     with transaction.atomic(), connection.cursor() as cursor:
         if own_transaction:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        cursor.execute(USAGE_ADD, [tenant_id, day, requests, input_tokens, output_tokens])
+        cursor.execute(USAGE_ADD, [tenant_id, day, agent_id, engine, model, requests, input_tokens, output_tokens])
 
 
 # --- WebSocket tickets -------------------------------------------------------------------------------

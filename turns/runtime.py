@@ -747,6 +747,9 @@ def _finish_and_count(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) 
         try:
             usage_record(
                 tenant_id=plan.tenant_id,
+                agent_id=plan.agent.id,
+                engine=plan.agent.engine,
+                model=plan.agent.model,
                 requests=1,
                 input_tokens=outcome.input_tokens,
                 output_tokens=outcome.output_tokens,

@@ -119,8 +119,11 @@ def stateless_context(*, tenant: Tenant, request: dict) -> tuple[str, TurnContex
     return engine, context
 
 
-async def stateless_events(*, tenant: Tenant, engine: str, context: TurnContext) -> AsyncIterator[Event]:
-    """The engine's events; usage is recorded when the reply ends (fully or not)."""
+async def stateless_events(
+    *, tenant: Tenant, engine: str, context: TurnContext, agent_id: str = ""
+) -> AsyncIterator[Event]:
+    """The engine's events; usage is recorded (under the agent named, if any) when the reply ends, fully or
+    not."""
     input_tokens = output_tokens = 0
     try:
         async with contextlib.aclosing(engine_for(engine).run(context)) as events:
@@ -131,14 +134,22 @@ async def stateless_events(*, tenant: Tenant, engine: str, context: TurnContext)
                 yield event
     finally:
         await sync_to_async(usage_record)(
-            tenant_id=tenant.id, requests=1, input_tokens=input_tokens, output_tokens=output_tokens
+            tenant_id=tenant.id,
+            agent_id=agent_id,
+            engine=engine,
+            model=context.model,
+            requests=1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
         )
 
 
-async def stateless_answer(*, tenant: Tenant, engine: str, context: TurnContext) -> tuple[str, list[dict]]:
+async def stateless_answer(
+    *, tenant: Tenant, engine: str, context: TurnContext, agent_id: str = ""
+) -> tuple[str, list[dict]]:
     """The reply's text and the sources it cites by number."""
     parts, citations = [], []
-    async for event in stateless_events(tenant=tenant, engine=engine, context=context):
+    async for event in stateless_events(tenant=tenant, engine=engine, context=context, agent_id=agent_id):
         if isinstance(event, Content):
             parts.append(event.text)
         elif isinstance(event, Citations):
@@ -146,13 +157,16 @@ async def stateless_answer(*, tenant: Tenant, engine: str, context: TurnContext)
     return "".join(parts), citations
 
 
-async def stateless_stream(tenant: Tenant, engine: str, context: TurnContext) -> AsyncIterator[bytes]:
+async def stateless_stream(
+    tenant: Tenant, engine: str, context: TurnContext, agent_id: str = ""
+) -> AsyncIterator[bytes]:
     """The v2 stream's events without ids; usage is summed and sent once, as `tokens`, before `done`.
     Nothing outlives the request: when the client leaves, closing these generators closes the engine's
     (and its HTTP stream to the model)."""
     tokens = 0
     try:
-        async with contextlib.aclosing(stateless_events(tenant=tenant, engine=engine, context=context)) as events:
+        running = stateless_events(tenant=tenant, engine=engine, context=context, agent_id=agent_id)
+        async with contextlib.aclosing(running) as events:
             async for event in events:
                 if isinstance(event, Usage):
                     tokens += event.input_tokens + event.output_tokens
@@ -272,10 +286,13 @@ class ConversationV1View(V1APIView):
             raise Invalid("The body must be a JSON object.")
         validated = stateless_request_parse(request.data)
         engine, context = await sync_to_async(stateless_context)(tenant=request.tenant, request=validated)
+        agent_id = validated.get("agent_id", "")
         if validated["stream"]:
-            return sse_response(stateless_stream(request.tenant, engine, context))
+            return sse_response(stateless_stream(request.tenant, engine, context, agent_id))
         try:
-            text, citations = await stateless_answer(tenant=request.tenant, engine=engine, context=context)
+            text, citations = await stateless_answer(
+                tenant=request.tenant, engine=engine, context=context, agent_id=agent_id
+            )
         except EngineFailure as exc:
             raise EngineError(str(exc)) from exc
         return Response({"success": True, "response": text, "citations": citations})
