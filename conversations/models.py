@@ -208,7 +208,10 @@ class Feedback(TenantOwned):
 
     class Meta:
         verbose_name_plural = "feedback"
-        indexes = [models.Index(fields=["tenant", "category"], name="feedback_category")]
+        indexes = [
+            models.Index(fields=["tenant", "category"], name="feedback_category"),
+            models.Index(fields=["tenant", "-updated_at", "-id"], name="feedback_tenant_recent"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(thumbs_up=True) | ~models.Q(category=""), name="feedback_thumbs_down_has_category"

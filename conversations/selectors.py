@@ -1,13 +1,14 @@
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from agents.models import Agent
-from conversations.models import Conversation, Message, Role
+from conversations.models import Conversation, Feedback, Message, Role
 from core.errors import NotFound
 from tenants.models import Tenant
 
@@ -140,6 +141,19 @@ def conversation_state_messages(*, conversation: Conversation, limit: int) -> tu
     for message in messages:
         message.child_ids = children[message.id]
     return messages, truncated
+
+
+def feedback_list(
+    *, tenant: Tenant, since: datetime | None = None, until: datetime | None = None, thumbs_up: bool | None = None
+) -> QuerySet[Feedback]:
+    """The tenant's feedback given (or last changed) from `since` up to `until` (excluded), with the message
+    rated and the question it answered."""
+    queryset = Feedback.objects.for_tenant(tenant).select_related("message__parent", "message__conversation")
+    if since is not None:
+        queryset = queryset.filter(updated_at__gte=since)
+    if until is not None:
+        queryset = queryset.filter(updated_at__lt=until)
+    return queryset.filter(thumbs_up=thumbs_up) if thumbs_up is not None else queryset
 
 
 def message_first_question(*, conversation: Conversation) -> Message | None:

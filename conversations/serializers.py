@@ -120,6 +120,26 @@ class FeedbackSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(read_only=True)
 
 
+class FeedbackReviewSerializer(serializers.Serializer):
+    """A feedback with what was rated, flat (a CSV row as well as a JSON object)."""
+
+    message_id = serializers.CharField(read_only=True)
+    conversation_id = serializers.CharField(read_only=True, source="message.conversation_id")
+    agent_id = serializers.CharField(read_only=True, source="message.conversation.agent_id")
+    thumbs_up = serializers.BooleanField(read_only=True)
+    category = serializers.CharField(read_only=True)
+    comment = serializers.CharField(read_only=True)
+    question = serializers.SerializerMethodField(help_text="The user message the rated reply answered.")
+    answer = serializers.CharField(read_only=True, source="message.content", help_text="The rated reply.")
+    model = serializers.CharField(read_only=True, source="message.model", help_text="The reply's model.")
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def get_question(self, feedback) -> str:
+        parent = feedback.message.parent
+        return parent.content if parent is not None else ""
+
+
 class FeedbackInputSerializer(InputSerializer):
     thumbs_up = serializers.BooleanField()
     category = serializers.ChoiceField(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import json
 from typing import Any
 
@@ -46,6 +47,16 @@ def parse_bool(raw: str | None, *, default: bool, name: str) -> bool:
     if raw.lower() not in ("true", "false"):
         raise Invalid(f"{name}: must be true or false.", details={name: raw})
     return raw.lower() == "true"
+
+
+def parse_day(raw: str | None, *, default: datetime.date, name: str) -> datetime.date:
+    """A query parameter that is a day, YYYY-MM-DD (400 for anything else)."""
+    if raw is None:
+        return default
+    try:
+        return datetime.date.fromisoformat(raw)
+    except ValueError:
+        raise Invalid(f"{name}: a date, YYYY-MM-DD.", details={name: raw[:50]}) from None
 
 
 def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT, name: str = "limit") -> int:

@@ -1,4 +1,4 @@
-from datetime import date, timedelta
+from datetime import timedelta
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import Invalid
+from core.pagination import parse_day
 from tenants.selectors import USAGE_GROUPS, usage_report
 
 USAGE_DAYS_DEFAULT = 30
@@ -31,15 +32,6 @@ class UsageSerializer(serializers.Serializer):
     to = serializers.DateField(help_text="The last day counted.")
     group_by = serializers.ChoiceField(choices=list(USAGE_GROUPS))
     items = UsageRowSerializer(many=True)
-
-
-def _day(raw: str | None, name: str, default: date) -> date:
-    if raw is None:
-        return default
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise Invalid(f"{name}: a date, YYYY-MM-DD.", details={name: raw[:50]}) from None
 
 
 class UsageView(APIView):
@@ -81,8 +73,8 @@ class UsageView(APIView):
     )
     def get(self, request, tenant_id):
         params = request.query_params
-        until = _day(params.get("to"), "to", timezone.now().date())
-        since = _day(params.get("from"), "from", until - timedelta(days=USAGE_DAYS_DEFAULT - 1))
+        until = parse_day(params.get("to"), default=timezone.now().date(), name="to")
+        since = parse_day(params.get("from"), default=until - timedelta(days=USAGE_DAYS_DEFAULT - 1), name="from")
         group_by = params.get("group_by", "day")
         if group_by not in USAGE_GROUPS:
             raise Invalid(f"group_by: one of {', '.join(USAGE_GROUPS)}.", details={"group_by": group_by[:50]})
