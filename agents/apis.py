@@ -38,6 +38,7 @@ AGENT_EXAMPLE = {
     "engine": "openai",
     "model": "gpt-4o-mini",
     "options": {"temperature": 0.2, "max_tokens": 1024, "tools": ["search_files", "run_sql"]},
+    "retention_days": None,
     "created_at": "2025-03-04T10:15:00.482113Z",
     "updated_at": "2025-03-04T10:15:00.482113Z",
 }
@@ -51,8 +52,9 @@ _INPUT_RULES = (
     "`chart_data_frame`, the tenant's own tools by name (`/tools`) and its MCP servers' (`<server>__<tool>`, or "
     "`<server>` for all of them; `/mcp-servers`); without the list, all the builtin ones), "
     "`chunk_delay_ms` 0 to 60,000, "
-    "`on_crash` `continue` or `fail`. Strings are JSON strings (a number is not a name), numbers JSON numbers, "
-    "and no string may hold a NUL character."
+    "`on_crash` `continue` or `fail`. `retention_days` 1 to 36,500, or null for the tenant's setting: its "
+    "conversations idle that long are deleted. Strings are JSON strings (a number is not a name), numbers JSON "
+    "numbers, and no string may hold a NUL character."
 )
 
 

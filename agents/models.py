@@ -1,3 +1,4 @@
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from core.ids import PublicIdField
@@ -17,6 +18,12 @@ class Agent(TenantOwned):
     engine = models.CharField(max_length=16, choices=Engine.choices, default=Engine.BUILTIN)
     model = models.CharField(max_length=200, blank=True, help_text="Model name for the openai engine.")
     options = models.JSONField(default=dict, blank=True)
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36_500)],
+        help_text="Its conversations idle this many days are deleted; empty: the tenant's setting.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

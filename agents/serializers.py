@@ -71,6 +71,7 @@ class AgentSerializer(serializers.ModelSerializer):
             "engine",
             "model",
             "options",
+            "retention_days",
             "created_at",
             "updated_at",
         ]
@@ -91,6 +92,14 @@ class AgentInputSerializer(InputSerializer):
         help_text="Required for the openai engine: one of the models the operator offers.",
     )
     options = AgentOptionsSerializer(required=False, help_text="Only the keys listed; any other is refused.")
+    retention_days = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=36_500,
+        help_text="Its conversations idle this many days are deleted, with their files and data frames; null: "
+        "the tenant's setting (by default, kept).",
+    )
 
     def validate(self, attrs):
         instance = self.instance

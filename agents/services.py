@@ -8,7 +8,7 @@ from core.crypto import secret_encrypt
 from core.errors import Invalid
 from tenants.models import Tenant
 
-EDITABLE_FIELDS = ("name", "description", "system_prompt", "engine", "model", "options")
+EDITABLE_FIELDS = ("name", "description", "system_prompt", "engine", "model", "options", "retention_days")
 
 
 def agent_create(*, tenant: Tenant, data: dict[str, Any]) -> Agent:

@@ -415,6 +415,9 @@ TOOL_ALLOWED_NETWORKS = env_list("TOOL_ALLOWED_NETWORKS", "")
 # A PEM file of certificate authorities trusted besides the public ones (certifi's) for those requests: for
 # tools inside TOOL_ALLOWED_NETWORKS whose certificates a private authority signs.
 TOOL_CA_BUNDLE = env_str("TOOL_CA_BUNDLE", "")
+# How often each process deletes conversations past their agent's or tenant's retention_days (a few
+# batches at a time; `manage.py purge_expired` does all at once).
+RETENTION_PURGE_SECONDS = env_float("RETENTION_PURGE_SECONDS", 300.0)
 # How long a process keeps the list of an MCP server's tools before listing them again (agents/mcp_tools.py).
 MCP_TOOLS_CACHE_SECONDS = env_float("MCP_TOOLS_CACHE_SECONDS", 60.0)
 

@@ -136,6 +136,12 @@ _METADATA_FILTER = re.compile(r"metadata\[(?P<key>[^\[\]]{1,100})\]")
 FILTER_PARAMETERS = [
     OpenApiParameter("user_id", str, description="Only the conversations of this end user (`user_id`)."),
     OpenApiParameter(
+        "archived",
+        bool,
+        description="true: only the archived conversations; false: only the others (the lists' default; "
+        "search finds both unless asked).",
+    ),
+    OpenApiParameter(
         "metadata",
         {"type": "object", "additionalProperties": {"type": "string", "maxLength": 500}, "maxProperties": 10},
         style="deepObject",
@@ -145,14 +151,19 @@ FILTER_PARAMETERS = [
     ),
 ]
 _FILTERS_RULE = (
-    "`user_id=` keeps an end user's conversations and each `metadata[key]=value` those whose metadata holds "
-    "that value (all of them must match); a filtered page costs the same at any depth"
+    "Pinned conversations come first. Archived ones are left out unless `archived=true`, which lists them "
+    "instead. `user_id=` keeps an end user's conversations and each `metadata[key]=value` those whose "
+    "metadata holds that value (all of them must match)"
 )
-_FILTER_ERRORS = "a `user_id` over 255 characters, a malformed or 11th `metadata[key]` filter"
+_FILTER_ERRORS = (
+    "an `archived` other than true or false, a `user_id` over 255 characters, a malformed or 11th "
+    "`metadata[key]` filter"
+)
 
 
-def filters_of(request) -> ConversationFilters:
-    """The `user_id=` and `metadata[key]=value` filters of a list or search request (400 when malformed)."""
+def filters_of(request, *, archived_default: bool | None = False) -> ConversationFilters:
+    """The `user_id=`, `metadata[key]=value` and `archived=` filters of a list or search request (400 when
+    malformed). Lists show the conversations not archived unless asked; search finds both unless asked."""
     params = request.query_params
     user_id = params.get("user_id")
     if user_id is not None and len(user_id) > 255:
@@ -170,7 +181,8 @@ def filters_of(request) -> ConversationFilters:
             metadata.append((match["key"], value))
     if len(metadata) > METADATA_FILTERS_MAX:
         raise Invalid(f"metadata: at most {METADATA_FILTERS_MAX} filters.", details={"count": len(metadata)})
-    return ConversationFilters(user_id=user_id, metadata=tuple(metadata))
+    archived = parse_bool(params.get("archived"), default=archived_default, name="archived")
+    return ConversationFilters(user_id=user_id, metadata=tuple(metadata), archived=archived)
 
 
 _METADATA_RULE = "`metadata` is a JSON object of yours (at most 16 KiB as JSON), returned as given"
@@ -272,7 +284,7 @@ _BODY_RULE = (
 )
 class ConversationViewSet(viewsets.GenericViewSet):
     serializer_class = ConversationSerializer
-    pagination_class = keyset_pagination("-updated_at", "-id")
+    pagination_class = keyset_pagination("-pinned", "-updated_at", "-id")
 
     def list(self, request, tenant_id, agent_id):
         agent = agent_get(tenant=request.tenant, agent_id=agent_id)
@@ -331,7 +343,7 @@ class ConversationViewSet(viewsets.GenericViewSet):
 )
 class TenantConversationViewSet(viewsets.GenericViewSet):
     serializer_class = TenantConversationSerializer
-    pagination_class = keyset_pagination("-updated_at", "-id")
+    pagination_class = keyset_pagination("-pinned", "-updated_at", "-id")
 
     def list(self, request, tenant_id):
         agent_id = request.query_params.get("agent_id")
@@ -400,7 +412,7 @@ class TenantConversationViewSet(viewsets.GenericViewSet):
             after=after,
             agent_id=agent_id,
             highlights=parse_bool(request.query_params.get("highlights"), default=True, name="highlights"),
-            conversation_filters=filters_of(request),
+            conversation_filters=filters_of(request, archived_default=None),
         )
         next_cursor = None
         if len(hits) > limit:

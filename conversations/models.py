@@ -25,6 +25,8 @@ class Conversation(TenantOwned):
         max_length=255, blank=True, help_text="The application's end user: an opaque string of the client's."
     )
     metadata = models.JSONField(default=dict, blank=True)
+    archived = models.BooleanField(default=False, help_text="Hidden from the default lists.")
+    pinned = models.BooleanField(default=False, help_text="Listed first.")
     last_engine = models.CharField(max_length=16, blank=True, help_text="The engine of its latest reply.")
     last_model = models.CharField(max_length=200, blank=True, help_text="The model of its latest reply.")
     message_count = models.PositiveIntegerField(default=0)
@@ -38,10 +40,14 @@ class Conversation(TenantOwned):
 
     class Meta:
         indexes = [
-            models.Index(fields=["tenant", "agent", "-updated_at", "-id"], name="conv_agent_activity"),
-            models.Index(fields=["tenant", "-updated_at", "-id"], name="conv_tenant_activity"),
-            # An end user's conversations, a page at a time in activity order, at any depth.
-            models.Index(fields=["tenant", "user_id", "-updated_at", "-id"], name="conv_user_activity"),
+            # The lists: archived or not, pinned first, then by activity, a page at a time at any depth.
+            models.Index(
+                fields=["tenant", "agent", "archived", "-pinned", "-updated_at", "-id"], name="conv_agent_list"
+            ),
+            models.Index(fields=["tenant", "archived", "-pinned", "-updated_at", "-id"], name="conv_tenant_list"),
+            models.Index(
+                fields=["tenant", "user_id", "archived", "-pinned", "-updated_at", "-id"], name="conv_user_list"
+            ),
             # `metadata[key]=value` filters: containment (@>), which this index answers.
             GinIndex(fields=["metadata"], opclasses=["jsonb_path_ops"], name="conversation_metadata"),
             GinIndex(fields=["title_vector"], name="conversation_title_search"),

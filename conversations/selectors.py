@@ -19,11 +19,12 @@ class ConversationFilters:
 
     user_id: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
+    archived: bool | None = False  # the archived conversations instead of the others (None: both, for search)
 
     def q(self) -> Q:
         """As a filter on conversations: `user_id` by the index (tenant, user_id, activity), each metadata value
         by containment (@>, the GIN index), as the string given or the JSON scalar it spells (`3`, `true`)."""
-        condition = Q()
+        condition = Q(archived=self.archived) if self.archived is not None else Q()
         if self.user_id is not None:
             condition &= Q(user_id=self.user_id)
         for key, value in self.metadata:
@@ -36,6 +37,9 @@ class ConversationFilters:
     def sql(self, alias: str, params: dict) -> str:
         """The same, as SQL conditions on `alias` (for the search's raw query), its values put in `params`."""
         conditions = []
+        if self.archived is not None:
+            conditions.append(f"{alias}.archived = %(filter_archived)s")
+            params["filter_archived"] = self.archived
         if self.user_id is not None:
             conditions.append(f"{alias}.user_id = %(filter_user_id)s")
             params["filter_user_id"] = self.user_id

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from agents.titles import TITLE_MAX_CHARS
 from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource, ToolCallStatus
-from core.fields import StrictCharField
+from core.fields import StrictBooleanField, StrictCharField
 from core.serializers import InputSerializer
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -25,6 +25,8 @@ class ConversationSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(read_only=True, help_text="Last activity; bumped by new messages.")
     message_count = serializers.IntegerField(read_only=True)
     user_id = serializers.CharField(read_only=True, help_text="The application's end user (empty when not set).")
+    archived = serializers.BooleanField(read_only=True, help_text="Hidden from the lists unless `archived=true`.")
+    pinned = serializers.BooleanField(read_only=True, help_text="Listed first.")
     metadata = serializers.JSONField(read_only=True, help_text="The JSON object given by the client.")
 
 
@@ -66,6 +68,8 @@ class ConversationCreateSerializer(InputSerializer):
     )
     title = _title_alias("An alias of `name` (the conversation's title): give one of them.")
     user_id = _user_id_field()
+    archived = StrictBooleanField(required=False, help_text="Hide it from the lists (`archived=true` shows them).")
+    pinned = StrictBooleanField(required=False, help_text="List it first.")
     metadata = MetadataField(
         required=False, validators=[validate_metadata], help_text="A JSON object, at most 16 KiB as JSON."
     )
@@ -79,6 +83,8 @@ class ConversationUpdateSerializer(InputSerializer):
     )
     title = _title_alias("An alias of `name` (the conversation's title): give one of them.")
     user_id = _user_id_field()
+    archived = StrictBooleanField(required=False, help_text="Hide it from the lists (`archived=true` shows them).")
+    pinned = StrictBooleanField(required=False, help_text="List it first.")
     metadata = MetadataField(
         required=False,
         validators=[validate_metadata],

@@ -11,7 +11,13 @@ from core.notify import conversation_notify
 
 
 def conversation_create(
-    *, agent: Agent, name: str = "", user_id: str = "", metadata: dict[str, Any] | None = None
+    *,
+    agent: Agent,
+    name: str = "",
+    user_id: str = "",
+    metadata: dict[str, Any] | None = None,
+    archived: bool = False,
+    pinned: bool = False,
 ) -> Conversation:
     """Without a name the conversation gets a proposed title after its first reply."""
     now = timezone.now()
@@ -20,6 +26,8 @@ def conversation_create(
         agent=agent,
         name=name,
         user_id=user_id,
+        archived=archived,
+        pinned=pinned,
         title_source=TitleSource.USER if name else TitleSource.PROPOSED,
         metadata=metadata or {},
         created_at=now,
@@ -32,7 +40,7 @@ def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> 
     changes: dict[str, Any] = {"updated_at": timezone.now()}
     if "name" in data:
         changes.update(name=data["name"], title_source=TitleSource.USER)
-    for field in ("user_id", "metadata"):
+    for field in ("user_id", "metadata", "archived", "pinned"):
         if field in data:
             changes[field] = data[field]
     # An UPDATE that finds no row (deleted meanwhile, by another request) is a 404; save() raised a 500.
@@ -43,7 +51,7 @@ def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> 
     conversation_notify(
         conversation.id,
         "conversation.updated",
-        **{key: data[key] for key in ("name", "user_id", "metadata") if key in data},
+        **{key: data[key] for key in ("name", "user_id", "metadata", "archived", "pinned") if key in data},
     )
     return conversation
 

@@ -19,7 +19,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "is_active", "requests_per_minute", "created_at"]
+    list_display = ["id", "name", "is_active", "requests_per_minute", "retention_days", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["id", "name"]
     inlines = [ApiKeyInline]

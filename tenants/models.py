@@ -1,4 +1,4 @@
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -19,6 +19,12 @@ class Tenant(models.Model):
     )
     max_upload_bytes = models.BigIntegerField(
         null=True, blank=True, help_text="Total stored file bytes; empty means the TENANT_MAX_UPLOAD_BYTES setting."
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36_500)],
+        help_text="Conversations idle this many days are deleted (an agent's own setting wins); empty: kept.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 
 from django.conf import settings
 from django.utils import timezone
@@ -17,10 +18,12 @@ from core.db import in_worker
 from core.drain import drain_begin, drain_handed_over, draining
 from core.idempotency import idempotency_purge_expired
 from turns.runtime import generations_drain, stale_replies_take_over
+from turns.services import conversations_purge_expired
 
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RETENTION_BATCHES_PER_SWEEP = 5
 STARTED_AT = timezone.now()  # this process's start (the module is loaded with the application)
 
 
@@ -31,16 +34,24 @@ def sweep_seconds() -> float:
 
 async def maintenance_forever() -> None:
     """At start-up and then every sweep_seconds(): take over (or fail) the replies whose process died,
-    drop expired idempotency keys. Several processes may do it at once: a reply is claimed by one. A
-    draining process takes nothing over (it would have to hand it over again).
+    drop expired idempotency keys; every RETENTION_PURGE_SECONDS, delete conversations past their
+    retention. Several processes may do it at once: a reply is claimed by one, a conversation deleted once.
+    A draining process takes nothing over (it would have to hand it over again).
 
     Without Redis this is the only process (DESIGN, section 8), so a running reply with no sign of life
     since it started is a previous run's: those are taken over at once, not once their heartbeat is stale."""
     alive_since = None if settings.REDIS_URL else STARTED_AT
+    purged_at: float | None = None  # (monotonic time starts near 0 on a new machine: no "long ago" value)
     while not draining():
         try:
             failed, continued = await stale_replies_take_over(alive_since=alive_since)
             await in_worker(idempotency_purge_expired)()
+            if purged_at is None or time.monotonic() - purged_at >= settings.RETENTION_PURGE_SECONDS:
+                purged_at = time.monotonic()
+                # A few batches a time: the rest goes on at the next sweeps, the replies' takeover first.
+                if deleted := await in_worker(conversations_purge_expired)(batches_max=RETENTION_BATCHES_PER_SWEEP):
+                    logger.info("Retention: %d expired conversations deleted", deleted)
+                    purged_at = None  # (more may be left: again at the next sweep)
             if failed or continued:
                 logger.warning("Replies of stopped processes: %d continued here, %d failed", continued, failed)
         except Exception:  # the database may be briefly unreachable: try again next time

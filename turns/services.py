@@ -5,6 +5,7 @@ to be continued by this process, or failed, with the text they streamed."""
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import secrets
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from core.notify import conversation_notify
 from core.tenancy import owner_scope
 from dataframes.services import dataframes_delete_stored
 from files.services import file_bytes_delete_for_conversations
+from tenants.models import Tenant
 from turns.events import StreamRecord, StreamSnapshot, is_terminal
 from turns.log import stream_log
 
@@ -55,6 +57,42 @@ def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversa
     for conversation_id in ids:
         conversation_notify(conversation_id, "conversation.deleted")
     return len(ids)
+
+
+RETENTION_BATCH = 100  # conversations deleted per transaction: short ones, which never hold a table long
+
+
+@owner_scope()  # every tenant's conversations
+def conversations_purge_expired(*, now: datetime | None = None, batches_max: int | None = None) -> int:
+    """Delete the conversations idle longer than their retention (their agent's `retention_days`, else their
+    tenant's), with their files, frames and bytes, RETENTION_BATCH per transaction; at most `batches_max`
+    batches (None: until none is left). Returns how many were deleted. Several processes may run it at once:
+    a conversation is deleted once."""
+    now = now or timezone.now()
+    scopes = [
+        (agent.tenant_id, Q(agent_id=agent.id), agent.retention_days)
+        for agent in Agent.objects.filter(retention_days__isnull=False).only("id", "tenant_id", "retention_days")
+    ] + [
+        (tenant.id, Q(agent__retention_days__isnull=True), tenant.retention_days)
+        for tenant in Tenant.objects.filter(retention_days__isnull=False).only("id", "retention_days")
+    ]
+    deleted = batches = 0
+    for tenant_id, which, days in scopes:
+        cutoff = now - timedelta(days=days)
+        # One range of the list index (tenant, archived, pinned, updated_at) per combination: no scan.
+        for archived, pinned in itertools.product((False, True), repeat=2):
+            expired = Conversation.objects.filter(
+                which, tenant_id=tenant_id, archived=archived, pinned=pinned, updated_at__lt=cutoff
+            )
+            while batches_max is None or batches < batches_max:
+                ids = list(expired.order_by("updated_at").values_list("id", flat=True)[:RETENTION_BATCH])
+                if not ids:
+                    break
+                deleted += conversation_delete_many(
+                    tenant_id=tenant_id, conversations=Conversation.objects.filter(id__in=ids)
+                )
+                batches += 1
+    return deleted
 
 
 def _cancel_all(message_ids: list[str]) -> None:
