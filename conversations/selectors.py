@@ -110,6 +110,19 @@ def _branch_ids(conversation: Conversation, tip_id: str | None) -> RawSQL:
     )
 
 
+def message_subtree_ids(message: Message) -> RawSQL:
+    """The message and every message under it, at any depth (one recursive query)."""
+    table = Message._meta.db_table
+    return RawSQL(
+        f"""WITH RECURSIVE subtree(id) AS (
+                SELECT id FROM {table} WHERE id = %s AND conversation_id = %s
+                UNION ALL
+                SELECT m.id FROM {table} m JOIN subtree s ON m.parent_id = s.id
+            ) SELECT id FROM subtree""",
+        [message.id, message.conversation_id],
+    )
+
+
 def message_list(*, conversation: Conversation, branch: str = "active") -> QuerySet[Message]:
     """The active branch (root to the current message), or every message with branch="all"."""
     queryset = Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation)

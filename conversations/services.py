@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent
-from conversations.models import Citation, Conversation, Feedback, Message, Role, TitleSource, ToolCall
-from core.errors import Invalid, NotFound
+from conversations.models import Citation, Conversation, Feedback, Message, MessageStatus, Role, TitleSource, ToolCall
+from conversations.selectors import message_subtree_ids
+from core.errors import Conflict, Invalid, NotFound
 from core.notify import conversation_notify
 
 
@@ -113,3 +117,110 @@ def _citation(tenant_id: str, message_id: str, item: dict[str, Any], *, tool_cal
         quality_score=item.get("quality_score") or 0,
         tool_call_id=tool_call_id,
     )
+
+
+# --- Editing the history ------------------------------------------------------------------------------
+
+MESSAGES_APPEND_MAX = 100
+
+
+def _locked(conversation: Conversation) -> Conversation:
+    """The conversation's row, locked: tree edits and turns (turns.runtime.turn_start) take it one at a time."""
+    locked = Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+    if locked is None:
+        raise NotFound("Conversation not found.")
+    return locked
+
+
+def _reply_running(conversation: Conversation, ids=None) -> str | None:
+    running = Message.objects.filter(
+        tenant_id=conversation.tenant_id, conversation=conversation, status=MessageStatus.IN_PROGRESS
+    )
+    if ids is not None:
+        running = running.filter(id__in=ids)
+    return running.values_list("id", flat=True).first()
+
+
+@transaction.atomic
+def message_subtree_delete(*, conversation: Conversation, message: Message) -> tuple[int, str | None]:
+    """Delete the message with every message under it (their citations, tool calls and feedback; files they
+    produced stay the conversation's). The current message, if it was among them, becomes the message's
+    parent. Returns how many were deleted and the current message's id. Conflict while a reply among them
+    runs (cancel it first)."""
+    conversation = _locked(conversation)
+    subtree = list(
+        Message.objects.filter(tenant_id=conversation.tenant_id, id__in=message_subtree_ids(message)).values_list(
+            "id", flat=True
+        )
+    )
+    if running := _reply_running(conversation, subtree):
+        raise Conflict(
+            "A reply under this message is being generated: cancel it first.", details={"message_id": running}
+        )
+    changes: dict[str, Any] = {"updated_at": timezone.now(), "message_count": F("message_count") - len(subtree)}
+    if conversation.current_message_id in subtree:
+        changes["current_message_id"] = message.parent_id
+    Conversation.objects.filter(pk=conversation.pk).update(**changes)
+    Message.objects.filter(tenant_id=conversation.tenant_id, id__in=subtree).delete()
+    current = changes.get("current_message_id", conversation.current_message_id)
+    conversation_notify(conversation.id, "conversation.updated", current_message_id=current)
+    return len(subtree), current
+
+
+@transaction.atomic
+def message_content_replace(*, conversation: Conversation, message: Message, content: str) -> Message:
+    """Edit a user message that has no reply yet, in place."""
+    conversation = _locked(conversation)
+    if message.role != Role.USER:
+        raise Invalid("in_place: only a user message is edited.", details={"message_id": message.id})
+    if Message.objects.filter(tenant_id=conversation.tenant_id, parent_id=message.id).exists():
+        raise Invalid(
+            "in_place: this message has a reply; edit it without in_place (a new branch).",
+            details={"message_id": message.id},
+        )
+    Message.objects.filter(pk=message.pk).update(content=content)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    message.content = content
+    return message
+
+
+@transaction.atomic
+def messages_append(
+    *, conversation: Conversation, messages: list[dict[str, Any]], parent_id: str | None = None
+) -> list[Message]:
+    """Add messages as they are, without running the agent: a chain after `parent_id` (default: the current
+    message), the last becoming the current one. Conflict while a reply runs."""
+    conversation = _locked(conversation)
+    if running := _reply_running(conversation):
+        raise Conflict("A reply is being generated in this conversation.", details={"message_id": running})
+    parent = parent_id if parent_id is not None else conversation.current_message_id
+    if parent_id == "root":
+        parent = None
+    elif (
+        parent is not None
+        and not Message.objects.filter(tenant_id=conversation.tenant_id, conversation=conversation, id=parent).exists()
+    ):
+        raise Invalid(f"parent_id: no message {parent!r} in this conversation.", details={"parent_id": parent})
+    now = timezone.now()
+    rows = []
+    for number, given in enumerate(messages):
+        row = Message(
+            tenant_id=conversation.tenant_id,
+            conversation=conversation,
+            parent_id=parent,
+            role=given["role"],
+            content=given["content"],
+            metadata=given.get("metadata", {}),
+            status=MessageStatus.COMPLETED,
+            finish_reason="stop" if given["role"] == Role.ASSISTANT else "",
+            created_at=now + timedelta(microseconds=number),  # (their order, as given)
+            completed_at=now,
+        )
+        rows.append(row)
+        parent = row.id
+    Message.objects.bulk_create(rows)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        current_message_id=rows[-1].id, message_count=F("message_count") + len(rows), updated_at=now
+    )
+    conversation_notify(conversation.id, "conversation.updated", current_message_id=rows[-1].id)
+    return rows

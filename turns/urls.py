@@ -7,6 +7,7 @@ from turns.deletion_apis import (
     DeletableConversationViewSet,
     DeletableTenantConversationViewSet,
 )
+from turns.history_apis import MessagesAppendView, MessageView
 
 urlpatterns = [
     path(
@@ -30,6 +31,8 @@ urlpatterns = [
         name="conversation-detail",
     ),
     path(f"{CONVERSATION}/messages", MessagesView.as_view(), name="message-list"),
+    path(f"{CONVERSATION}/messages/append", MessagesAppendView.as_view(), name="message-append"),
+    path(f"{CONVERSATION}/messages/<str:message_id>", MessageView.as_view(), name="message-detail"),
     path(f"{CONVERSATION}/stream", StreamView.as_view(), name="conversation-stream"),
     path(f"{CONVERSATION}/messages/<str:message_id>/stream", MessageStreamView.as_view(), name="message-stream"),
     path(f"{CONVERSATION}/messages/<str:message_id>/cancel", MessageCancelView.as_view(), name="message-cancel"),
