@@ -134,7 +134,9 @@ _CONVERSATION_RESPONSE = OpenApiExample("A conversation", value=CONVERSATION_EXA
 METADATA_FILTERS_MAX = 10
 _METADATA_FILTER = re.compile(r"metadata\[(?P<key>[^\[\]]{1,100})\]")
 FILTER_PARAMETERS = [
-    OpenApiParameter("user_id", str, description="Only the conversations of this end user (`user_id`)."),
+    OpenApiParameter(
+        "user_id", str, description="Only the conversations of this end user (`user_id`; empty: those without one)."
+    ),
     OpenApiParameter(
         "archived",
         bool,

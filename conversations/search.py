@@ -179,8 +179,13 @@ def conversation_search(
         )
         filters += " AND c.agent_id = %(agent)s"
         params["agent"] = agent_id
-    if conversation_filters is not None:
-        filters += conversation_filters.sql("c", params)
+    if conversation_filters is not None and (narrowed := conversation_filters.sql("c", params)):
+        filters += narrowed
+        # The newest matching messages are taken among the filtered conversations' only, or other
+        # conversations' newer messages could fill every candidate place (as for agent_id above).
+        candidate_filters += (
+            f" AND m.conversation_id IN (SELECT c.id FROM {conversations} c WHERE c.tenant_id = %(tenant)s{narrowed})"
+        )
     if after is not None:
         filters += " AND (r.rank, c.updated_at, c.id) < (%(after_rank)s, %(after_updated)s, %(after_id)s)"
         params.update(after_rank=after[0], after_updated=after[1], after_id=after[2])

@@ -165,7 +165,29 @@ def feedback_list(
 ) -> QuerySet[Feedback]:
     """The tenant's feedback given (or last changed) from `since` up to `until` (excluded), with the message
     rated and the question it answered."""
-    queryset = Feedback.objects.for_tenant(tenant).select_related("message__parent", "message__conversation")
+    queryset = (
+        Feedback.objects.for_tenant(tenant)
+        .select_related("message__parent", "message__conversation")
+        .only(  # not the messages' stream logs, which can be large
+            "id",
+            "tenant_id",
+            "thumbs_up",
+            "category",
+            "comment",
+            "created_at",
+            "updated_at",
+            "message_id",
+            "message__id",
+            "message__content",
+            "message__model",
+            "message__conversation_id",
+            "message__parent_id",
+            "message__parent__id",
+            "message__parent__content",
+            "message__conversation__id",
+            "message__conversation__agent_id",
+        )  # fmt: skip
+    )
     if since is not None:
         queryset = queryset.filter(updated_at__gte=since)
     if until is not None:

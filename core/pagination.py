@@ -11,6 +11,7 @@ import base64
 import binascii
 import datetime
 import json
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -49,14 +50,24 @@ def parse_bool(raw: str | None, *, default: bool, name: str) -> bool:
     return raw.lower() == "true"
 
 
-def parse_day(raw: str | None, *, default: datetime.date, name: str) -> datetime.date:
-    """A query parameter that is a day, YYYY-MM-DD (400 for anything else)."""
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY_MIN, DAY_MAX = datetime.date(1970, 1, 1), datetime.date(9998, 12, 31)  # (a range a day either side still fits)
+
+
+def parse_day(raw: str | None, *, default: datetime.date | None, name: str) -> datetime.date | None:
+    """A query parameter that is a day, YYYY-MM-DD from 1970 to 9998 (400 for anything else, such as
+    20250301 or 2025-W09-1, which ISO also allows)."""
     if raw is None:
         return default
     try:
-        return datetime.date.fromisoformat(raw)
+        if not _DAY.fullmatch(raw):
+            raise ValueError
+        day = datetime.date.fromisoformat(raw)
     except ValueError:
         raise Invalid(f"{name}: a date, YYYY-MM-DD.", details={name: raw[:50]}) from None
+    if not DAY_MIN <= day <= DAY_MAX:
+        raise Invalid(f"{name}: a date from {DAY_MIN} to {DAY_MAX}.", details={name: raw})
+    return day
 
 
 def parse_limit(raw: str | None, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT, name: str = "limit") -> int:

@@ -124,3 +124,16 @@ def test_a_message_keeps_the_clients_metadata(owner):
     assert regenerated.status_code == 400 and regenerated.json()["error"]["message"].startswith("regenerate")
     not_an_object = owner.client.post(url, {"content": "x", "metadata": [1]}, format="json")
     assert not_an_object.status_code == 400 and not_an_object.json()["error"]["message"].startswith("metadata")
+
+
+def test_a_filtered_search_ranks_the_filtered_conversations_messages(owner, monkeypatch):
+    """Search ranks only the newest matching messages: among the filtered conversations', not all of them
+    (other users' newer messages must not take every place)."""
+    monkeypatch.setattr("conversations.search.CANDIDATE_MESSAGES", 3)
+    anns = create(owner, owner.agent_url, name="Chat", user_id="ann")
+    Message.objects.create(tenant=owner.tenant, conversation_id=anns["id"], role="user", content="invoice overdue")
+    for i in range(6):
+        other = create(owner, owner.agent_url, name="Chat", user_id=f"user-{i}")
+        Message.objects.create(tenant=owner.tenant, conversation_id=other["id"], role="user", content="invoice paid")
+    found = ids(owner.client.get(f"{owner.base}/conversations/search", {"q": "invoice", "user_id": "ann"}))
+    assert found == [anns["id"]]

@@ -85,6 +85,8 @@ def test_another_tenants_feedback_never_shows(outsider, owner, reviews):
         ({"from": "last week"}, "from"),
         ({"from": "2025-03-02", "to": "2025-03-01"}, "from"),
         ({"thumbs_up": "yes"}, "thumbs_up"),
+        ({"to": "9999-12-31"}, "to"),  # (the day after it is no date)
+        ({"from": "2025-W09-1"}, "from"),
         ({"output_format": "xlsx"}, "output_format"),
         ({"limit": "0"}, "limit"),
     ],

@@ -84,6 +84,8 @@ def test_the_tenant_reads_its_usage_by_day_agent_and_model(owner, outsider):
         ({"from": "2025-03-02", "to": "2025-03-01"}, "from"),
         ({"from": "2024-01-01", "to": "2025-03-01"}, "from"),
         ({"group_by": "week"}, "group_by"),
+        ({"to": "0001-01-02"}, "to"),  # (29 days before it is no date)
+        ({"from": "20250301"}, "from"),  # (ISO allows it; the API says YYYY-MM-DD)
     ],
 )
 @pytest.mark.django_db

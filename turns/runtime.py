@@ -794,6 +794,9 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
         status=outcome.status,
         error=outcome.error,
         finish_reason=outcome.finish_reason,
+        # The producer of its latest run (a reply taken over or continued after the agent changed: the new one).
+        engine=plan.agent.engine,
+        model=plan.agent.model,
         input_tokens=plan.base_tokens[0] + outcome.input_tokens,
         output_tokens=plan.base_tokens[1] + outcome.output_tokens,
         completed_at=now,
@@ -806,11 +809,12 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     cited, calls = streamed_rows_store(tenant_id=plan.tenant_id, message_id=plan.message_id, extra=stream.extra)
     conversations = Conversation.objects.filter(pk=plan.conversation_id)
     # A title fills an untitled conversation, never over a name someone gave it meanwhile.
+    changes = {"updated_at": now, "last_engine": plan.agent.engine, "last_model": plan.agent.model}
     titled = outcome.title and conversations.filter(name="", title_source=TitleSource.PROPOSED).update(
-        name=outcome.title, updated_at=now
+        name=outcome.title, **changes
     )
     if not titled:
-        conversations.update(updated_at=now)
+        conversations.update(**changes)
     title = outcome.title if titled else ""
     return Ending(outcome, stream, now, title=title, citations=tuple(cited), tool_calls=tuple(calls))
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -29,6 +31,7 @@ from tenants.models import Tenant
 from tenants.services import usage_record
 from turns.events import wire_event
 
+logger = logging.getLogger(__name__)
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 MAX_FILE_REFS = 20  # as for a message's attachments in the v2 API
 
@@ -133,15 +136,18 @@ async def stateless_events(
                     output_tokens += event.output_tokens
                 yield event
     finally:
-        await sync_to_async(usage_record)(
-            tenant_id=tenant.id,
-            agent_id=agent_id,
-            engine=engine,
-            model=context.model,
-            requests=1,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-        )
+        try:
+            await sync_to_async(usage_record)(
+                tenant_id=tenant.id,
+                agent_id=agent_id,
+                engine=engine,
+                model=context.model,
+                requests=1,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+            )
+        except DatabaseError:  # the answer stands; the count is lost (as for a stored reply's)
+            logger.exception("Recording the usage of a stateless request failed")
 
 
 async def stateless_answer(

@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # The lists sort pinned conversations first: their indexes gain `archived` and `pinned`.
+    # Columns only: the lists' indexes that use them are built without blocking writes in 0012.
 
     dependencies = [
         ('agents', '0004_retention_days'),
@@ -22,30 +22,5 @@ class Migration(migrations.Migration):
             model_name='conversation',
             name='pinned',
             field=models.BooleanField(default=False, help_text='Listed first.'),
-        ),
-        migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['tenant', 'agent', 'archived', '-pinned', '-updated_at', '-id'], name='conv_agent_list'),
-        ),
-        migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['tenant', 'archived', '-pinned', '-updated_at', '-id'], name='conv_tenant_list'),
-        ),
-        migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['tenant', 'user_id', 'archived', '-pinned', '-updated_at', '-id'], name='conv_user_list'),
-        ),
-        # (The new indexes first: the lists never go without one.)
-        migrations.RemoveIndex(
-            model_name='conversation',
-            name='conv_agent_activity',
-        ),
-        migrations.RemoveIndex(
-            model_name='conversation',
-            name='conv_tenant_activity',
-        ),
-        migrations.RemoveIndex(
-            model_name='conversation',
-            name='conv_user_activity',
         ),
     ]
