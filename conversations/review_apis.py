@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.views import APIView
 
 from conversations.selectors import feedback_list
@@ -33,6 +34,11 @@ FEEDBACK_REVIEW_EXAMPLE = {
     "created_at": "2025-03-04T10:31:12.004521Z",
     "updated_at": "2025-03-04T10:31:12.004521Z",
 }
+
+
+class FeedbackReviewPageSerializer(serializers.Serializer):
+    items = FeedbackReviewSerializer(many=True)
+    next = serializers.CharField(allow_null=True, help_text="The cursor of the next page; null on the last.")
 
 
 class _Echo:
@@ -60,10 +66,14 @@ class FeedbackReviewView(APIView):
             OpenApiParameter("output_format", str, enum=["json", "csv"], description="Default: json."),
         ],
         responses={
-            (200, "application/json"): FeedbackReviewSerializer(many=True),
+            (200, "application/json"): FeedbackReviewPageSerializer,
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="`output_format=csv`."),
         },
-        examples=[OpenApiExample("A thumbs-down", value=FEEDBACK_REVIEW_EXAMPLE, response_only=True)],
+        examples=[
+            OpenApiExample(
+                "A thumbs-down", value={"items": [FEEDBACK_REVIEW_EXAMPLE], "next": None}, response_only=True
+            )
+        ],
     )
     def get(self, request, tenant_id):
         params = request.query_params

@@ -66,6 +66,19 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 include-name-regex = "^(POST|PATCH) .*/(tools(/[{]tool_id[}])?|mcp-servers(/[{]server_id[}])?)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
+[[operations]]  # a name and its alias `title` both; an edit of an assistant message, or in place after a reply;
+# an append after a message of another conversation
+include-name-regex = "^(POST|PATCH) .*/(conversations(/[{]conversation_id[}])?|messages/([{]message_id[}]|append))$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]  # `from` more than 366 days before `to`, or after it
+include-name-regex = "^GET .*/(usage|feedback)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]  # a Range past the end of the file
+include-name-regex = "^GET .*/files/download/$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "416", "429", "5xx"]
+
 [[operations]]  # messages' files must be the tenant's
 include-name-regex = "^POST /v1/conversation$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]

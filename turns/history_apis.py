@@ -10,7 +10,7 @@ import functools
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -81,18 +81,29 @@ class MessagesAppendedSerializer(serializers.Serializer):
 class MessageView(AsyncAPIView):
     @extend_schema(
         summary="Edit a user message: a new branch (the agent answers it), or in place before any reply",
-        description="By default, as edit-and-resend does: the edited question becomes a new message beside the "
-        "old one (same parent, the same attachments and metadata), the agent answers it, and the answer is "
-        "that of a post-and-wait (the conversation, the new question and its reply; the old branch stays, "
-        'reachable by its ids). With `"in_place": true` the message itself changes and nothing runs, only '
-        "while it has no reply. `content` takes up to 100,000 characters, not blank; any other field is "
-        "refused. An `Idempotency-Key` replays the first answer.\n\nErrors: 400 for a blank or missing "
-        "`content`, an unknown field, an assistant message, or `in_place` for a message that has a reply; 404 "
-        "for a message that is not of this conversation of the tenant; 409 while a reply runs in the "
-        "conversation; 502 when the engine fails (the reply is stored `failed`).",
+        description=(
+            "By default, as edit-and-resend does: the edited question becomes a new message beside the old one "
+            "(same parent, the same attachments and metadata), the agent answers it, and the answer is that of "
+            "a post-and-wait (the conversation, the new question and its reply; the old branch stays, reachable "
+            'by its ids). With `"in_place": true` the message itself changes and nothing runs, only while it '
+            "has no reply; the answer is then the message. `content` takes up to 100,000 characters, not blank; "
+            "any other field is refused. An `Idempotency-Key` replays the first answer.\n\n"
+            "Errors: 400 for a blank or missing `content`, an unknown field, an assistant message, or `in_place` "
+            "for a message that has a reply; 404 for a message that is not of this conversation of the tenant; "
+            "409 while a reply runs in the conversation; 502 when the engine fails (the reply is stored "
+            "`failed`)."
+        ),
         parameters=[*_ID_PARAMS, _MESSAGE_PARAM, _IDEMPOTENCY_PARAM],
         request=MessageEditSerializer,
-        responses={200: TurnResponseSerializer, 502: ErrorSerializer},
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="MessageEdited",
+                serializers=[TurnResponseSerializer, MessageSerializer],
+                resource_type_field_name=None,
+                many=False,
+            ),
+            502: ErrorSerializer,
+        },
         examples=[
             OpenApiExample("Edit and resend", value={"content": "And for April?"}, request_only=True),
             OpenApiExample("Fix a typo", value={"content": "And for April?", "in_place": True}, request_only=True),
@@ -107,29 +118,28 @@ class MessageView(AsyncAPIView):
             tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id
         )
         message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
-        if edit["in_place"]:
-            edited = await sync_to_async(message_content_replace)(
-                conversation=conversation, message=message, content=edit["content"]
-            )
-            return Response(await sync_to_async(lambda: MessageSerializer(edited).data)())
-        if message.role != Role.USER:
-            raise Invalid("message_id: only a user message is edited.", details={"message_id": message.id})
-        if draining():
-            raise Unavailable
-        turn_request = TurnRequest(
-            content=edit["content"],
-            attachments=list(message.attachments),
-            parent_id=message.parent_id or ROOT,
-            metadata=message.metadata,
-        )
         ref = ConversationRef(tenant_id=request.tenant.id, agent_id=agent_id, conversation_id=conversation_id)
-        launched = asyncio.get_running_loop().create_future()
-        # (The client going away leaves the reply running, as after a post.)
+        if edit["in_place"]:
+            run = functools.partial(_edit_in_place, conversation, message, edit["content"])
+        else:
+            if message.role != Role.USER:
+                raise Invalid("message_id: only a user message is edited.", details={"message_id": message.id})
+            if draining():
+                raise Unavailable
+            turn_request = TurnRequest(
+                content=edit["content"],
+                attachments=list(message.attachments),
+                parent_id=message.parent_id or ROOT,
+                metadata=message.metadata,
+            )
+            launched = asyncio.get_running_loop().create_future()
+            # (The client going away leaves the reply running, as after a post.)
+            run = functools.partial(_post_and_wait, ref, turn_request, launched=launched)
         status, body = await run_idempotent(
             tenant_id=request.tenant.id,
             key=request.headers.get(IDEMPOTENCY_HEADER),
             fingerprint=request_fingerprint("PATCH", request.path, request.data),
-            run=functools.partial(_post_and_wait, ref, turn_request, launched=launched),
+            run=run,
         )
         return Response(body, status=status)
 
@@ -158,6 +168,11 @@ class MessageView(AsyncAPIView):
         message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
         deleted, current = await sync_to_async(message_subtree_delete)(conversation=conversation, message=message)
         return Response(MessageDeletedSerializer({"deleted": deleted, "current_message_id": current}).data)
+
+
+async def _edit_in_place(conversation, message, content: str) -> tuple[int, dict]:
+    edited = await sync_to_async(message_content_replace)(conversation=conversation, message=message, content=content)
+    return 200, await sync_to_async(lambda: MessageSerializer(edited).data)()
 
 
 class MessagesAppendView(AsyncAPIView):
