@@ -41,14 +41,16 @@ def conversation_create(
 
 def conversation_update(*, conversation: Conversation, data: dict[str, Any]) -> Conversation:
     """Rename it or replace its metadata; 404 when it was deleted since it was read."""
-    changes: dict[str, Any] = {"updated_at": timezone.now()}
+    # Activity is what people say: a pin or an archive changes neither the order nor the retention clock.
+    changes: dict[str, Any] = {"updated_at": timezone.now()} if {"name", "user_id", "metadata"} & set(data) else {}
     if "name" in data:
         changes.update(name=data["name"], title_source=TitleSource.USER)
     for field in ("user_id", "metadata", "archived", "pinned"):
         if field in data:
             changes[field] = data[field]
     # An UPDATE that finds no row (deleted meanwhile, by another request) is a 404; save() raised a 500.
-    if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
+    row = Conversation.objects.filter(pk=conversation.pk)
+    if not (row.update(**changes) if changes else row.exists()):
         raise NotFound("Conversation not found.")
     for name, value in changes.items():
         setattr(conversation, name, value)
@@ -153,6 +155,8 @@ def message_subtree_delete(*, conversation: Conversation, message: Message) -> t
             "id", flat=True
         )
     )
+    if not subtree:  # deleted meanwhile (by another request)
+        raise NotFound("Message not found.")
     if running := _reply_running(conversation, subtree):
         raise Conflict(
             "A reply under this message is being generated: cancel it first.", details={"message_id": running}
@@ -178,8 +182,10 @@ def message_content_replace(*, conversation: Conversation, message: Message, con
             "in_place: this message has a reply; edit it without in_place (a new branch).",
             details={"message_id": message.id},
         )
-    Message.objects.filter(pk=message.pk).update(content=content)
+    if not Message.objects.filter(pk=message.pk).update(content=content):  # deleted meanwhile
+        raise NotFound("Message not found.")
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    conversation_notify(conversation.id, "conversation.updated", message_id=message.id)
     message.content = content
     return message
 

@@ -73,6 +73,8 @@ def test_deleting_a_message_deletes_its_subtree_and_moves_the_current_message(ow
     # The next question goes after what is current now.
     q3, _ = post(owner, conversation, {"content": "Three"})["messages"]
     assert q3["parent_id"] == a1["id"]
+    again = owner.client.delete(f"{owner.conversation_url(conversation)}/messages/{q2['id']}")
+    assert again.status_code == 404  # (already gone)
     everything = owner.client.delete(f"{owner.conversation_url(conversation)}/messages/{q1['id']}")
     assert everything.json() == {"deleted": 4, "current_message_id": None}
     assert Conversation.objects.get(pk=conversation.pk).message_count == 0
@@ -97,6 +99,15 @@ def test_messages_are_added_without_running_the_agent(owner):
     # The agent then answers what comes next, with that history.
     q, a = post(owner, conversation, {"content": "And after 30 days?"})["messages"]
     assert q["parent_id"] == assistant["id"] and a["status"] == "completed"
+    # Two questions in a row (a seeded history may have them): the second is edited in place, not branched.
+    seeded = owner.client.post(
+        url, {"messages": [{"role": "user", "content": "One"}, {"role": "user", "content": "Two"}]}, format="json"
+    ).json()["messages"]
+    branch = owner.client.patch(
+        f"{owner.conversation_url(conversation)}/messages/{seeded[1]['id']}", {"content": "2"}, format="json"
+    )
+    assert branch.status_code == 400 and "it follows another question" in branch.json()["error"]["message"]
+    owner.client.delete(f"{owner.conversation_url(conversation)}/messages/{seeded[0]['id']}")
     # Bad input: each message checked, nothing half-written.
     for body, named in [
         ({"messages": []}, "messages"),

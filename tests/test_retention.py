@@ -46,7 +46,13 @@ def test_archived_conversations_are_hidden_and_pinned_ones_come_first(owner):
             break
     assert paged == expected
     unpinned = owner.client.patch(f"{url}/{made[1]}", {"pinned": False}, format="json").json()
-    assert unpinned["pinned"] is False and ids(owner.client.get(url))[0] == made[1]  # (its activity is newest)
+    # A pin is not activity: unpinned, it goes back to its place, and its retention clock never moved.
+    assert unpinned["pinned"] is False and ids(owner.client.get(url)) == [made[4], made[2], made[1], made[0]]
+    assert (
+        unpinned["updated_at"]
+        == pin.json()["updated_at"]
+        == Conversation.objects.get(pk=made[1]).updated_at.isoformat().replace("+00:00", "Z")
+    )
     bad = owner.client.get(url, {"archived": "maybe"})
     assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("archived:")
     not_bool = owner.client.patch(f"{url}/{made[0]}", {"pinned": "yes"}, format="json")

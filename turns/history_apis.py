@@ -14,7 +14,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicP
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from conversations.models import Role
+from conversations.models import Message, Role
 from conversations.selectors import conversation_aget, message_get
 from conversations.serializers import MessageSerializer, MetadataField, validate_metadata
 from conversations.services import MESSAGES_APPEND_MAX, message_content_replace, message_subtree_delete, messages_append
@@ -124,6 +124,11 @@ class MessageView(AsyncAPIView):
         else:
             if message.role != Role.USER:
                 raise Invalid("message_id: only a user message is edited.", details={"message_id": message.id})
+            if message.parent_id is not None and await _role_of(message.parent_id) != Role.ASSISTANT:
+                raise Invalid(  # (a branch starts after a reply: seeded histories may have two questions in a row)
+                    "message_id: it follows another question, not a reply; edit it in place (before its reply).",
+                    details={"message_id": message.id},
+                )
             if draining():
                 raise Unavailable
             turn_request = TurnRequest(
@@ -168,6 +173,10 @@ class MessageView(AsyncAPIView):
         message = await sync_to_async(message_get)(conversation=conversation, message_id=message_id)
         deleted, current = await sync_to_async(message_subtree_delete)(conversation=conversation, message=message)
         return Response(MessageDeletedSerializer({"deleted": deleted, "current_message_id": current}).data)
+
+
+async def _role_of(message_id: str) -> str | None:
+    return await Message.objects.filter(pk=message_id).values_list("role", flat=True).afirst()
 
 
 async def _edit_in_place(conversation, message, content: str) -> tuple[int, dict]:

@@ -70,29 +70,34 @@ def conversations_purge_expired(*, now: datetime | None = None, batches_max: int
     a conversation is deleted once."""
     now = now or timezone.now()
     scopes = [
-        (agent.tenant_id, Q(agent_id=agent.id), agent.retention_days)
+        (agent.tenant_id, [agent.id], agent.retention_days)
         for agent in Agent.objects.filter(retention_days__isnull=False).only("id", "tenant_id", "retention_days")
     ] + [
-        (tenant.id, Q(agent__retention_days__isnull=True), tenant.retention_days)
+        (tenant.id, _agents_without_retention(tenant.id), tenant.retention_days)
         for tenant in Tenant.objects.filter(retention_days__isnull=False).only("id", "retention_days")
     ]
     deleted = batches = 0
-    for tenant_id, which, days in scopes:
+    for tenant_id, agent_ids, days in scopes:
         cutoff = now - timedelta(days=days)
-        # One range of the list index (tenant, archived, pinned, updated_at) per combination: no scan.
+        # A range of the agents' list index (tenant, agent, archived, pinned, updated_at) per combination.
         for archived, pinned in itertools.product((False, True), repeat=2):
             expired = Conversation.objects.filter(
-                which, tenant_id=tenant_id, archived=archived, pinned=pinned, updated_at__lt=cutoff
+                tenant_id=tenant_id, agent_id__in=agent_ids, archived=archived, pinned=pinned, updated_at__lt=cutoff
             )
             while batches_max is None or batches < batches_max:
                 ids = list(expired.order_by("updated_at").values_list("id", flat=True)[:RETENTION_BATCH])
                 if not ids:
                     break
-                deleted += conversation_delete_many(
-                    tenant_id=tenant_id, conversations=Conversation.objects.filter(id__in=ids)
-                )
+                # Checked again, locked, in the deleting transaction: one that a turn made active meanwhile
+                # (or that another process is deleting) is left alone.
+                still_expired = expired.filter(id__in=ids).select_for_update(skip_locked=True)
+                deleted += conversation_delete_many(tenant_id=tenant_id, conversations=still_expired)
                 batches += 1
     return deleted
+
+
+def _agents_without_retention(tenant_id: str) -> list[str]:
+    return list(Agent.objects.filter(tenant_id=tenant_id, retention_days__isnull=True).values_list("id", flat=True))
 
 
 def _cancel_all(message_ids: list[str]) -> None:
