@@ -365,3 +365,25 @@ async def test_a_send_repeated_with_its_idempotency_key_starts_nothing_and_is_an
     assert content_of(again) == content_of(first)
     assert (refused[-1]["status"], refused[-1]["error"]["code"]) == (422, "idempotency_key_reused")
     assert await Message.objects.filter(conversation=conversation).acount() == 2  # one question, one reply
+
+
+async def test_a_frame_with_a_field_it_does_not_take_is_refused_naming_it(server, owner):
+    """As a REST body: a misspelt field is a 400 naming it, not silently ignored."""
+    conversation = await sync_to_async(owner.conversation)()
+    ids = {"agent_id": owner.agent.id, "conversation_id": conversation.id}
+    async with connect(server, owner) as socket:
+        for frame in [
+            {"type": "ping", "request_id": "p", **ids},  # (ids on any frame are fine)
+            {"type": "conversation.subscribe", "request_id": "s", "conversation_id": conversation.id, "aftr": 3},
+            {"type": "message.join", "request_id": "j", **ids, "message_id": "msg_x", "after": 0, "since": 1},
+            {"type": "message.send", "request_id": "m", **ids, "content": "hi", "reasonning": True},
+        ]:
+            await socket.send(json.dumps(frame))
+            answer = json.loads(await socket.recv())
+            if frame["type"] == "ping":
+                assert answer == {"type": "pong", "request_id": "p"}
+                continue
+            unknown = {"conversation.subscribe": "aftr", "message.join": "since", "message.send": "reasonning"}
+            assert (answer["type"], answer["status"], answer["request_id"]) == ("error", 400, frame["request_id"])
+            assert answer["error"]["message"] == f"{unknown[frame['type']]}: Unknown field.", answer
+    assert await Message.objects.filter(conversation=conversation).acount() == 0

@@ -126,6 +126,9 @@ class ConversationSocket(AsyncWebsocketConsumer):
             handler = _HANDLERS.get(frame.get("type"))
             if handler is None:
                 raise Invalid(f"type: one of {', '.join(sorted(_HANDLERS))}.", details={"type": frame.get("type")})
+            if (fields := _FIELDS.get(frame["type"])) and (unknown := sorted(set(frame) - fields)):
+                # As a REST body: a misspelt field is refused, not ignored (message.send's body is checked whole).
+                raise Invalid(f"{unknown[0]}: Unknown field.", details={key: ["Unknown field."] for key in unknown})
             await handler(self, frame, request_id)
         except Exception as exc:
             await self._send_error(exc, request_id)
@@ -347,6 +350,16 @@ def _refused(refusal: asyncio.Task) -> None:
 
 
 _ENVELOPE = {"type", "request_id", "agent_id", "conversation_id", "idempotency_key"}
+# The fields of each frame but message.send (whose body MessagePostSerializer checks): the ids any frame may
+# carry (a client may send them with each), and its own.
+_IDS = {"type", "request_id", "agent_id", "conversation_id"}
+_FIELDS = {
+    "ping": _IDS,
+    "message.join": _IDS | {"message_id", "after"},
+    "message.cancel": _IDS | {"message_id"},
+    "conversation.subscribe": _IDS,
+    "conversation.unsubscribe": _IDS,
+}
 _HANDLERS = {
     "ping": ConversationSocket._ping,
     "message.send": ConversationSocket._send_message,
