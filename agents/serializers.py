@@ -136,11 +136,11 @@ def _has_key(value, keys: set[str]) -> bool:
     return isinstance(value, list) and any(_has_key(item, keys) for item in value)
 
 
-class HttpToolSerializer(serializers.Serializer):
+class _RemoteSerializer(serializers.Serializer):
+    """What tools and MCP servers show alike: where Parley sends requests, never the header values."""
+
     id = serializers.CharField(read_only=True)
     name = serializers.CharField(read_only=True)
-    description = serializers.CharField(read_only=True)
-    parameters = serializers.JSONField(read_only=True, help_text="The JSON Schema of the arguments.")
     url = serializers.CharField(read_only=True)
     header_names = serializers.ListField(
         child=serializers.CharField(), read_only=True, help_text="The names of its headers; values are never shown."
@@ -149,6 +149,11 @@ class HttpToolSerializer(serializers.Serializer):
     max_response_bytes = serializers.IntegerField(read_only=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
+
+
+class HttpToolSerializer(_RemoteSerializer):
+    description = serializers.CharField(read_only=True)
+    parameters = serializers.JSONField(read_only=True, help_text="The JSON Schema of the arguments.")
 
 
 class HttpToolCreatedSerializer(HttpToolSerializer):
@@ -243,17 +248,8 @@ MCP_RESERVED_HEADERS = frozenset(
 )
 
 
-class McpServerSerializer(serializers.Serializer):
-    id = serializers.CharField(read_only=True)
-    name = serializers.CharField(read_only=True)
-    url = serializers.CharField(read_only=True)
-    header_names = serializers.ListField(
-        child=serializers.CharField(), read_only=True, help_text="The names of its headers; values are never shown."
-    )
-    timeout_seconds = serializers.FloatField(read_only=True)
-    max_response_bytes = serializers.IntegerField(read_only=True)
-    created_at = serializers.DateTimeField(read_only=True)
-    updated_at = serializers.DateTimeField(read_only=True)
+class McpServerSerializer(_RemoteSerializer):
+    pass
 
 
 class McpToolSerializer(serializers.Serializer):
