@@ -365,6 +365,7 @@ SPECTACULAR_SETTINGS = {
         "MessageRoleEnum": "conversations.models.Role",
         "MessageStatusEnum": "conversations.models.MessageStatus",
         "StreamEndStatusEnum": ["completed", "cancelled"],
+        "ToolCallStatusEnum": "conversations.models.ToolCallStatus",
     },
 }
 
@@ -379,6 +380,9 @@ CONVERSATION_MESSAGES_LIMIT_MAX = 1000
 HISTORY_TOKENS_DEFAULT = env_int("HISTORY_TOKENS_DEFAULT", 8000)
 # The stateless /v1/conversation API: the largest history (messages and system prompt, as JSON) accepted.
 STATELESS_MAX_BYTES = env_int("STATELESS_MAX_BYTES", 1024 * 1024)
+# The largest conversation document POST .../conversations/import takes (its files' and frames' bytes
+# included, as base64); an export whose bytes would make a larger document answers 413.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 64 * 1024 * 1024)
 # How much of attached files' extracted text an LLM engine gets in its prompt on /v1/conversation.
 STATELESS_FILE_CONTEXT_CHARS = env_int("STATELESS_FILE_CONTEXT_CHARS", 20_000)
 

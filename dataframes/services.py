@@ -6,16 +6,24 @@ import time
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from functools import partial
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 from django.db import IntegrityError, transaction
 
 from conversations.models import Message
 from core.errors import ApplicationError, Conflict
 from dataframes.formats import schema_of
 from dataframes.models import DataFrame, is_frame_name
-from dataframes.parquet import parquet_store, stored_file_path, stored_files_delete
+from dataframes.parquet import (
+    ParquetRefused,
+    parquet_check_footer,
+    parquet_store,
+    stored_file_path,
+    stored_files_delete,
+)
 from dataframes.sql import QueryFailed, Sandbox, paths_scrubbed, read_only_statement, referenced_tables
 from dataframes.tabular import conversation_file_tables, register_tabular_file
 
@@ -75,6 +83,19 @@ def dataframe_create(
     except IntegrityError:
         stored_files_delete([storage_key])
         raise Conflict(f"A data frame named {name!r} already exists in this conversation.") from None
+
+
+def dataframe_create_from_parquet(
+    *, tenant_id: str, conversation_id: str, name: str, source: str | BinaryIO | pa.NativeFile
+) -> DataFrame:
+    """A data frame `name` of the conversation from a Parquet file (a stored frame's, or an imported
+    one's bytes): checked as an upload is (ParquetRefused, a 400, when damaged or over the cell cap)."""
+    parquet_check_footer(source)
+    try:
+        table = pq.read_table(source)
+    except (pa.ArrowException, OSError) as exc:
+        raise ParquetRefused(f"Not a readable Parquet file: {exc}") from None
+    return dataframe_create(tenant_id=tenant_id, conversation_id=conversation_id, name=name, table=table)
 
 
 def dataframes_delete_stored(*, tenant_id: str, conversation_ids: list[str]) -> None:

@@ -71,6 +71,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 include-name-regex = "^(POST|PATCH) .*/(conversations(/[{]conversation_id[}])?|messages/([{]message_id[}]|append))$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
+[[operations]]  # a fork from a message of another conversation; an import whose references, bytes or
+# Parquet only the values make wrong (a parent listed later, a sha256 of other bytes), or whose files pass
+# the tenant's storage limit; an Idempotency-Key the fuzzer sent before with another body
+include-name-regex = "^POST .*/conversations/([{]conversation_id[}]/fork|import)$"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "400", "401", "403", "404", "409", "413", "422", "429", "5xx",
+]
+
 [[operations]]  # `from` more than 366 days before `to`, or after it
 include-name-regex = "^GET .*/(usage|feedback)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]

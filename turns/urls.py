@@ -8,8 +8,11 @@ from turns.deletion_apis import (
     DeletableTenantConversationViewSet,
 )
 from turns.history_apis import MessagesAppendView, MessageView
+from turns.portability_apis import ConversationExportView, ConversationForkView, ConversationImportView
 
 urlpatterns = [
+    # Before the conversation's routes, which would take "import" for a conversation id.
+    path(f"{AGENT}/conversations/import", ConversationImportView.as_view(), name="conversation-import"),
     path(
         AGENT,
         DeletableAgentViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
@@ -30,6 +33,8 @@ urlpatterns = [
         DeletableConversationViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="conversation-detail",
     ),
+    path(f"{CONVERSATION}/fork", ConversationForkView.as_view(), name="conversation-fork"),
+    path(f"{CONVERSATION}/export", ConversationExportView.as_view(), name="conversation-export"),
     path(f"{CONVERSATION}/messages", MessagesView.as_view(), name="message-list"),
     path(f"{CONVERSATION}/messages/append", MessagesAppendView.as_view(), name="message-append"),
     path(f"{CONVERSATION}/messages/<str:message_id>", MessageView.as_view(), name="message-detail"),
