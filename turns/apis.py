@@ -7,6 +7,7 @@ handlers, so a request waiting tens of seconds for an engine holds no thread.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,7 +52,12 @@ from turns.runtime import (
     generation_runs_here,
     turn_launch,
 )
-from turns.serializers import MessagePostSerializer, NewTurnResponseSerializer, TurnResponseSerializer
+from turns.serializers import (
+    MessagePostAndWaitSerializer,
+    MessagePostSerializer,
+    NewTurnResponseSerializer,
+    TurnResponseSerializer,
+)
 from turns.services import message_sweep_if_stale
 
 CANCEL_WAIT_SECONDS = 3.0
@@ -72,9 +78,9 @@ def turn_request_from(validated: dict) -> TurnRequest:
     )
 
 
-def turn_prepare(request) -> TurnRequest:
+def turn_prepare(request, serializer_class: type[MessagePostSerializer] = MessagePostSerializer) -> TurnRequest:
     """The body of a turn, checked for itself: what it names in the conversation is checked by turn_start."""
-    serializer = MessagePostSerializer(data=request.data)
+    serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return turn_request_from(serializer.validated_data)
 
@@ -121,12 +127,29 @@ async def _post_and_wait(
     return await in_worker(_turn_body_read)(plan.user_message_id, plan.message_id)
 
 
+async def _start_in_background(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
+    """Start the turn and answer 202 with its rows as they started; the generation runs on its own."""
+    plan, _ = await turn_launch(ref=ref, request=turn_request)
+    if plan.rows is None:  # a continued reply: read back
+        _, body = await in_worker(_turn_body_read)(plan.user_message_id, plan.message_id)
+        return 202, body
+    user, assistant = copy.copy(plan.rows.user_message), copy.copy(plan.rows.assistant)
+    user.cited = user.calls = assistant.cited = assistant.calls = []  # (nothing yet: no query for them)
+    turn = {"conversation": plan.rows.conversation, "messages": [user, assistant], "current_message_id": assistant.id}
+    return 202, NewTurnResponseSerializer(turn).data
+
+
 async def _turn_once(
-    request, agent_id: str, conversation_id: str, *, start: Callable[[ConversationRef, TurnRequest], Awaitable]
+    request,
+    agent_id: str,
+    conversation_id: str,
+    *,
+    start: Callable[[ConversationRef, TurnRequest], Awaitable],
+    serializer_class: type[MessagePostSerializer] = MessagePostSerializer,
 ) -> tuple[int, dict, TurnRequest]:
     """Validate a turn's body and start it, at most once per Idempotency-Key. The conversation is read
     when the turn starts, locked (one query for the 404 and the turn)."""
-    turn_request = turn_prepare(request)
+    turn_request = turn_prepare(request, serializer_class)
     if draining():  # (nginx sends it to another process; behind no proxy, the client sends it again)
         raise Unavailable
     ref = ConversationRef(tenant_id=request.tenant.id, agent_id=agent_id, conversation_id=conversation_id)
@@ -240,7 +263,10 @@ class MessagesView(AsyncAPIView):
         "conversation's files, `parent_id` to branch), or `regenerate` (a new reply to an earlier question), "
         "or `continue` (the last reply goes on). The reply does not depend on the connection: a client that "
         "goes away finds it stored later unless `on_disconnect` is `cancel`. With an `Idempotency-Key`, a "
-        "retry of the same body answers what the first did. `content` takes up to MESSAGE_MAX_CHARS "
+        "retry of the same body answers what the first did. With `background: true` the answer is 202 at once: "
+        "the conversation, the question and the reply `in_progress` (follow it with `GET "
+        ".../messages/{id}/stream` or read it later); with an Idempotency-Key that makes exactly one turn, "
+        "however often it is sent. `content` takes up to MESSAGE_MAX_CHARS "
         f"characters ({settings.MESSAGE_MAX_CHARS:,} on this server) and may not be blank; `attachments` up to "
         "20 `file_ref`s of the conversation's files; a NUL character anywhere in the body is refused.\n\n"
         "Errors: 400 invalid body, attachment or Idempotency-Key; 404 unknown conversation; 409 a reply is "
@@ -263,12 +289,16 @@ class MessagesView(AsyncAPIView):
                 value={"content": "What is the total of the March invoices?", "attachments": [_USER["attachments"][0]]},
                 request_only=True,
             ),
+            OpenApiExample(
+                "In the background", value={"content": "Summarise March.", "background": True}, request_only=True
+            ),
             _TURN_RESPONSE,
         ],
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
-        request=MessagePostSerializer,
+        request=MessagePostAndWaitSerializer,
         responses={
             200: TurnResponseSerializer,
+            202: OpenApiResponse(TurnResponseSerializer, description="`background: true`: the turn started."),
             409: ErrorSerializer,
             422: ErrorSerializer,
             502: ErrorSerializer,
@@ -277,9 +307,12 @@ class MessagesView(AsyncAPIView):
     )
     async def post(self, request, tenant_id: str, agent_id: str, conversation_id: str):
         launched = asyncio.get_running_loop().create_future()
+        # (_turn_once validates `background` before anything starts)
+        background = isinstance(request.data, dict) and request.data.get("background") is True
+        start = _start_in_background if background else functools.partial(_post_and_wait, launched=launched)
         try:
             status, body, _ = await _turn_once(
-                request, agent_id, conversation_id, start=functools.partial(_post_and_wait, launched=launched)
+                request, agent_id, conversation_id, start=start, serializer_class=MessagePostAndWaitSerializer
             )
         except asyncio.CancelledError:
             # The client went away; the reply goes on unless the body asked otherwise.

@@ -84,6 +84,17 @@ class MessagePostSerializer(InputSerializer):
         return attrs
 
 
+class MessagePostAndWaitSerializer(MessagePostSerializer):
+    """The body of `POST .../messages`: a turn, and whether to wait for its reply."""
+
+    background = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Answer 202 at once with the question and the `in_progress` reply, which runs on as usual "
+        "(follow its stream, or read it later); with an Idempotency-Key, one turn per key whatever the retries.",
+    )
+
+
 class TurnMessageSerializer(MessageSerializer):
     """A message of the turn just made, built from the rows the turn wrote: its feedback is not looked up
     (feedback given while the reply ran shows on the next read)."""
