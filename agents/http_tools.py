@@ -10,12 +10,7 @@ within its timeout. Whatever fails, the model gets an error result it can read, 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
-import secrets
-import time
 import uuid
 
 import httpx2
@@ -25,23 +20,11 @@ from agents.models import HttpTool
 from agents.outbound import Refused, pinned_client, pinned_transport
 from agents.tools import Tool, ToolContext, ToolResult
 from core.crypto import secret_decrypt
-
-SECRET_PREFIX = "whsec_"
+from core.signing import signed_headers
 
 
 def _not_json(constant: str):
     raise ValueError(f"{constant} is not JSON (and PostgreSQL stores no such number)")
-
-
-def signing_secret_new() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def signature(secret: str, *, message_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` value of a body (Standard Webhooks, v1)."""
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
 
 
 async def http_tool_call(tool: HttpTool, arguments: dict) -> ToolResult:
@@ -65,17 +48,11 @@ async def _post(tool: HttpTool, arguments: dict) -> ToolResult:
     what = f"The tool {tool.name}"
     transport = await pinned_transport(tool.url, max_response_bytes=tool.max_response_bytes, what=what)
     body = json.dumps(arguments, ensure_ascii=False, separators=(",", ":")).encode()
-    message_id, timestamp = f"msg_{uuid.uuid4().hex}", int(time.time())
     headers = dict(secret_decrypt(tool.headers_encrypted)) if tool.headers_encrypted else {}
-    headers.update({
-        "Content-Type": "application/json",
-        "User-Agent": "Parley-Tools/1",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(
-            secret_decrypt(tool.signing_secret_encrypted), message_id=message_id, timestamp=timestamp, body=body
-        ),
-    })  # fmt: skip
+    headers.update({"Content-Type": "application/json", "User-Agent": "Parley-Tools/1"})
+    headers.update(
+        signed_headers(secret_decrypt(tool.signing_secret_encrypted), message_id=f"msg_{uuid.uuid4().hex}", body=body)
+    )
     async with pinned_client(transport, timeout=tool.timeout_seconds, headers=headers) as client:
         answer = await client.post(tool.url, content=body)
     text = answer.text

@@ -2,10 +2,10 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from agents.http_tools import signing_secret_new
 from agents.models import MCP_SEPARATOR, Agent, HttpTool, McpServer
 from core.crypto import secret_encrypt
 from core.errors import Invalid
+from core.signing import signing_secret_new
 from tenants.models import Tenant
 
 EDITABLE_FIELDS = ("name", "description", "system_prompt", "engine", "model", "options", "retention_days")
