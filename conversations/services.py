@@ -22,10 +22,13 @@ def conversation_create(
     metadata: dict[str, Any] | None = None,
     archived: bool = False,
     pinned: bool = False,
+    conversation_id: str | None = None,
 ) -> Conversation:
-    """Without a name the conversation gets a proposed title after its first reply."""
+    """Without a name the conversation gets a proposed title after its first reply. `conversation_id`: an
+    id chosen beforehand (new_id("conv")), for a caller that stores its files' bytes before it exists."""
     now = timezone.now()
     return Conversation.objects.create(
+        **({"id": conversation_id} if conversation_id else {}),
         tenant_id=agent.tenant_id,
         agent=agent,
         name=name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +16,8 @@ class JSONParser(parsers.JSONParser):
     """DRF's JSONParser, plus two refusals with a 400 instead of a failure further in:
 
     - nesting deep enough to exhaust the interpreter's recursion limit (a 100 kB body of `[` does);
-    - a NUL character (`\\u0000`) in any key or string: PostgreSQL text and jsonb cannot store one.
+    - a NUL character (`\\u0000`) or a lone surrogate (`\\ud800`, half of a character) in any key or
+      string: PostgreSQL text and jsonb cannot store either.
     """
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
@@ -23,17 +25,22 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - the body is nested too deeply.") from None
-        if _holds_nul(data):
-            raise exceptions.ParseError("JSON parse error - NUL characters (\\u0000) are not allowed.")
+        if _holds_unstorable(data):
+            raise exceptions.ParseError(
+                "JSON parse error - NUL characters (\\u0000) and lone surrogates (\\ud800-\\udfff) are not allowed."
+            )
         return data
 
 
-def _holds_nul(data: Any) -> bool:
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _holds_unstorable(data: Any) -> bool:
     pending = [data]
     while pending:  # iterative: the body may be as deep as the parser allowed
         value = pending.pop()
         if isinstance(value, str):
-            if "\x00" in value:
+            if _UNSTORABLE.search(value):
                 return True
         elif isinstance(value, dict):
             pending.extend(value.keys())

@@ -139,7 +139,7 @@ def parquet_check_footer(source: str | BinaryIO) -> pq.FileMetaData:
     of dictionary/RLE-encoded pages can expand to billions of values."""
     try:
         metadata = pq.read_metadata(source)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # (ValueError: a name that is not UTF-8)
         raise ParquetRefused(f"Not a readable Parquet file: {exc}") from None
     cells = metadata.num_rows * max(1, metadata.num_columns)
     limit = settings.DATAFRAMES_MAX_CELLS

@@ -83,6 +83,9 @@ def dataframe_create(
     except IntegrityError:
         stored_files_delete([storage_key])
         raise Conflict(f"A data frame named {name!r} already exists in this conversation.") from None
+    except BaseException:
+        stored_files_delete([storage_key])
+        raise
 
 
 def dataframe_create_from_parquet(
@@ -93,8 +96,10 @@ def dataframe_create_from_parquet(
     parquet_check_footer(source)
     try:
         table = pq.read_table(source)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise ParquetRefused(f"Not a readable Parquet file: {exc}") from None
+    if any("\x00" in column["name"] or "\x00" in column["dtype"] for column in schema_of(table)):
+        raise ParquetRefused("A column name holds a NUL character, which cannot be stored.")
     return dataframe_create(tenant_id=tenant_id, conversation_id=conversation_id, name=name, table=table)
 
 

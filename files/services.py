@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.core.files.base import File as DjangoFile
 from django.core.files.storage import default_storage
@@ -65,52 +66,84 @@ def file_create_many(
         raise Invalid("files: at least one file is required.", details={"files": ["This field is required."]})
     # Before any parsing: a tenant over its quota must not cost the server text extraction.
     _check_tenant_limit(tenant, sum(upload.size or 0 for upload in uploads))
-    prepared: list[tuple[DjangoFile, File, Extraction]] = []
-    for upload in uploads:
-        name = file_name_sanitize(upload.name or "")
-        if not upload.size:
-            raise Invalid(f"files: {name!r} is empty.", details={"files": [f"{name} is empty."], "name": name})
-        sha256, head = _digest(upload)
-        content_type = content_type_sniff(head, name)
-        upload.seek(0)
-        extraction = text_extract(upload, content_type)
-        upload.seek(0)
-        row = File(
-            tenant=tenant,
-            conversation_id=conversation_id,
-            name=name,
-            content_type=content_type,
-            size=upload.size,
-            sha256=sha256,
-            storage_key=storage_key_new(tenant_id=tenant.id, conversation_id=conversation_id),
-            origin=origin,
-            message_id=message_id,
-            page_count=extraction.page_count,
-            extraction_status=extraction.status,
-            extraction_error=extraction.error,
+    prepared = [
+        file_prepare(
+            tenant=tenant, conversation_id=conversation_id, upload=upload, origin=origin, message_id=message_id
         )
-        prepared.append((upload, row, extraction))
-    incoming = sum(row.size for _, row, _ in prepared)
-
-    stored: list[str] = []
+        for upload in uploads
+    ]
+    stored = files_store(prepared)
     try:
-        for upload, row, _ in prepared:
-            saved_as = default_storage.save(row.storage_key, upload)
-            stored.append(saved_as)
-            row.storage_key = saved_as
-        with transaction.atomic():
-            # The tenant row lock serialises concurrent uploads so that two cannot both pass the limit.
-            Tenant.objects.select_for_update().filter(id=tenant.id).first()
-            _check_tenant_limit(tenant, incoming)
-            files = File.objects.bulk_create([row for _, row, _ in prepared])
-            Passage.objects.bulk_create(
-                Passage(tenant=tenant, file=row, ordinal=ordinal, page=page, text=text)
-                for _, row, extraction in prepared
-                for ordinal, (page, text) in enumerate(passages_split(extraction.pages))
-            )
+        return files_insert(tenant=tenant, prepared=prepared)
     except BaseException:
         stored_bytes_delete(stored)
         raise
+
+
+@dataclass
+class PreparedFile:
+    """A file read, typed and its text extracted, not yet stored (files_store) nor recorded (files_insert)."""
+
+    upload: DjangoFile
+    row: File
+    extraction: Extraction
+
+
+def file_prepare(
+    *, tenant: Tenant, conversation_id: str | None, upload: DjangoFile, origin: str, message_id: str | None
+) -> PreparedFile:
+    name = file_name_sanitize(upload.name or "")
+    if not upload.size:
+        raise Invalid(f"files: {name!r} is empty.", details={"files": [f"{name} is empty."], "name": name})
+    sha256, head = _digest(upload)
+    content_type = content_type_sniff(head, name)
+    upload.seek(0)
+    extraction = text_extract(upload, content_type)
+    upload.seek(0)
+    row = File(
+        tenant=tenant,
+        conversation_id=conversation_id,
+        name=name,
+        content_type=content_type,
+        size=upload.size,
+        sha256=sha256,
+        storage_key=storage_key_new(tenant_id=tenant.id, conversation_id=conversation_id),
+        origin=origin,
+        message_id=message_id,
+        page_count=extraction.page_count,
+        extraction_status=extraction.status,
+        extraction_error=extraction.error,
+    )
+    return PreparedFile(upload, row, extraction)
+
+
+def files_store(prepared: Sequence[PreparedFile]) -> list[str]:
+    """Store the files' bytes (all, or on any error none); returns their keys, for a caller whose recording
+    fails to remove them again."""
+    stored: list[str] = []
+    try:
+        for item in prepared:
+            item.row.storage_key = default_storage.save(item.row.storage_key, item.upload)
+            stored.append(item.row.storage_key)
+    except BaseException:
+        stored_bytes_delete(stored)
+        raise
+    return stored
+
+
+@transaction.atomic
+def files_insert(*, tenant: Tenant, prepared: Sequence[PreparedFile]) -> list[File]:
+    """Record stored files with their passages, within the tenant's storage limit. The tenant's row is
+    locked until the transaction ends (two requests cannot both pass the limit): call it last in a longer
+    transaction."""
+    Tenant.objects.select_for_update().filter(id=tenant.id).first()
+    _check_tenant_limit(tenant, sum(item.row.size for item in prepared))
+    files = File.objects.bulk_create([item.row for item in prepared])
+    Passage.objects.bulk_create(
+        Passage(tenant=tenant, file=item.row, ordinal=ordinal, page=page, text=text)
+        for item in prepared
+        for ordinal, (page, text) in enumerate(passages_split(item.extraction.pages))
+    )
     return files
 
 

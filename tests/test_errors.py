@@ -115,6 +115,16 @@ def test_a_nul_character_in_a_message_or_metadata_is_400(owner):
     assert conversation.messages.count() == 0
 
 
+def test_a_lone_surrogate_in_json_is_400_not_a_failure_to_store(owner):
+    conversation = owner.conversation()
+    url = owner.conversation_url(conversation)
+    body = '{"metadata": {"k": "\\ud800"}}'  # half a character, which jsonb cannot hold
+    error = _assert_error_shape(owner.client.patch(url, body, content_type="application/json"), 400, "invalid")
+    assert "lone surrogates" in error["message"]
+    conversation.refresh_from_db()
+    assert conversation.metadata == {}
+
+
 @pytest.mark.parametrize(
     "path", ["/agents/agt_%00", "/conversations/search?q=%00", "/agents?next=%00", "/conversations?agent_id=a%00"]
 )

@@ -10,12 +10,16 @@ import json
 import re
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from conversations.models import Conversation, Message, MessageStatus, ToolCall
 from dataframes.models import DataFrame
 from files.models import File
+from tests.conftest import async_client
 from tests.file_factories import stored_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +55,21 @@ def export(ctx, conversation, **params):
 
 def import_(ctx, document, agent=None):
     agent = agent or ctx.agent
-    return ctx.client.post(f"{ctx.base}/agents/{agent.id}/conversations/import", document, format="json")
+    # (json.dumps writes a lone surrogate as its escape, as a client's JSON library may)
+    return ctx.client.post(
+        f"{ctx.base}/agents/{agent.id}/conversations/import", json.dumps(document), content_type="application/json"
+    )
+
+
+def replay(ctx, url: str) -> str:
+    """A stream's events as text (streams need the async client)."""
+
+    async def read() -> str:
+        response = await async_client(ctx).get(url, {"after": -1})
+        assert response.status_code == 200
+        return b"".join([chunk async for chunk in response.streaming_content]).decode()
+
+    return async_to_sync(read)()
 
 
 def rich_conversation(ctx) -> Conversation:
@@ -170,6 +188,10 @@ def test_markdown_is_the_active_branch_as_a_transcript(owner):
     conversation = rich_conversation(owner)
     response = export(owner, conversation, format="markdown")
     assert response.status_code == 200 and response["Content-Type"] == "text/markdown; charset=utf-8"
+    asked = owner.client.get(
+        f"{owner.conversation_url(conversation)}/export?format=markdown", HTTP_ACCEPT="text/markdown"
+    )
+    assert asked.status_code == 200 and asked.content == response.content
     assert response["Content-Disposition"] == f'attachment; filename="{conversation.id}.md"'
     text = response.content.decode()
     assert text.startswith("# Sales review\n")
@@ -194,6 +216,12 @@ def test_a_fork_copies_the_branch_and_its_files_independently_of_the_original(ow
     question, reply = sorted(state["messages"].values(), key=lambda m: m["created_at"])
     assert state["current_message_id"] == reply["id"] and reply["content"] == first_reply.content
     assert reply["feedback"] is None  # (it rated the original reply)
+    # Its stream replays with the fork's ids, not the original's.
+    replayed = replay(
+        owner, f"{owner.base}/agents/{other_agent.id}/conversations/{state['id']}/messages/{reply['id']}/stream"
+    )
+    assert reply["id"] in replayed and state["id"] in replayed
+    assert first_reply.id not in replayed and conversation.id not in replayed
     files = {f.name: f for f in File.objects.filter(conversation_id=state["id"])}
     assert set(files) == {"notes.txt", "sales.csv"}  # the uploads; the frame was made on a later message
     assert (
@@ -298,7 +326,25 @@ BAD_DOCUMENTS = [
         "messages[1].tool_calls:",
     ),  # fmt: skip
     ("a wrong type", lambda d: d["messages"][0].update(input_tokens="7"), "messages[0].input_tokens:"),
+    ("a blank id", lambda d: d["messages"][0].update(id=""), "messages[0].id:"),
+    (
+        "a text over the full-text index",
+        lambda d: d["messages"][0].update(content="word " * 80_001),
+        "messages[0].content:",
+    ),  # fmt: skip
+    (
+        "a frame column named with a NUL",
+        lambda d: d["data_frames"][0].update(content_base64=parquet_base64({"a\x00b": [1]})),
+        "NUL",
+    ),  # fmt: skip
+    ("a lone surrogate", lambda d: d["messages"][0]["metadata"].update(k="\ud800"), "lone surrogates"),
 ]
+
+
+def parquet_base64(columns: dict) -> str:
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return base64.b64encode(sink.getvalue()).decode()
 
 
 @pytest.mark.parametrize(
@@ -327,6 +373,11 @@ def test_import_and_export_limits(owner, settings):
     body = json.dumps({"format": "parley.conversation", "padding": "x" * 4000})
     over = owner.client.post(f"{owner.agent_url}/conversations/import", body, content_type="application/json")
     assert over.status_code == 413 and over.json()["error"]["details"]["limit"] == "IMPORT_MAX_BYTES"
+    # The whole document counts, not only the bytes: 2,990 bytes fit, their document does not.
+    settings.IMPORT_MAX_BYTES = 4000
+    exact = owner.conversation()
+    upload(owner, exact, "fits.txt", b"y" * 2990)
+    assert export(owner, exact).status_code == 413
     assert export(owner, conversation, format="pdf").status_code == 400
     assert export(owner, conversation, include_bytes="yes").status_code == 400
 

@@ -34,14 +34,14 @@ from dataframes.models import DataFrame
 from dataframes.parquet import stored_parquet
 from dataframes.services import dataframe_create_from_parquet
 from files.models import File
-from files.services import file_create_many
+from files.services import file_prepare, files_insert, files_store
 from files.storage import stored_bytes_delete
 
 DOCUMENT_FORMAT = "parley.conversation"
 DOCUMENT_VERSION = 1
 # A file's or frame's id inside text (a reply that names it, a tool result): remapped where it occurs. Ids
 # are a prefix and 26 characters, so the new one has the old one's length and the stream index stays true.
-_ID_IN_TEXT = re.compile(r"\b(?:file|df)_[0-9a-z]{26}\b")
+_ID_IN_TEXT = re.compile(r"\b(?:file|df|msg|conv)_[0-9a-z]{26}\b")
 
 MESSAGE_FIELDS = (
     "id", "parent_id", "role", "content", "thinking", "status", "error", "input_tokens", "output_tokens",
@@ -73,8 +73,11 @@ def conversation_document(
         )
     messages = _parents_first(list(messages.for_display().order_by("created_at", "id")))
     ids = [message.id for message in messages]
+    # The files the messages made, attached or cited, and the uploads no reply made.
+    referenced = {ref for message in messages for ref in message.attachments}
+    referenced |= {citation.source_id for message in messages for citation in message.cited}
     of_these = Q(message_id__isnull=True) | Q(message_id__in=ids)
-    files = File.objects.filter(tenant_id=tenant_id, conversation=conversation).filter(of_these)
+    files = File.objects.filter(tenant_id=tenant_id, conversation=conversation).filter(of_these | Q(id__in=referenced))
     frames = DataFrame.objects.filter(tenant_id=tenant_id, conversation=conversation).filter(of_these)
     current = tip_id if tip_id is not None else conversation.current_message_id
     return {
@@ -176,16 +179,30 @@ def active_branch(document: dict[str, Any]) -> list[dict[str, Any]]:
 class _NewIds:
     """The ids a recreated document's rows get, by their ids in the document."""
 
-    def __init__(self, message_ids: list[str]):
-        self.messages = {old: new_id("msg") for old in message_ids}
+    def __init__(self, document: dict[str, Any], conversation_id: str):
+        self.messages = {message["id"]: new_id("msg") for message in document["messages"]}
         self.stored: dict[str, str] = {}  # files' and frames'
+        self.conversation_id = conversation_id
+        self.conversation = {document["conversation"].get("id") or "": conversation_id}
+
+    def message(self, old: str | None) -> str | None:
+        return self.messages.get(old) if old else None
+
+    def ref(self, old: str) -> str:
+        """A field that holds a reference (an attachment, a citation's source): the copy's."""
+        return self.stored.get(old) or self.in_text(old)
 
     def in_text(self, text: str) -> str:
-        return _ID_IN_TEXT.sub(lambda match: self.stored.get(match[0], match[0]), text)
+        """Ids shaped as Parley makes them, wherever they occur (a reply that names a file, a stream event)."""
+        return _ID_IN_TEXT.sub(
+            lambda match: self.stored.get(match[0]) or self.messages.get(match[0]) or self.conversation.get(match[0])
+            or match[0],
+            text,
+        )  # fmt: skip
 
     def in_json(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self.stored.get(value) or self.in_text(value)
+            return self.in_text(value)
         if isinstance(value, list):
             return [self.in_json(item) for item in value]
         if isinstance(value, dict):
@@ -196,17 +213,38 @@ class _NewIds:
 def conversation_import(*, agent: Agent, document: dict[str, Any], name: str | None = None) -> Conversation:
     """Recreate the document as a new conversation of `agent`, every row with a new id, all or nothing:
     the bytes stored before a failure are removed again. Its messages keep their times; the conversation's
-    last activity is now. A reply that was running is stored `cancelled`."""
-    stored: list[str] = []
+    last activity is now. A reply that was running is stored `cancelled`.
+
+    The files are read, their text extracted and their bytes stored before the transaction; it records
+    them last, as it ends, since recording them locks the tenant's row (its storage limit) until then."""
+    ids = _NewIds(document, new_id("conv"))
+    tenant = agent.tenant
+    prepared, stored = [], []
     try:
+        for entry in document["files"]:
+            with _file_content(entry) as upload:
+                item = file_prepare(
+                    tenant=tenant, conversation_id=ids.conversation_id, upload=upload, origin=entry["origin"],
+                    message_id=ids.message(entry["message_id"]),
+                )  # fmt: skip
+                if entry.get("sha256") and item.row.sha256 != entry["sha256"]:
+                    raise Invalid(
+                        f"files: the bytes of {entry['id']!r} do not have its sha256.",
+                        details={"file_ref": entry["id"]},
+                    )
+                stored += files_store([item])  # (one at a time: its upload is open only here)
+            prepared.append(item)
+            ids.stored[entry["id"]] = item.row.id
         with transaction.atomic():
-            return _recreate(agent, document, name, stored)
+            return _recreate(agent, document, name, ids, prepared, stored)
     except BaseException:
         stored_bytes_delete(stored)
         raise
 
 
-def _recreate(agent: Agent, document: dict[str, Any], name: str | None, stored: list[str]) -> Conversation:
+def _recreate(
+    agent: Agent, document: dict[str, Any], name: str | None, ids: _NewIds, prepared: list, stored: list[str]
+) -> Conversation:
     given = document["conversation"]
     conversation = conversation_create(
         agent=agent,
@@ -215,24 +253,9 @@ def _recreate(agent: Agent, document: dict[str, Any], name: str | None, stored: 
         metadata=given["metadata"],
         archived=given["archived"],
         pinned=given["pinned"],
+        conversation_id=ids.conversation_id,
     )
     tenant_id = conversation.tenant_id
-    ids = _NewIds([message["id"] for message in document["messages"]])
-    for entry in document["files"]:
-        with _file_content(entry) as upload:
-            [file] = file_create_many(
-                tenant=agent.tenant,
-                conversation_id=conversation.id,
-                uploads=[upload],
-                origin=entry["origin"],
-                message_id=ids.messages.get(entry["message_id"] or ""),
-            )
-        stored.append(file.storage_key)
-        if entry.get("sha256") and file.sha256 != entry["sha256"]:
-            raise Invalid(
-                f"files: the bytes of {entry['id']!r} do not have its sha256.", details={"file_ref": entry["id"]}
-            )
-        ids.stored[entry["id"]] = file.id
     frames_of: dict[str, str] = {}
     for entry in document["data_frames"]:
         with _frame_source(entry) as source:
@@ -241,8 +264,8 @@ def _recreate(agent: Agent, document: dict[str, Any], name: str | None, stored: 
             )
         stored.append(frame.storage_key)
         ids.stored[entry["id"]] = frame.id
-        if entry["message_id"] in ids.messages:
-            frames_of[frame.id] = ids.messages[entry["message_id"]]
+        if message_id := ids.message(entry["message_id"]):
+            frames_of[frame.id] = message_id
 
     now = timezone.now()
     messages = [_message_row(entry, tenant_id, conversation, ids, now + timedelta(microseconds=number))
@@ -250,7 +273,7 @@ def _recreate(agent: Agent, document: dict[str, Any], name: str | None, stored: 
     Message.objects.bulk_create(messages)
     Citation.objects.bulk_create(
         Citation(tenant_id=tenant_id, message_id=ids.messages[entry["id"]], **{
-            **citation, "source_id": ids.stored.get(citation["source_id"], citation["source_id"])
+            **citation, "source_id": ids.ref(citation["source_id"])
         })
         for entry in document["messages"] for citation in entry["citations"]
     )  # fmt: skip
@@ -272,13 +295,15 @@ def _recreate(agent: Agent, document: dict[str, Any], name: str | None, stored: 
         DataFrame.objects.filter(pk=frame_id).update(message_id=message_id)
 
     latest = max((row for row in messages if row.engine), key=lambda row: (row.created_at, row.id), default=None)
-    conversation.current_message_id = ids.messages.get(given["current_message_id"] or "")
+    conversation.current_message_id = ids.message(given["current_message_id"])
     conversation.title_source = given["title_source"] if name is None else conversation.title_source
     conversation.message_count = len(messages)
     conversation.last_engine, conversation.last_model = (latest.engine, latest.model) if latest else ("", "")
     conversation.save(
         update_fields=["current_message_id", "title_source", "message_count", "last_engine", "last_model"]
     )
+    if prepared:  # last: it locks the tenant's row until the commit
+        files_insert(tenant=agent.tenant, prepared=prepared)
     return conversation
 
 
@@ -290,7 +315,7 @@ def _message_row(
         id=ids.messages[entry["id"]],
         tenant_id=tenant_id,
         conversation=conversation,
-        parent_id=ids.messages[entry["parent_id"]] if entry["parent_id"] else None,
+        parent_id=ids.message(entry["parent_id"]),
         role=entry["role"],
         content=ids.in_text(entry["content"]),
         thinking=ids.in_text(entry["thinking"]),
@@ -298,7 +323,7 @@ def _message_row(
         error=entry["error"],
         input_tokens=entry["input_tokens"],
         output_tokens=entry["output_tokens"],
-        attachments=[ids.stored.get(ref, ref) for ref in entry["attachments"]],
+        attachments=[ids.ref(ref) for ref in entry["attachments"]],
         metadata=entry["metadata"],
         engine=entry["engine"],
         model=entry["model"],
@@ -310,12 +335,23 @@ def _message_row(
     )
 
 
+def _missing(entry: dict[str, Any]) -> Conflict:
+    return Conflict(
+        f"The stored bytes of {entry['name']!r} ({entry['id']}) are missing: it cannot be copied.",
+        details={"id": entry["id"]},
+    )
+
+
 @contextmanager
 def _file_content(entry: dict[str, Any]) -> Iterator[DjangoFile]:
     if entry.get("content") is not None:
         yield ContentFile(entry["content"], name=entry["name"])
         return
-    with default_storage.open(entry["storage_key"], "rb") as stored:
+    try:
+        stored = default_storage.open(entry["storage_key"], "rb")
+    except FileNotFoundError:
+        raise _missing(entry) from None
+    with stored:
         yield DjangoFile(stored, name=entry["name"])
 
 
@@ -324,8 +360,11 @@ def _frame_source(entry: dict[str, Any]) -> Iterator[Any]:
     if entry.get("content") is not None:
         yield io.BytesIO(entry["content"])
         return
-    with stored_parquet(entry["storage_key"]) as source:
-        yield source
+    try:
+        with stored_parquet(entry["storage_key"]) as source:
+            yield source
+    except FileNotFoundError:
+        raise _missing(entry) from None
 
 
 def conversation_fork(

@@ -7,9 +7,11 @@ import functools
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -25,7 +27,7 @@ from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_get, conversation_state_messages
 from conversations.serializers import ConversationStateSerializer
 from core.db import in_worker
-from core.errors import Invalid
+from core.errors import Invalid, PayloadTooLarge
 from core.fields import StrictCharField
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import request_fingerprint, run_idempotent
@@ -135,19 +137,21 @@ class ConversationForkView(AsyncAPIView):
         description="Copies the branch from the first message to `from_message_id` (default: the current "
         "message) into a new conversation, under this agent or another of the tenant's (`agent_id`), with new "
         "ids: the messages (their times, citations and tool calls, not their feedback, which rated the "
-        "original replies), and copies of the conversation's files and data frames that this branch made or "
-        "that no reply made (uploads); references to them in the copy name the copies. The copies are "
+        "original replies), and copies of the conversation's files and data frames that this branch made, "
+        "attached or cited, and of those no reply made (uploads); references to them in the copy name the "
+        "copies. The copies are "
         "independent: deleting either conversation leaves the other whole, and the files count toward the "
         "tenant's storage limit. `name` (or its alias `title`) names the fork; default: the conversation's "
         "name. Answers the new conversation as its GET does, with 201; an `Idempotency-Key` makes a retry "
         "answer the first fork.\n\nErrors: 400 for an unknown field or "
         "a `from_message_id` that is not a message of this conversation; 404 for a conversation that is not "
         "the tenant's under this agent, or an `agent_id` that is not the tenant's; 409 when `from_message_id` "
-        "is a reply being generated; 413 when the copies would pass the tenant's storage limit; 422 for an "
+        "is a reply being generated, or a file's stored bytes are missing; "
+        "413 when the copies would pass the tenant's storage limit; 422 for an "
         "`Idempotency-Key` used before with another body.",
         parameters=[*_ID_PARAMS, _IDEMPOTENCY_PARAM],
         request=ForkSerializer,
-        responses={201: ConversationStateSerializer, 413: ErrorSerializer, 422: ErrorSerializer},
+        responses={201: ConversationStateSerializer, 409: ErrorSerializer, 413: ErrorSerializer, 422: ErrorSerializer},
         examples=[
             OpenApiExample(
                 "From an earlier reply, to another agent",
@@ -219,7 +223,19 @@ class ConversationExportView(APIView):
             return response
         if include_bytes:
             document_bytes_read(document)
-        return Response(ConversationDocumentSerializer(document).data)
+        body = JSONRenderer().render(ConversationDocumentSerializer(document).data)
+        if include_bytes and len(body) > settings.IMPORT_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"The document would be {len(body)} bytes, more than an import takes (IMPORT_MAX_BYTES, "
+                f"{settings.IMPORT_MAX_BYTES} bytes). Export with include_bytes=false for the files' and frames' "
+                "references only.",
+                details={"limit": "IMPORT_MAX_BYTES", "max_bytes": settings.IMPORT_MAX_BYTES, "bytes": len(body)},
+            )
+        return HttpResponse(body, content_type="application/json")
+
+    def perform_content_negotiation(self, request, force=False):
+        # `format` decides what is answered, whatever the Accept header asks (text/markdown included).
+        return super().perform_content_negotiation(request, force=True)
 
 
 class ImportJSONParser(LargeJSONParser):
@@ -241,7 +257,8 @@ class ConversationImportView(AsyncAPIView):
         "IMPORT_MAX_BYTES (64 MiB by default). Answers the new conversation as its GET does, with 201; an "
         "`Idempotency-Key` makes a retry answer the first import instead of importing again.\n\n"
         "Errors: 400 for an invalid document, naming the field (an unknown field, an id used twice, a "
-        "`parent_id` that is not an earlier message, a file without its bytes or whose bytes do not have its "
+        "`parent_id` that is not an earlier message, more than 10,000 messages or 1,000 files or frames, a text "
+        "over 400,000 characters, a file without its bytes, over FILE_MAX_BYTES or whose bytes do not have its "
         "sha256, an unreadable Parquet, two data frames of one name); 404 for an agent that is not the "
         "tenant's (once the document is valid); 413 for a body over IMPORT_MAX_BYTES or files beyond the "
         "tenant's storage limit; 422 for an `Idempotency-Key` used before with another body.",

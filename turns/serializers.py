@@ -117,6 +117,13 @@ class NewTurnResponseSerializer(TurnResponseSerializer):
 
 # --- The conversation document: what an export renders and an import validates ------------------------
 
+# A message's text above this would pass PostgreSQL's full-text index (1 MiB of words); its reasoning has none.
+CONTENT_MAX_CHARS = 400_000
+THINKING_MAX_CHARS = 1_000_000
+# An import is one transaction: these keep it short (20,000 messages take about 9 s).
+DOCUMENT_MESSAGES_MAX = 10_000
+DOCUMENT_FILES_MAX = 1000
+
 
 @extend_schema_field({"type": "string", "format": "byte"})
 class Base64Field(serializers.Field):
@@ -163,14 +170,14 @@ class DocumentCitationSerializer(InputSerializer):
     source_name = _optional_text(255)
     url = serializers.URLField(max_length=2000, required=False, allow_blank=True, default="")
     page = StrictIntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None)
-    snippet = _optional_text()
+    snippet = _optional_text(10_000)
     relevance_score = StrictFloatField(required=False, default=0, validators=[_finite])
     quality_score = StrictFloatField(required=False, default=0, validators=[_finite])
     tool_call_id = _optional_text(100, help_text="The tool call whose result cited it.")
 
 
 class DocumentToolCallSerializer(InputSerializer):
-    id = _text(max_length=100, help_text="The engine's id of the call, unique within its message.")
+    id = StrictCharField(max_length=100, help_text="The engine's id of the call, unique within its message.")
     name = _text(max_length=100)
     arguments = serializers.JSONField(required=False, default=dict)
     status = serializers.ChoiceField(choices=ToolCallStatus.choices)
@@ -192,17 +199,17 @@ class DocumentFeedbackSerializer(InputSerializer):
 
 
 class DocumentMessageSerializer(InputSerializer):
-    id = _text(max_length=40, help_text="Unique in the document; the import gives the message a new one.")
+    id = StrictCharField(max_length=40, help_text="Unique in the document; the import gives the message a new one.")
     parent_id = StrictCharField(max_length=40, allow_null=True, required=False, default=None)
     role = serializers.ChoiceField(choices=Role.choices)
-    content = _text()
-    thinking = _optional_text()
+    content = _text(max_length=CONTENT_MAX_CHARS)
+    thinking = _optional_text(THINKING_MAX_CHARS)
     status = serializers.ChoiceField(
         choices=MessageStatus.choices,
         default=MessageStatus.COMPLETED,
         help_text="A reply that was `in_progress` is imported `cancelled`.",
     )
-    error = _optional_text()
+    error = _optional_text(10_000)
     input_tokens = _count()
     output_tokens = _count()
     attachments = serializers.ListField(child=StrictCharField(max_length=40), required=False, default=list)
@@ -237,7 +244,7 @@ def _bytes_field() -> Base64Field:
 
 
 class DocumentFileSerializer(InputSerializer):
-    id = _text(max_length=40, help_text="The file's `file_ref`; the import gives it a new one.")
+    id = StrictCharField(max_length=40, help_text="The file's `file_ref`; the import gives it a new one.")
     name = _text(max_length=255)
     content_type = _optional_text(255, help_text="Ignored on import: sniffed from the bytes again.")
     size = StrictIntegerField(min_value=0, required=False, help_text="Ignored on import: the bytes' length.")
@@ -248,9 +255,14 @@ class DocumentFileSerializer(InputSerializer):
     created_at = _when()
     content_base64 = _bytes_field()
 
+    def validate_content_base64(self, content: bytes | None) -> bytes | None:
+        if content is not None and len(content) > settings.FILE_MAX_BYTES:
+            raise serializers.ValidationError(f"Larger than the per-file limit of {settings.FILE_MAX_BYTES} bytes.")
+        return content
+
 
 class DocumentFrameSerializer(InputSerializer):
-    id = _text(max_length=40, help_text="The data frame's id; the import gives it a new one.")
+    id = StrictCharField(max_length=40, help_text="The data frame's id; the import gives it a new one.")
     name = StrictCharField(max_length=64)
     row_count = StrictIntegerField(min_value=0, required=False, help_text="Ignored on import: read from the bytes.")
     schema = serializers.JSONField(required=False, help_text="Ignored on import: read from the bytes.")
@@ -285,9 +297,11 @@ class ConversationDocumentSerializer(InputSerializer):
     version = serializers.ChoiceField(choices=[DOCUMENT_VERSION])
     exported_at = _when()
     conversation = DocumentConversationSerializer()
-    messages = DocumentMessageSerializer(many=True, help_text="Every message of the tree, parents first.")
-    files = DocumentFileSerializer(many=True, required=False, default=list)
-    data_frames = DocumentFrameSerializer(many=True, required=False, default=list)
+    messages = DocumentMessageSerializer(
+        many=True, max_length=DOCUMENT_MESSAGES_MAX, help_text="Every message of the tree, parents first."
+    )
+    files = DocumentFileSerializer(many=True, required=False, default=list, max_length=DOCUMENT_FILES_MAX)
+    data_frames = DocumentFrameSerializer(many=True, required=False, default=list, max_length=DOCUMENT_FILES_MAX)
 
     def validate(self, attrs):
         """The references within the document: unique ids, parents listed before their children, a current
