@@ -1,6 +1,5 @@
 import json
 import re
-from urllib.parse import urlsplit
 
 import jsonschema
 from django.conf import settings
@@ -14,7 +13,7 @@ from agents.models import MCP_SERVER_NAME_PATTERN, TOOL_NAME_PATTERN, Agent, Eng
 from agents.selectors import tenant_tool_names
 from core.fields import StrictCharField, StrictFloatField, StrictIntegerField
 from core.schema import refuses_unknown_keys
-from core.serializers import InputSerializer
+from core.serializers import InputSerializer, remote_url_validate
 
 TOOL_NAMES = ["search_files", "read_file", "run_sql", "list_data_frames", "export_data_frame", "chart_data_frame"]
 
@@ -186,16 +185,7 @@ class _RemoteInputSerializer(InputSerializer):
     )
 
     def validate_url(self, value: str) -> str:
-        try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            raise serializers.ValidationError("Not a URL.") from None
-        if parts.scheme not in ("https", "http") or not parts.hostname or port == 0:
-            raise serializers.ValidationError("Must be an https:// (or http://) URL with a host.")
-        if parts.username or parts.password or parts.fragment:
-            raise serializers.ValidationError("Must hold no user, password or fragment.")
-        return value
+        return remote_url_validate(value)
 
     def validate_headers(self, value: dict) -> dict:
         if len(value) > HEADERS_MAX:

@@ -366,6 +366,7 @@ SPECTACULAR_SETTINGS = {
         "MessageStatusEnum": "conversations.models.MessageStatus",
         "StreamEndStatusEnum": ["completed", "cancelled"],
         "ToolCallStatusEnum": "conversations.models.ToolCallStatus",
+        "WebhookEventEnum": "tenants.models.WebhookEvent",
     },
 }
 
@@ -411,6 +412,13 @@ TOOL_ROUNDS_MAX = env_int("TOOL_ROUNDS_MAX", 5)
 # A tool call that takes longer, or answers more characters, gives the model an error (or the cut result)
 # and the reply goes on.
 TOOL_TIMEOUT_SECONDS = env_float("TOOL_TIMEOUT_SECONDS", 30.0)
+# Webhooks: each delivery is tried until it is delivered or WEBHOOK_RETRY_HOURS after its event, with
+# exponential backoff; an endpoint gets at most WEBHOOK_MAX_IN_FLIGHT at a time, in the events' order.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+WEBHOOK_RETRY_HOURS = env_float("WEBHOOK_RETRY_HOURS", 24.0)
+WEBHOOK_MAX_IN_FLIGHT = env_int("WEBHOOK_MAX_IN_FLIGHT", 4)
+WEBHOOK_POLL_SECONDS = env_float("WEBHOOK_POLL_SECONDS", 1.0)
+WEBHOOK_BACKOFF_SECONDS = env_float("WEBHOOK_BACKOFF_SECONDS", 5.0)  # the first retry's wait; doubled each time
 TOOL_RESULT_MAX_CHARS = env_int("TOOL_RESULT_MAX_CHARS", 20_000)
 # Networks (CIDR, comma-separated) tenants' tools and MCP servers may reach besides public addresses, plain
 # HTTP included: none by default, so that none reaches loopback, link-local or private addresses

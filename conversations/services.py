@@ -10,8 +10,10 @@ from django.utils import timezone
 from agents.models import Agent
 from conversations.models import Citation, Conversation, Feedback, Message, MessageStatus, Role, TitleSource, ToolCall
 from conversations.selectors import message_subtree_ids
+from conversations.serializers import MessageSerializer
 from core.errors import Conflict, Invalid, NotFound
 from core.notify import conversation_notify
+from tenants.webhooks import webhook_event_record
 
 
 def conversation_create(
@@ -106,6 +108,17 @@ def streamed_rows_store(
     if calls:
         ToolCall.objects.bulk_create(list(calls.values()), ignore_conflicts=True)
     return cited, list(calls.values())
+
+
+def message_end_webhook(*, tenant_id: str, message_id: str, status: str) -> None:
+    """Record `message.completed`, `message.failed` or `message.cancelled` for the tenant's webhooks, in the
+    transaction that stored the reply's end: the reply as the API shows it, with its conversation's ids."""
+
+    def data() -> dict[str, Any]:
+        message = Message.objects.for_display().select_related("conversation").get(pk=message_id)
+        return {"message": MessageSerializer(message).data, "agent_id": message.conversation.agent_id}
+
+    webhook_event_record(tenant_id=tenant_id, event_type=f"message.{status}", data=data)
 
 
 def _citation(tenant_id: str, message_id: str, item: dict[str, Any], *, tool_call_id: str) -> Citation:

@@ -12,6 +12,7 @@ from django.db.models import Sum
 from core.errors import Invalid, PayloadTooLarge
 from files.extraction import Extraction, passages_split, text_extract
 from files.models import File, Origin, Passage
+from files.serializers import FileSerializer
 from files.storage import (
     HEAD_BYTES,
     content_type_sniff,
@@ -21,7 +22,8 @@ from files.storage import (
     stored_bytes_delete,
     tenant_upload_limit,
 )
-from tenants.models import Tenant
+from tenants.models import Tenant, WebhookEvent
+from tenants.webhooks import webhook_events_record
 
 
 def _digest(content: DjangoFile) -> tuple[str, bytes]:
@@ -143,6 +145,11 @@ def files_insert(*, tenant: Tenant, prepared: Sequence[PreparedFile]) -> list[Fi
         Passage(tenant=tenant, file=item.row, ordinal=ordinal, page=page, text=text)
         for item in prepared
         for ordinal, (page, text) in enumerate(passages_split(item.extraction.pages))
+    )
+    webhook_events_record(
+        tenant_id=tenant.id,
+        event_type=WebhookEvent.FILE_EXTRACTED,
+        data=lambda: [{"file": FileSerializer(file).data, "conversation_id": file.conversation_id} for file in files],
     )
     return files
 

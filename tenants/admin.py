@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from tenants.models import ApiKey, DailyUsage, Tenant
+from tenants.models import ApiKey, DailyUsage, Tenant, WebhookDelivery, WebhookEndpoint
 from tenants.services import api_key_create
 
 
@@ -63,6 +63,35 @@ class DailyUsageAdmin(admin.ModelAdmin):
     list_display = ["tenant", "day", "agent_id", "engine", "model", "requests", "input_tokens", "output_tokens"]
     list_filter = ["tenant"]
     date_hierarchy = "day"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Tenants manage their endpoints through the API (the secret is shown to them once); operators see
+    them, pause them and delete them here."""
+
+    list_display = ["id", "tenant", "url", "active", "created_at"]
+    list_filter = ["active", "tenant"]
+    search_fields = ["id", "url", "tenant__id"]
+    fields = ["id", "tenant", "url", "description", "events", "active", "created_at"]
+    readonly_fields = ["id", "tenant", "url", "events", "created_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["id", "tenant", "endpoint", "event_type", "status", "attempts", "next_attempt_at", "created_at"]
+    list_filter = ["status", "event_type", "tenant"]
+    search_fields = ["id", "event_id", "endpoint__id"]
+    readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,6 +1,12 @@
+import json
+
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
+
+from core.ids import PublicIdField
+from core.models import TenantOwned
 
 TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -98,3 +104,74 @@ class DailyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.day}"
+
+
+class WebhookEvent(models.TextChoices):
+    MESSAGE_COMPLETED = "message.completed"
+    MESSAGE_FAILED = "message.failed"
+    MESSAGE_CANCELLED = "message.cancelled"
+    CONVERSATION_DELETED = "conversation.deleted"
+    FILE_EXTRACTED = "file.extracted"
+
+
+class WebhookEndpoint(TenantOwned):
+    """A tenant's URL that gets the events it subscribed to, signed with its secret (Standard Webhooks),
+    which is stored encrypted (core/crypto.py) and shown once."""
+
+    id = PublicIdField(prefix="whk")
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    events = ArrayField(models.CharField(max_length=32, choices=WebhookEvent.choices))
+    active = models.BooleanField(default=True, help_text="An inactive endpoint gets no new deliveries.")
+    secret_encrypted = models.TextField(editable=False)
+    # While a process sends this endpoint's deliveries (their order kept), the others leave it alone.
+    sending_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="webhook_endpoint_order")]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.id})"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"  # to be sent (again) at next_attempt_at
+    DELIVERED = "delivered"
+    FAILED = "failed"  # given up: WEBHOOK_RETRY_HOURS after the event
+
+
+class WebhookDelivery(TenantOwned):
+    """An event for one endpoint: written in the transaction of the event (an outbox), sent by the
+    maintenance of any process until it is delivered or WEBHOOK_RETRY_HOURS have passed."""
+
+    id = PublicIdField(prefix="whd")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.CharField(max_length=40, help_text="The event's id: `webhook-id`, the same on every attempt.")
+    event_type = models.CharField(max_length=32, choices=WebhookEvent.choices)
+    body = models.TextField(help_text="The JSON body, as signed and sent on every attempt.")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # The latest attempts, newest last: [{"at", "status_code", "error", "duration_ms"}].
+    attempt_log = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "endpoint", "-created_at", "-id"], name="webhook_delivery_list"),
+            # The sender's, across tenants: what is due, then each endpoint's pending deliveries in order.
+            models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="webhook_delivery_due"),
+            models.Index(
+                fields=["endpoint", "created_at", "id"],
+                condition=models.Q(status="pending"),
+                name="webhook_delivery_pending",
+            ),
+        ]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} -> {self.endpoint_id}"
+
+    @property
+    def payload_json(self) -> dict:
+        return json.loads(self.body)

@@ -63,7 +63,8 @@ include-name-regex = "^(POST .*/files|PUT .*/feedback|POST .*/bulk-delete)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]  # a tool name already used; a URL, or header names, that JSON Schema types cannot describe
-include-name-regex = "^(POST|PATCH) .*/(tools(/[{]tool_id[}])?|mcp-servers(/[{]server_id[}])?)$"
+# (for webhooks too)
+include-name-regex = "^(POST|PATCH) .*/(tools|mcp-servers|webhooks)(/[{](tool|server|webhook)_id[}])?$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]  # a name and its alias `title` both; an edit of an assistant message, or in place after a reply;

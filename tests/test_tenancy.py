@@ -11,6 +11,8 @@ from conversations.models import Citation, Conversation, Feedback, Message
 from dataframes.models import DataFrame
 from files.models import File
 from files.signing import signed_url
+from tenants.models import WebhookDelivery, WebhookEndpoint
+from tenants.webhooks import webhook_event_record
 from tests.file_factories import upload
 
 pytestmark = pytest.mark.django_db
@@ -134,7 +136,14 @@ def owners_objects(owner, settings, tmp_path):
         {"name": "owners_mcp", "url": "https://mcp.example.com/mcp", "headers": {"X-Key": "owners-mcp-header-value"}},
         format="json",
     ).json()
+    webhook = owner.client.post(
+        f"{owner.base}/webhooks", {"url": "https://hooks.example.com/x", "events": ["message.completed"]}, format="json"
+    ).json()
+    webhook_event_record(tenant_id=owner.tenant.id, event_type="message.completed", data=lambda: {"n": 1})
     return {
+        "webhook_id": webhook["id"],
+        "webhook_secret": webhook["secret"],
+        "delivery_id": WebhookDelivery.objects.get(endpoint_id=webhook["id"]).id,
         "tool_id": tool["id"],
         "server_id": server["id"],
         "mcp_header_value": "owners-mcp-header-value",
@@ -173,7 +182,7 @@ def test_every_route_of_the_schema_keeps_another_tenants_objects_out_of_reach(ow
     schema = anon.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     ids = owners_objects
     secrets_of_owner = {value for name, value in ids.items() if name != "data_frame_name"} | {"secret answer"}
-    models = (Conversation, Message, File, HttpTool, McpServer)
+    models = (Conversation, Message, File, HttpTool, McpServer, WebhookEndpoint, WebhookDelivery)
     rows_before = {model: model.objects.filter(tenant=owner.tenant).count() for model in models}
     checked = []
     for path, operations in schema["paths"].items():

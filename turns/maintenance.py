@@ -17,8 +17,10 @@ from agents.engines.openai import openai_clients_close
 from core.db import in_worker
 from core.drain import drain_begin, drain_handed_over, draining
 from core.idempotency import idempotency_purge_expired
+from core.tenancy import scoped_context
 from turns.runtime import generations_drain, stale_replies_take_over
 from turns.services import conversations_purge_expired
+from turns.webhooks import webhooks_send_forever
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class MaintainedApplication:
     def __init__(self, application) -> None:
         self.application = application
         self.task: asyncio.Task | None = None
+        self.webhooks: asyncio.Task | None = None
         self.draining: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
@@ -90,7 +93,9 @@ class MaintainedApplication:
         return await self.application(scope, receive, send)
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(maintenance_forever(), name="maintenance")
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(maintenance_forever(), name="maintenance")
+        self.webhooks = loop.create_task(webhooks_send_forever(), name="webhooks", context=scoped_context(None))
 
     def drain_soon(self) -> None:
         if self.draining is None:
@@ -125,10 +130,11 @@ class MaintainedApplication:
                     await generations_drain(seconds=0)
                 elif self.draining is not None:
                     await self.draining
-                if self.task is not None:
-                    self.task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self.task
+                for task in (self.task, self.webhooks):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await openai_clients_close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -33,7 +33,7 @@ from agents.models import Agent
 from agents.titles import title_from_keywords, title_propose, title_without_model
 from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource, ToolCall
 from conversations.selectors import message_branch
-from conversations.services import streamed_rows_store
+from conversations.services import message_end_webhook, streamed_rows_store
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
@@ -816,6 +816,7 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     if not titled:
         conversations.update(**changes)
     title = outcome.title if titled else ""
+    message_end_webhook(tenant_id=plan.tenant_id, message_id=plan.message_id, status=outcome.status)
     return Ending(outcome, stream, now, title=title, citations=tuple(cited), tool_calls=tuple(calls))
 
 

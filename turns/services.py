@@ -19,12 +19,13 @@ from django.utils import timezone
 
 from agents.models import Agent
 from conversations.models import Conversation, Message, MessageStatus
-from conversations.services import streamed_rows_store
+from conversations.services import message_end_webhook, streamed_rows_store
 from core.notify import conversation_notify
 from core.tenancy import owner_scope
 from dataframes.services import dataframes_delete_stored
 from files.services import file_bytes_delete_for_conversations
-from tenants.models import Tenant
+from tenants.models import Tenant, WebhookEvent
+from tenants.webhooks import webhook_events_record
 from turns.events import StreamRecord, StreamSnapshot, is_terminal
 from turns.log import stream_log
 
@@ -53,6 +54,16 @@ def conversation_delete_many(*, tenant_id: str, conversations: QuerySet[Conversa
     # Stored bytes go after the commit; the rows go with the conversations (cascade).
     file_bytes_delete_for_conversations(tenant_id=tenant_id, conversation_ids=ids)
     dataframes_delete_stored(tenant_id=tenant_id, conversation_ids=ids)
+    webhook_events_record(
+        tenant_id=tenant_id,
+        event_type=WebhookEvent.CONVERSATION_DELETED,
+        data=lambda: [
+            {"conversation": deleted}
+            for deleted in Conversation.objects.filter(tenant_id=tenant_id, id__in=ids)
+            .order_by("id")
+            .values("id", "agent_id", "name", "user_id", "metadata", "created_at", "updated_at")
+        ],
+    )
     Conversation.objects.filter(tenant_id=tenant_id, id__in=ids).delete()
     for conversation_id in ids:
         conversation_notify(conversation_id, "conversation.deleted")
@@ -247,6 +258,7 @@ def message_sweep_if_stale(
         )
         if updated:  # its citations and tool calls, as a reply that ends stores them
             streamed_rows_store(tenant_id=message.tenant_id, message_id=message.id, extra=record.extra)
+            message_end_webhook(tenant_id=message.tenant_id, message_id=message.id, status=MessageStatus.FAILED)
     if updated and live is not None:  # (a log holding only the error would hide the stored text from joiners)
         try:
             async_to_sync(stream_log().append)(message.id, error_seq, {"error": INTERRUPTED})
