@@ -42,6 +42,12 @@ class AgentOptionsSerializer(serializers.Serializer):
         max_value=60_000,
         help_text="Builtin engine only: pace of the reply, one chunk every this many ms (load tests).",
     )
+    if_busy = serializers.ChoiceField(
+        choices=["reject", "enqueue", "interrupt"],
+        required=False,
+        help_text="What a message posted while a reply runs does, unless the post says (`if_busy`): 409 "
+        "(reject, the default), wait its turn (enqueue), or cancel the running reply (interrupt).",
+    )
     on_crash = serializers.ChoiceField(
         choices=["continue", "fail"],
         required=False,

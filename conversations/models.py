@@ -226,3 +226,34 @@ class Feedback(TenantOwned):
 
     def __str__(self) -> str:
         return f"{'+' if self.thumbs_up else '-'} {self.message_id}"
+
+
+class QueuedTurnStatus(models.TextChoices):
+    QUEUED = "queued"  # waits for the conversation's running reply (and the turns queued before it)
+    STARTED = "started"  # its messages exist: `user_message_id`, `message_id`
+    CANCELLED = "cancelled"  # taken out of the queue before it started
+    FAILED = "failed"  # could not start when its time came (`error`: e.g. its parent was deleted meanwhile)
+
+
+class QueuedTurn(TenantOwned):
+    """A message posted with `if_busy: "enqueue"`: its turn starts when the conversation's running reply
+    and the turns queued before it have ended, by whichever process sees that first."""
+
+    id = PublicIdField(prefix="qt")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="queued_turns")
+    request = models.JSONField(help_text="The post's turn: content, attachments, parent_id, regenerate, ...")
+    status = models.CharField(max_length=16, choices=QueuedTurnStatus.choices, default=QueuedTurnStatus.QUEUED)
+    user_message_id = models.CharField(max_length=40, blank=True)
+    message_id = models.CharField(max_length=40, blank=True, help_text="Its reply, once started.")
+    error = models.CharField(max_length=500, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "conversation", "created_at", "id"], name="queued_turn_order"),
+            # The sweep's, across tenants: conversations with a turn waiting.
+            models.Index(fields=["created_at"], condition=models.Q(status="queued"), name="queued_turn_waiting"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.id}"

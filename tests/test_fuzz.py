@@ -41,6 +41,10 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 include-name-regex = "^GET .*/(agents|conversations|search|messages|files|related-documents|data-frames|stream|tools)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
+[[operations]]  # the same for webhook endpoints and their deliveries
+include-name-regex = "^GET .*/(webhooks|deliveries)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
 [[operations]]  # the same for MCP servers
 include-name-regex = "^GET .*/mcp-servers$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "5xx"]

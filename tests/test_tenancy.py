@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from agents.models import Agent, HttpTool, McpServer
-from conversations.models import Citation, Conversation, Feedback, Message
+from conversations.models import Citation, Conversation, Feedback, Message, QueuedTurn
 from dataframes.models import DataFrame
 from files.models import File
 from files.signing import signed_url
@@ -140,7 +140,11 @@ def owners_objects(owner, settings, tmp_path):
         f"{owner.base}/webhooks", {"url": "https://hooks.example.com/x", "events": ["message.completed"]}, format="json"
     ).json()
     webhook_event_record(tenant_id=owner.tenant.id, event_type="message.completed", data=lambda: {"n": 1})
+    queued = QueuedTurn.objects.create(
+        tenant=owner.tenant, conversation=conversation, request={"content": "q"}, status="cancelled"
+    )
     return {
+        "queued_turn_id": queued.id,
         "webhook_id": webhook["id"],
         "webhook_secret": webhook["secret"],
         "delivery_id": WebhookDelivery.objects.get(endpoint_id=webhook["id"]).id,

@@ -23,12 +23,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conversations.apis import ASSISTANT_MESSAGE_EXAMPLE, CONVERSATION_EXAMPLE, USER_MESSAGE_EXAMPLE
-from conversations.models import Conversation, Message, MessageStatus, Role
+from conversations.models import Conversation, Message, MessageStatus, QueuedTurn, Role
 from conversations.selectors import conversation_aget, message_get, message_list
 from conversations.serializers import MessageSerializer
 from core.db import in_worker
 from core.drain import draining, handed_over
-from core.errors import Forbidden, Invalid, NotFound, Unavailable, error_body
+from core.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable, error_body
 from core.idempotency import HEADER as IDEMPOTENCY_HEADER
 from core.idempotency import MAX_KEY_LENGTH, request_fingerprint, run_idempotent
 from core.pagination import KeysetPagination, keyset_pagination
@@ -49,13 +49,18 @@ from turns.runtime import (
     TurnRequest,
     generation_cancel,
     generation_cancel_soon,
+    generation_of,
     generation_runs_here,
+    reply_ended,
+    turn_begin,
+    turn_enqueued,
     turn_launch,
 )
 from turns.serializers import (
     MessagePostAndWaitSerializer,
     MessagePostSerializer,
     NewTurnResponseSerializer,
+    QueuedTurnSerializer,
     TurnResponseSerializer,
 )
 from turns.services import message_sweep_if_stale
@@ -75,6 +80,7 @@ def turn_request_from(validated: dict) -> TurnRequest:
         reasoning=validated.get("reasoning", False),
         on_disconnect=validated.get("on_disconnect", "continue"),
         metadata=validated.get("metadata", {}),
+        if_busy=validated.get("if_busy"),
     )
 
 
@@ -115,8 +121,12 @@ async def _post_and_wait(
 ) -> tuple[int, dict]:
     """Start the turn, tell `launched` its reply's id, and answer once the reply has ended. Runs as its own
     task when an Idempotency-Key is given (it may outlive the request): worker threads."""
-    plan, generation = await turn_launch(ref=ref, request=turn_request)
-    launched.set_result(plan.message_id)
+    begun = await turn_begin(ref=ref, request=turn_request)
+    launched.set_result(begun.message_id)
+    if isinstance(begun, QueuedTurn):  # started from the queue, here or in another process
+        await reply_ended(begun.message_id)
+        return await in_worker(_turn_body_read)(begun.user_message_id, begun.message_id)
+    plan, generation = begun, generation_of(begun.message_id)
     ending = await asyncio.shield(generation)
     if ending.outcome.status == MessageStatus.IN_PROGRESS:  # handed over by the drain: it goes on elsewhere
         # Raised, not returned: an Idempotency-Key is released, not bound to this answer.
@@ -128,8 +138,18 @@ async def _post_and_wait(
 
 
 async def _start_in_background(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
-    """Start the turn and answer 202 with its rows as they started; the generation runs on its own."""
-    plan, _ = await turn_launch(ref=ref, request=turn_request)
+    """Start the turn and answer 202 with its rows as they started; the generation runs on its own. A turn
+    queued (`if_busy: "enqueue"`) is answered as queued, at once."""
+    plan = None
+    if turn_request.if_busy != "enqueue":
+        try:
+            plan, _ = await turn_launch(ref=ref, request=turn_request)
+        except Conflict as exc:
+            if exc.details.get("if_busy") != "enqueue":
+                raise
+    if plan is None:
+        queued = await turn_enqueued(ref=ref, request=turn_request, wait=False)
+        return 202, {"queued_turn": QueuedTurnSerializer(queued).data}
     if plan.rows is None:  # a continued reply: read back
         _, body = await in_worker(_turn_body_read)(plan.user_message_id, plan.message_id)
         return 202, body
@@ -427,8 +447,8 @@ _SSE_RESPONSE = OpenApiResponse(
 
 
 async def _stream_start(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
-    plan, _ = await turn_launch(ref=ref, request=turn_request)
-    return 200, {"message_id": plan.message_id}
+    begun = await turn_begin(ref=ref, request=turn_request)
+    return 200, {"message_id": begun.message_id}
 
 
 class StreamView(EventStreamView):

@@ -61,7 +61,7 @@ from tenants.throttles import ApiKeyRateThrottle
 from turns.apis import assistant_message_aget, must_reconnect, settled_after_cancel, turn_request_from
 from turns.events import is_terminal
 from turns.follow import message_events
-from turns.runtime import ConversationRef, generation_cancel, generation_cancel_soon, turn_launch
+from turns.runtime import ConversationRef, generation_cancel, generation_cancel_soon, turn_begin
 from turns.serializers import MessagePostSerializer
 
 logger = logging.getLogger(__name__)
@@ -154,9 +154,9 @@ class ConversationSocket(AsyncWebsocketConsumer):
             raise Invalid(f"A socket follows at most {MAX_FOLLOWED} replies at once; wait for one to end.")
 
         async def launch() -> tuple[int, dict]:
-            plan, _ = await turn_launch(ref=ref, request=turn_request)
-            ids = {"message_id": plan.message_id, "user_message_id": plan.user_message_id}
-            return 200, {**ids, "conversation_id": plan.conversation_id}
+            begun = await turn_begin(ref=ref, request=turn_request)  # (a queued turn: once it has started)
+            ids = {"message_id": begun.message_id, "user_message_id": begun.user_message_id}
+            return 200, {**ids, "conversation_id": ref.conversation_id}
 
         # As `Idempotency-Key` on REST: a frame sent again with the same key (after a dropped socket) starts
         # nothing and is answered as the first was, its reply followed from its start.

@@ -18,7 +18,12 @@ from core.db import in_worker
 from core.drain import drain_begin, drain_handed_over, draining
 from core.idempotency import idempotency_purge_expired
 from core.tenancy import scoped_context
-from turns.runtime import generations_drain, stale_replies_take_over
+from turns.runtime import (
+    conversations_with_queue_waiting,
+    generations_drain,
+    queued_turns_advance,
+    stale_replies_take_over,
+)
 from turns.services import conversations_purge_expired
 from turns.webhooks import webhooks_send_forever
 
@@ -47,6 +52,8 @@ async def maintenance_forever() -> None:
     while not draining():
         try:
             failed, continued = await stale_replies_take_over(alive_since=alive_since)
+            for conversation_id in await in_worker(conversations_with_queue_waiting)():
+                await queued_turns_advance(conversation_id)  # (a process died between a reply's end and them)
             await in_worker(idempotency_purge_expired)()
             if purged_at is None or time.monotonic() - purged_at >= settings.RETENTION_PURGE_SECONDS:
                 purged_at = time.monotonic()

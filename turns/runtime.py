@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.db import Error as DatabaseErrors  # DatabaseError, and InterfaceError for a closed connection
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from agents.engines import ChatMessage, EngineFailure, Finished, ToolCallEnded, ToolCallStarted, TurnContext, Usage
@@ -31,17 +32,37 @@ from agents.engines.base import estimate_tokens
 from agents.engines.selection import engine_for
 from agents.models import Agent
 from agents.titles import title_from_keywords, title_propose, title_without_model
-from conversations.models import Citation, Conversation, Message, MessageStatus, Role, TitleSource, ToolCall
+from conversations.models import (
+    Citation,
+    Conversation,
+    Message,
+    MessageStatus,
+    QueuedTurn,
+    QueuedTurnStatus,
+    Role,
+    TitleSource,
+    ToolCall,
+)
 from conversations.selectors import message_branch
 from conversations.services import message_end_webhook, streamed_rows_store
 from core.db import in_worker
 from core.drain import handed_over
 from core.errors import Conflict, Invalid, NotFound
 from core.notify import conversation_anotify
-from core.tenancy import scoped_context, tenant_scope
+from core.tenancy import owner_scope, scoped_context, tenant_scope
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
-from turns.events import END_KINDS, NUL_REPLACED, StreamRecord, StreamSnapshot, rebuild_events, storable, wire_event
+from turns.events import (
+    END_KINDS,
+    NUL_REPLACED,
+    StreamRecord,
+    StreamSnapshot,
+    is_terminal,
+    rebuild_events,
+    storable,
+    wire_event,
+)
+from turns.follow import message_events
 from turns.log import stream_log
 from turns.progress import progress_writer
 from turns.services import INTERRUPTED, Claim, message_sweep_if_stale, message_sweep_stale, new_run_id, on_crash
@@ -52,6 +73,7 @@ ROOT = "root"  # `parent_id: "root"` starts a new branch at the top of the conve
 FINISH_ATTEMPTS = 3
 CANCEL_POLL_SECONDS = 0.5  # a cancel stops a generation well within the 2 s it may take
 RUNNING = "A reply is already being generated in this conversation."
+INTERRUPT_WAIT_SECONDS = 5.0  # an interrupted reply ends within about a second, wherever it runs
 RUNNING_CONSTRAINT = "one_generation_per_conversation"
 TURN_ATTEMPTS = 3
 
@@ -66,6 +88,15 @@ class TurnRequest:
     reasoning: bool = False
     on_disconnect: str = "continue"  # or "cancel"
     metadata: dict[str, Any] = field(default_factory=dict)  # the user message's
+    if_busy: str | None = None  # reject | enqueue | interrupt; None: the agent's `options.if_busy`, else reject
+
+    def queued(self) -> dict[str, Any]:
+        """What a queued turn stores of it (QueuedTurn.request): the turn, not how the request waits."""
+        return {
+            "content": self.content, "attachments": self.attachments, "parent_id": self.parent_id,
+            "regenerate": self.regenerate, "continue_": self.continue_, "reasoning": self.reasoning,
+            "metadata": self.metadata,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -392,7 +423,8 @@ def turn_start_or_conflict(*, ref: ConversationRef, request: TurnRequest) -> Tur
             .first()
         )
         if running is not None and not (on_crash(running) == "fail" and message_sweep_if_stale(running)):
-            raise Conflict(RUNNING, details={"message_id": running.id})
+            if_busy = request.if_busy or running.conversation.agent.options.get("if_busy", "reject")
+            raise Conflict(RUNNING, details={"message_id": running.id, "if_busy": if_busy})
     raise Conflict(RUNNING)
 
 
@@ -451,7 +483,7 @@ async def turn_launch(*, ref: ConversationRef, request: TurnRequest) -> tuple[Tu
     `on_disconnect: "cancel"`, a request cancelled here cancels the generation once it exists."""
 
     async def launch() -> tuple[TurnPlan, asyncio.Task]:
-        plan = await in_worker(turn_start_or_conflict)(ref=ref, request=request)
+        plan = await _turn_start_interrupting(ref, request)
         generation = await generation_start(plan)
         if plan.rows is not None:  # (a continued reply is no new message)
             rows = plan.rows
@@ -468,6 +500,156 @@ async def turn_launch(*, ref: ConversationRef, request: TurnRequest) -> tuple[Tu
     except asyncio.CancelledError:
         launching.add_done_callback(functools.partial(_launched_for_nobody, cancel=request.on_disconnect == "cancel"))
         raise
+
+
+async def _turn_start_interrupting(ref: ConversationRef, request: TurnRequest) -> TurnPlan:
+    """turn_start_or_conflict; with `if_busy: "interrupt"` (the request's, or its agent's) a running reply
+    is cancelled (kept `cancelled` with its text) and the turn starts once it has ended."""
+    for _ in range(TURN_ATTEMPTS):
+        try:
+            return await in_worker(turn_start_or_conflict)(ref=ref, request=request)
+        except Conflict as exc:
+            running = exc.details.get("message_id")
+            if exc.details.get("if_busy") != "interrupt" or not running:
+                raise
+        await generation_cancel(running)
+        deadline = time.monotonic() + INTERRUPT_WAIT_SECONDS
+        while await _still_running(running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    raise Conflict(RUNNING)
+
+
+async def _still_running(message_id: str) -> bool:
+    return await Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).aexists()
+
+
+# --- queued turns (if_busy: "enqueue") ------------------------------------------------------------------
+
+
+def if_busy_of(ref: ConversationRef, request: TurnRequest) -> str:
+    """What the post does while a reply runs: its own `if_busy`, else its agent's, else reject."""
+    if request.if_busy:
+        return request.if_busy
+    options = Agent.objects.filter(tenant_id=ref.tenant_id, pk=ref.agent_id).values_list("options", flat=True).first()
+    return (options or {}).get("if_busy", "reject")
+
+
+def turn_enqueue(*, ref: ConversationRef, request: TurnRequest) -> QueuedTurn:
+    """Queue the turn behind the conversation's running reply and earlier queued turns (404 for a
+    conversation that is not the tenant's under that agent)."""
+    if not Conversation.objects.filter(tenant_id=ref.tenant_id, agent_id=ref.agent_id, pk=ref.conversation_id).exists():
+        raise NotFound("Conversation not found.")
+    return QueuedTurn.objects.create(
+        tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, request=request.queued()
+    )
+
+
+QUEUE_POLL_SECONDS = 0.1
+
+
+async def turn_begin(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan | QueuedTurn:
+    """Start the turn (turn_launch), or with `if_busy: "enqueue"` (the request's; or its agent's, once a
+    running reply refused it) queue it and wait until it has started: its plan, or its queued row, started
+    (by this process or another)."""
+    if request.if_busy != "enqueue":
+        try:
+            plan, _ = await turn_launch(ref=ref, request=request)
+            return plan
+        except Conflict as exc:
+            if exc.details.get("if_busy") != "enqueue":
+                raise
+    return await turn_enqueued(ref=ref, request=request, wait=True)
+
+
+async def turn_enqueued(*, ref: ConversationRef, request: TurnRequest, wait: bool) -> QueuedTurn:
+    """Queue the turn, start it if its time has come, and (`wait`) wait until it has started: 409 if it was
+    cancelled meanwhile, 400 if it could not start."""
+    queued = await in_worker(turn_enqueue)(ref=ref, request=request)
+    await queued_turns_advance(ref.conversation_id)
+    while True:
+        queued = await QueuedTurn.objects.aget(pk=queued.pk)
+        if not wait or queued.status == QueuedTurnStatus.STARTED:
+            return queued
+        if queued.status == QueuedTurnStatus.CANCELLED:
+            raise Conflict("The queued message was cancelled before its turn.", details={"queued_turn_id": queued.id})
+        if queued.status == QueuedTurnStatus.FAILED:
+            raise Invalid(queued.error, details={"queued_turn_id": queued.id})
+        await asyncio.sleep(QUEUE_POLL_SECONDS)
+
+
+async def reply_ended(message_id: str) -> None:
+    """Wait until the reply has ended, wherever it runs."""
+    generation = _running.get(message_id)
+    if generation is not None and not generation.task.done():
+        await asyncio.shield(generation.task)
+        return
+    async for batch in message_events(message_id):
+        if batch and is_terminal(batch[-1][1]):
+            return
+
+
+@owner_scope()  # from any process, for any tenant's conversation
+def queued_turn_start_next(conversation_id: str) -> TurnPlan | None:
+    """Start the conversation's oldest queued turn if no reply runs (None if none started). A queued turn
+    that can no longer start (its parent was deleted, an attachment too) is marked failed, and the next
+    one tried."""
+    while True:
+        with transaction.atomic():
+            queued = (
+                QueuedTurn.objects.select_for_update(skip_locked=True)
+                .select_related("conversation")
+                .filter(conversation_id=conversation_id, status=QueuedTurnStatus.QUEUED)
+                .order_by("created_at", "id")
+                .first()
+            )
+            if queued is None:  # (none, or another process is starting it)
+                return None
+            request = TurnRequest(**queued.request)
+            try:
+                with transaction.atomic():  # (a savepoint: a refused turn leaves the queued row locked)
+                    plan = turn_start(ref=ConversationRef.of(queued.conversation), request=request)
+            except (IntegrityError, ReplyRunning):  # a reply runs: its end starts this one
+                return None
+            except (Invalid, NotFound) as exc:
+                queued.status, queued.error = QueuedTurnStatus.FAILED, exc.message[:500]
+                queued.save(update_fields=["status", "error"])
+                continue
+            queued.status, queued.started_at = QueuedTurnStatus.STARTED, timezone.now()
+            queued.user_message_id, queued.message_id = plan.user_message_id, plan.message_id
+            queued.save(update_fields=["status", "started_at", "user_message_id", "message_id"])
+            return plan
+
+
+async def queued_turns_advance(conversation_id: str) -> TurnPlan | None:
+    """Start the conversation's next queued turn, if its time has come, here."""
+    plan = await in_worker(queued_turn_start_next)(conversation_id)
+    if plan is not None:
+        await generation_start(plan)
+        for message_id in (plan.user_message_id, plan.message_id):
+            await conversation_anotify(plan.conversation_id, "message.created", message_id=message_id)
+    return plan
+
+
+_advancing: set[asyncio.Task] = set()
+
+
+def queued_turns_advance_soon(conversation_id: str) -> None:
+    task = asyncio.get_running_loop().create_task(queued_turns_advance(conversation_id), context=scoped_context(None))
+    _advancing.add(task)
+    task.add_done_callback(_advancing.discard)
+
+
+@owner_scope()
+def conversations_with_queue_waiting() -> list[str]:
+    """Conversations whose queued turns wait while no reply runs (a process died between a reply's end
+    and the next start): the sweep starts them."""
+    running = Message.objects.filter(conversation_id=OuterRef("conversation_id"), status=MessageStatus.IN_PROGRESS)
+    return list(
+        QueuedTurn.objects.filter(status=QueuedTurnStatus.QUEUED)
+        .filter(~Exists(running))
+        .values_list("conversation_id", flat=True)
+        .distinct()[:100]
+    )
 
 
 def _launched_for_nobody(launching: asyncio.Future, *, cancel: bool) -> None:
@@ -529,6 +711,11 @@ async def generation_cancel(message_id: str) -> None:
         await stream_log().request_cancel(message_id)
     except Exception:  # Redis is unreachable: a generation here is stopped; one elsewhere cannot be told
         logger.exception("Requesting the cancel of %s from other processes failed", message_id)
+
+
+def generation_of(message_id: str) -> asyncio.Task:
+    """The task of a generation this process started (turn_begin's plan)."""
+    return _running[message_id].task
 
 
 def generation_runs_here(message_id: str) -> bool:
@@ -724,6 +911,7 @@ async def _end(generation: Generation, outcome: Outcome) -> Ending:
         await conversation_anotify(
             plan.conversation_id, "message.completed", message_id=plan.message_id, status=outcome.status
         )
+        queued_turns_advance_soon(plan.conversation_id)  # the next queued turn, if any
         if ending.title:
             await conversation_anotify(plan.conversation_id, "conversation.updated", name=ending.title)
     return ending

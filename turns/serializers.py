@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.engines.base import TOOL_CONTENT_TYPES
-from conversations.models import FeedbackCategory, MessageStatus, Role, TitleSource, ToolCallStatus
+from conversations.models import FeedbackCategory, MessageStatus, QueuedTurnStatus, Role, TitleSource, ToolCallStatus
 from conversations.serializers import ConversationSerializer, MessageSerializer, MetadataField, validate_metadata
 from core.fields import StrictBooleanField, StrictCharField, StrictFloatField, StrictIntegerField
 from core.serializers import InputSerializer
@@ -50,6 +50,13 @@ class MessagePostSerializer(InputSerializer):
         validators=[validate_metadata],
         help_text="A JSON object of yours kept with the user message (at most 16 KiB as JSON); not with "
         "regenerate or continue, which make no user message.",
+    )
+    if_busy = serializers.ChoiceField(
+        choices=["reject", "enqueue", "interrupt"],
+        required=False,
+        help_text="While a reply runs in the conversation: answer 409 (reject); queue this turn to run when "
+        "that reply and the turns queued before it have ended (enqueue); or cancel that reply, kept `cancelled` "
+        "with its text, and run this one at once (interrupt). Default: the agent's `options.if_busy`, else reject.",
     )
     on_disconnect = serializers.ChoiceField(
         choices=["continue", "cancel"],
@@ -93,6 +100,18 @@ class MessagePostAndWaitSerializer(MessagePostSerializer):
         help_text="Answer 202 at once with the question and the `in_progress` reply, which runs on as usual "
         "(follow its stream, or read it later); with an Idempotency-Key, one turn per key whatever the retries.",
     )
+
+
+class QueuedTurnSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="Cancel it with `DELETE .../queue/{id}` while it is queued.")
+    conversation_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=QueuedTurnStatus.choices)
+    content = serializers.CharField(source="request.content", help_text="The question, as posted.")
+    user_message_id = serializers.CharField(help_text="Once started: the question's message (else empty).")
+    message_id = serializers.CharField(help_text="Once started: its reply (else empty).")
+    error = serializers.CharField(help_text="Why it could not start (`failed`).")
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
 
 
 class TurnMessageSerializer(MessageSerializer):

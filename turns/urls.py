@@ -9,6 +9,7 @@ from turns.deletion_apis import (
 )
 from turns.history_apis import MessagesAppendView, MessageView
 from turns.portability_apis import ConversationExportView, ConversationForkView, ConversationImportView
+from turns.queue_apis import QueuedTurnView, QueueView
 
 urlpatterns = [
     # Before the conversation's routes, which would take "import" for a conversation id.
@@ -39,6 +40,8 @@ urlpatterns = [
     path(f"{CONVERSATION}/messages/append", MessagesAppendView.as_view(), name="message-append"),
     path(f"{CONVERSATION}/messages/<str:message_id>", MessageView.as_view(), name="message-detail"),
     path(f"{CONVERSATION}/stream", StreamView.as_view(), name="conversation-stream"),
+    path(f"{CONVERSATION}/queue", QueueView.as_view(), name="conversation-queue"),
+    path(f"{CONVERSATION}/queue/<str:queued_turn_id>", QueuedTurnView.as_view(), name="queued-turn"),
     path(f"{CONVERSATION}/messages/<str:message_id>/stream", MessageStreamView.as_view(), name="message-stream"),
     path(f"{CONVERSATION}/messages/<str:message_id>/cancel", MessageCancelView.as_view(), name="message-cancel"),
     path("ws-tickets", WsTicketView.as_view(), name="ws-ticket"),
