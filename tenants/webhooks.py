@@ -31,6 +31,10 @@ def webhook_listener_add(listener: Callable[[], None]) -> None:
     _listeners.append(listener)
 
 
+def webhook_listener_remove(listener: Callable[[], None]) -> None:
+    _listeners.remove(listener)
+
+
 def webhook_event_record(*, tenant_id: str, event_type: str, data: Callable[[], dict[str, Any]]) -> int:
     """Record the event for every active endpoint of the tenant that wants it, in the caller's transaction;
     `data()` (the object the event is about) is built only if one does. Returns how many deliveries."""
