@@ -95,6 +95,8 @@ class Message(TenantOwned):
     engine = models.CharField(max_length=16, blank=True)
     model = models.CharField(max_length=200, blank=True)
     finish_reason = models.CharField(max_length=16, blank=True)
+    # A reply posted in the background with a `webhook_url`: the tenant's endpoint that gets its end too.
+    webhook_endpoint_id = models.CharField(max_length=40, blank=True, editable=False)
     # The stream log kept with the message: one [seq, kind, start, end] entry per event, where start/end
     # index into `content` or `thinking` (or into `extra_events` for other kinds), so that any suffix of
     # the stream can be rebuilt exactly once the live log has expired.

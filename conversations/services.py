@@ -110,15 +110,16 @@ def streamed_rows_store(
     return cited, list(calls.values())
 
 
-def message_end_webhook(*, tenant_id: str, message_id: str, status: str) -> None:
+def message_end_webhook(*, tenant_id: str, message_id: str, status: str, also: str = "") -> None:
     """Record `message.completed`, `message.failed` or `message.cancelled` for the tenant's webhooks, in the
-    transaction that stored the reply's end: the reply as the API shows it, with its conversation's ids."""
+    transaction that stored the reply's end: the reply as the API shows it, with its conversation's ids;
+    `also`: the endpoint its background post named (`webhook_url`), whatever events it subscribed to."""
 
     def data() -> dict[str, Any]:
         message = Message.objects.for_display().select_related("conversation").get(pk=message_id)
         return {"message": MessageSerializer(message).data, "agent_id": message.conversation.agent_id}
 
-    webhook_event_record(tenant_id=tenant_id, event_type=f"message.{status}", data=data)
+    webhook_event_record(tenant_id=tenant_id, event_type=f"message.{status}", data=data, also=also)
 
 
 def _citation(tenant_id: str, message_id: str, item: dict[str, Any], *, tool_call_id: str) -> Citation:

@@ -35,18 +35,20 @@ def webhook_listener_remove(listener: Callable[[], None]) -> None:
     _listeners.remove(listener)
 
 
-def webhook_event_record(*, tenant_id: str, event_type: str, data: Callable[[], dict[str, Any]]) -> int:
-    """Record the event for every active endpoint of the tenant that wants it, in the caller's transaction;
-    `data()` (the object the event is about) is built only if one does. Returns how many deliveries."""
-    return webhook_events_record(tenant_id=tenant_id, event_type=event_type, data=lambda: [data()])
+def webhook_event_record(*, tenant_id: str, event_type: str, data: Callable[[], dict[str, Any]], also: str = "") -> int:
+    """Record the event for every active endpoint of the tenant that wants it (and `also`, an endpoint
+    named for this one, if active), in the caller's transaction; `data()` (the object the event is about)
+    is built only if one does. Returns how many deliveries."""
+    return webhook_events_record(tenant_id=tenant_id, event_type=event_type, data=lambda: [data()], also=also)
 
 
-def webhook_events_record(*, tenant_id: str, event_type: str, data: Callable[[], list[dict[str, Any]]]) -> int:
+def webhook_events_record(
+    *, tenant_id: str, event_type: str, data: Callable[[], list[dict[str, Any]]], also: str = ""
+) -> int:
     """webhook_event_record for several events of a type at once (one per item of `data()`), in order."""
+    wanted = Q(events__contains=[event_type]) | Q(id=also) if also else Q(events__contains=[event_type])
     endpoints = list(
-        WebhookEndpoint.objects.filter(tenant_id=tenant_id, active=True, events__contains=[event_type]).values_list(
-            "id", flat=True
-        )
+        WebhookEndpoint.objects.filter(tenant_id=tenant_id, active=True).filter(wanted).values_list("id", flat=True)
     )
     if not endpoints:
         return 0
@@ -102,6 +104,13 @@ def webhook_endpoint_update(*, endpoint: WebhookEndpoint, data: dict[str, Any]) 
     if not WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**data) and data:
         raise NotFound("Webhook endpoint not found.")
     return endpoint
+
+
+def webhook_endpoint_for_url(*, tenant_id: str, url: str) -> str | None:
+    """The id of the tenant's active endpoint at exactly this URL (a background post's `webhook_url`)."""
+    return (
+        WebhookEndpoint.objects.filter(tenant_id=tenant_id, url=url, active=True).values_list("id", flat=True).first()
+    )
 
 
 def webhook_delivery_replay(*, delivery: WebhookDelivery) -> WebhookDelivery:

@@ -4,12 +4,16 @@ can be cancelled; the queue outlives the process) or interrupt (the running repl
 new turn runs at once), or the agent's own default."""
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Message, MessageStatus, QueuedTurn
 from tests.conftest import async_client, await_until
+from tests.servers import served
 from turns.runtime import conversations_with_queue_waiting, queued_turns_advance
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,10 +96,45 @@ async def test_the_agents_default_and_a_queue_left_by_a_dead_process(owner):
         timeout=20,
     )
     await await_until(lambda: Message.objects.filter(pk=started.message_id, status="completed").aexists(), timeout=20)
-    # A turn queued by a process that died before it could start it: the sweep of any process starts it.
-    await QueuedTurn.objects.acreate(tenant=owner.tenant, conversation=conversation, request={"content": "Left behind"})
-    assert await sync_to_async(conversations_with_queue_waiting)() == [conversation.id]
-    plan = await queued_turns_advance(conversation.id)
+    # A turn queued by a process that died before it could start it (no reply runs in its conversation to
+    # start it at its end): the sweep of any process starts it.
+    idle = await sync_to_async(owner.conversation)()
+    await QueuedTurn.objects.acreate(tenant=owner.tenant, conversation=idle, request={"content": "Left behind"})
+    assert await sync_to_async(conversations_with_queue_waiting)() == [idle.id]
+    plan = await queued_turns_advance(idle.id)
     assert plan is not None
     await await_until(lambda: Message.objects.filter(pk=plan.message_id, status="completed").aexists(), timeout=20)
     assert await sync_to_async(conversations_with_queue_waiting)() == []
+
+
+@pytest.mark.slow
+def test_twenty_enqueued_posts_across_two_server_processes_run_in_order(owner):
+    """The queue is the database's: two uvicorn processes sharing Redis take the posts alternately, and
+    whichever sees a reply end starts the next turn; each post waits for its own reply."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        pytest.skip("two processes share their replies through Redis: needs REDIS_URL (set by .ci/run)")
+    owner.agent.options = {"chunk_delay_ms": 2}
+    owner.agent.save()
+    conversation = owner.conversation()
+    path = f"{owner.conversation_url(conversation)}/messages"
+    with served(REDIS_URL=redis_url) as first, served(REDIS_URL=redis_url) as second:
+
+        def post(number: int) -> httpx.Response:
+            return httpx.post(
+                f"{(first, second)[number % 2]}{path}",
+                json={"content": f"Question {number}", "if_busy": "enqueue"},
+                headers={"Authorization": f"Bearer {owner.secret}"},
+                timeout=120,
+            )
+
+        with ThreadPoolExecutor(20) as pool:
+            responses = list(pool.map(post, range(20)))
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
+    turns = {r.json()["messages"][0]["id"]: r.json()["messages"] for r in responses}
+    assert all(reply["status"] == "completed" and reply["parent_id"] == q["id"] for q, reply in turns.values())
+    queued = list(QueuedTurn.objects.filter(conversation=conversation).order_by("created_at", "id"))
+    assert [row.status for row in queued] == ["started"] * 20
+    chain = [turns[row.user_message_id] for row in queued]
+    assert [q["content"] for q, _ in chain] == [row.request["content"] for row in queued]
+    assert all(chain[n + 1][0]["parent_id"] == chain[n][1]["id"] for n in range(19))

@@ -10,7 +10,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.test import override_settings
@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.webhooks import webhook_event_record
+from tests.conftest import async_client, await_until
 from turns.webhooks import webhooks_send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -227,3 +228,30 @@ def test_payload_is_the_body_sent(owner):
     webhook_event_record(tenant_id=owner.tenant.id, event_type="message.completed", data=lambda: {"n": 3})
     delivery = WebhookDelivery.objects.get()
     assert json.loads(delivery.body)["data"] == {"n": 3} and delivery.event_id.startswith("evt_")
+
+
+async def test_a_background_posts_webhook_url_must_be_a_registered_endpoint_which_gets_its_reply(
+    owner, receiver, settings
+):
+    settings.TOOL_ALLOWED_NETWORKS = LOCAL
+    hook = receiver()
+    endpoint = await sync_to_async(register)(owner, hook.url, ["file.extracted"])  # (no message events)
+    conversation = await sync_to_async(owner.conversation)()
+    client, url = async_client(owner), f"{owner.conversation_url(conversation)}/messages"
+
+    async def post(body):
+        return await client.post(url, body, content_type="application/json")
+
+    unknown = await post({"content": "Hi", "background": True, "webhook_url": "https://elsewhere.example/hook"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["message"].startswith("webhook_url:")
+    waiting = await post({"content": "Hi", "webhook_url": hook.url})
+    assert (
+        waiting.status_code == 400 and waiting.json()["error"]["message"] == "webhook_url: Only with background: true."
+    )
+    started = await post({"content": "Hi", "background": True, "webhook_url": hook.url})
+    assert started.status_code == 202, started.json()
+    reply_id = started.json()["current_message_id"]
+    await await_until(lambda: WebhookDelivery.objects.filter(endpoint_id=endpoint["id"]).aexists(), timeout=20)
+    await sync_to_async(send_until_settled)()
+    [event] = hook.verified(endpoint["secret"])
+    assert event["type"] == "message.completed" and event["data"]["message"]["id"] == reply_id

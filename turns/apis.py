@@ -81,6 +81,7 @@ def turn_request_from(validated: dict) -> TurnRequest:
         on_disconnect=validated.get("on_disconnect", "continue"),
         metadata=validated.get("metadata", {}),
         if_busy=validated.get("if_busy"),
+        webhook_url=validated.get("webhook_url", ""),
     )
 
 

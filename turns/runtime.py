@@ -52,6 +52,7 @@ from core.notify import conversation_anotify
 from core.tenancy import owner_scope, scoped_context, tenant_scope
 from files.selectors import conversation_has_indexed_files, file_refs_validate
 from tenants.services import usage_record
+from tenants.webhooks import webhook_endpoint_for_url
 from turns.events import (
     END_KINDS,
     NUL_REPLACED,
@@ -89,13 +90,14 @@ class TurnRequest:
     on_disconnect: str = "continue"  # or "cancel"
     metadata: dict[str, Any] = field(default_factory=dict)  # the user message's
     if_busy: str | None = None  # reject | enqueue | interrupt; None: the agent's `options.if_busy`, else reject
+    webhook_url: str = ""  # a background post's: one of the tenant's endpoints, which gets the reply's end
 
     def queued(self) -> dict[str, Any]:
         """What a queued turn stores of it (QueuedTurn.request): the turn, not how the request waits."""
         return {
             "content": self.content, "attachments": self.attachments, "parent_id": self.parent_id,
             "regenerate": self.regenerate, "continue_": self.continue_, "reasoning": self.reasoning,
-            "metadata": self.metadata,
+            "metadata": self.metadata, "webhook_url": self.webhook_url,
         }  # fmt: skip
 
 
@@ -129,6 +131,7 @@ class TurnPlan:
     started_at: float  # time.time() before the turn was committed: older cancel requests are not for it
     title_from: str  # the first question, when the conversation still waits for a proposed title
     rows: TurnRows | None  # None for a continued reply (its feedback and earlier citations are stored)
+    webhook_endpoint_id: str = ""  # the endpoint the reply's end goes to besides the subscribed ones
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,14 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
     conversation = _conversation_locked(ref)
     if request.attachments:
         file_refs_validate(tenant_id=conversation.tenant_id, conversation_id=conversation.id, refs=request.attachments)
+    endpoint_id = ""
+    if request.webhook_url:
+        endpoint_id = webhook_endpoint_for_url(tenant_id=conversation.tenant_id, url=request.webhook_url)
+        if endpoint_id is None:
+            raise Invalid(
+                "webhook_url: not one of the tenant's active webhook endpoints (register it with POST .../webhooks).",
+                details={"webhook_url": request.webhook_url},
+            )
     now = timezone.now()
     if request.regenerate:
         rows = _regenerate(conversation, request.regenerate, now=now)
@@ -198,6 +209,9 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
         rows = _branch(conversation, request, now=now)
     else:
         rows = _new_message(conversation, request, now=now)
+    if endpoint_id:  # (in the turn's transaction: set before the reply can end)
+        rows.assistant.webhook_endpoint_id = endpoint_id
+        Message.objects.filter(pk=rows.assistant.id).update(webhook_endpoint_id=endpoint_id)
     conversation.current_message_id = rows.assistant.id
     conversation.message_count += rows.added
     conversation.updated_at = now
@@ -383,6 +397,7 @@ def _plan(conversation: Conversation, rows: _Rows, request: TurnRequest, *, star
         started_at=started_at,
         title_from=branch[0].content if needs_title and branch else "",
         rows=None if request.continue_ else TurnRows(conversation, user_message, rows.assistant),
+        webhook_endpoint_id=rows.assistant.webhook_endpoint_id,
     )
 
 
@@ -1004,7 +1019,9 @@ def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
     if not titled:
         conversations.update(**changes)
     title = outcome.title if titled else ""
-    message_end_webhook(tenant_id=plan.tenant_id, message_id=plan.message_id, status=outcome.status)
+    message_end_webhook(
+        tenant_id=plan.tenant_id, message_id=plan.message_id, status=outcome.status, also=plan.webhook_endpoint_id
+    )
     return Ending(outcome, stream, now, title=title, citations=tuple(cited), tool_calls=tuple(calls))
 
 

@@ -100,6 +100,19 @@ class MessagePostAndWaitSerializer(MessagePostSerializer):
         help_text="Answer 202 at once with the question and the `in_progress` reply, which runs on as usual "
         "(follow its stream, or read it later); with an Idempotency-Key, one turn per key whatever the retries.",
     )
+    webhook_url = StrictCharField(
+        required=False,
+        max_length=2000,
+        help_text="With `background`: one of the tenant's active webhook endpoints (`/webhooks`), exactly its "
+        "`url`, which gets this reply's `message.completed`, `message.failed` or `message.cancelled` whatever "
+        "events it subscribed to.",
+    )
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if attrs.get("webhook_url") and not attrs.get("background"):
+            raise serializers.ValidationError({"webhook_url": ["Only with background: true."]})
+        return attrs
 
 
 class QueuedTurnSerializer(serializers.Serializer):

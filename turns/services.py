@@ -258,7 +258,12 @@ def message_sweep_if_stale(
         )
         if updated:  # its citations and tool calls, as a reply that ends stores them
             streamed_rows_store(tenant_id=message.tenant_id, message_id=message.id, extra=record.extra)
-            message_end_webhook(tenant_id=message.tenant_id, message_id=message.id, status=MessageStatus.FAILED)
+            message_end_webhook(
+                tenant_id=message.tenant_id,
+                message_id=message.id,
+                status=MessageStatus.FAILED,
+                also=message.webhook_endpoint_id,
+            )
     if updated and live is not None:  # (a log holding only the error would hide the stored text from joiners)
         try:
             async_to_sync(stream_log().append)(message.id, error_seq, {"error": INTERRUPTED})
