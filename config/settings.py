@@ -419,6 +419,7 @@ WEBHOOK_RETRY_HOURS = env_float("WEBHOOK_RETRY_HOURS", 24.0)
 WEBHOOK_MAX_IN_FLIGHT = env_int("WEBHOOK_MAX_IN_FLIGHT", 4)
 WEBHOOK_POLL_SECONDS = env_float("WEBHOOK_POLL_SECONDS", 1.0)
 WEBHOOK_BACKOFF_SECONDS = env_float("WEBHOOK_BACKOFF_SECONDS", 5.0)  # the first retry's wait; doubled each time
+WEBHOOK_KEEP_DAYS = env_int("WEBHOOK_KEEP_DAYS", 7)  # ended deliveries are listed this long, then deleted
 TOOL_RESULT_MAX_CHARS = env_int("TOOL_RESULT_MAX_CHARS", 20_000)
 # Networks (CIDR, comma-separated) tenants' tools and MCP servers may reach besides public addresses, plain
 # HTTP included: none by default, so that none reaches loopback, link-local or private addresses

@@ -161,6 +161,8 @@ class WebhookDelivery(TenantOwned):
             models.Index(fields=["tenant", "endpoint", "-created_at", "-id"], name="webhook_delivery_list"),
             # The sender's, across tenants: what is due, then each endpoint's pending deliveries in order.
             models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"), name="webhook_delivery_due"),
+            # The purge's: ended deliveries past WEBHOOK_KEEP_DAYS.
+            models.Index(fields=["created_at"], condition=~models.Q(status="pending"), name="webhook_delivery_ended"),
             models.Index(
                 fields=["endpoint", "created_at", "id"],
                 condition=models.Q(status="pending"),

@@ -132,10 +132,20 @@ def webhook_delivery_replay(*, delivery: WebhookDelivery) -> WebhookDelivery:
 def webhook_endpoints_due(*, now: datetime, lease_seconds: float, limit: int = 100) -> list[WebhookEndpoint]:
     """Endpoints with a delivery due that no other process is sending, each now leased to this one for
     `lease_seconds` (its deliveries go in order, by one process at a time)."""
-    due = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+    # Each endpoint's first pending delivery (the later ones wait for it), the endpoints whose first is due,
+    # the longest waiting first.
+    heads = (
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+        .order_by("endpoint_id", "created_at", "id")
+        .distinct("endpoint_id")
+        .values_list("endpoint_id", "next_attempt_at")
+    )
+    due = [endpoint_id for endpoint_id, at in sorted(heads, key=lambda head: head[1]) if at <= now]
+    if not due:
+        return []
     with transaction.atomic():
         endpoints = list(
-            WebhookEndpoint.objects.filter(id__in=due.values("endpoint_id"))
+            WebhookEndpoint.objects.filter(id__in=due[: limit * 2])
             .filter(Q(sending_until__isnull=True) | Q(sending_until__lt=now))
             .select_for_update(skip_locked=True)[:limit]
         )
@@ -193,3 +203,21 @@ def webhook_attempt_record(
     for name, value in changes.items():
         setattr(delivery, name, value)
     return delivery
+
+
+PURGE_BATCH = 1000
+
+
+@owner_scope()
+def webhook_deliveries_purge(*, now: datetime | None = None, batches_max: int = 5) -> int:
+    """Delete ended deliveries (delivered or failed) older than WEBHOOK_KEEP_DAYS, a batch per statement;
+    returns how many."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.WEBHOOK_KEEP_DAYS)
+    ended = WebhookDelivery.objects.exclude(status=DeliveryStatus.PENDING).filter(created_at__lt=cutoff)
+    deleted = 0
+    for _ in range(batches_max):
+        ids = list(ended.order_by("created_at").values_list("id", flat=True)[:PURGE_BATCH])
+        if not ids:
+            break
+        deleted += WebhookDelivery.objects.filter(id__in=ids).delete()[0]
+    return deleted

@@ -138,3 +138,38 @@ def test_twenty_enqueued_posts_across_two_server_processes_run_in_order(owner):
     chain = [turns[row.user_message_id] for row in queued]
     assert [q["content"] for q, _ in chain] == [row.request["content"] for row in queued]
     assert all(chain[n + 1][0]["parent_id"] == chain[n][1]["id"] for n in range(19))
+
+
+async def test_an_interrupt_goes_before_the_queue_and_a_plain_post_does_not_jump_it(owner):
+    conversation = await _conversation(owner, 100)
+    client, url = async_client(owner), f"{owner.conversation_url(conversation)}/messages"
+    first = await apost(client, url, {"content": "A long answer please", "background": True})
+    running_id = first.json()["current_message_id"]
+    queued = await apost(client, url, {"content": "Queued", "background": True, "if_busy": "enqueue"})
+    assert queued.status_code == 202
+    plain = await apost(client, url, {"content": "Plain", "if_busy": "reject"})
+    assert plain.status_code == 409
+    interrupting = await apost(client, url, {"content": "Now this", "if_busy": "interrupt"})
+    assert interrupting.status_code == 200, interrupting.json()
+    question, reply = interrupting.json()["messages"]
+    assert question["parent_id"] == running_id and reply["status"] == "completed"
+    assert (await Message.objects.aget(pk=running_id)).status == MessageStatus.CANCELLED
+    # The queued turn runs after the interrupting one, answering after its reply.
+    started = await await_until(
+        lambda: QueuedTurn.objects.filter(pk=queued.json()["queued_turn"]["id"], status="started").afirst(),
+        timeout=20,
+    )
+    later = await Message.objects.aget(pk=started.user_message_id)
+    assert later.parent_id == reply["id"]
+    await await_until(lambda: Message.objects.filter(pk=started.message_id, status="completed").aexists(), timeout=30)
+
+
+async def test_an_enqueued_post_whose_conversation_is_deleted_meanwhile_is_404(owner):
+    conversation = await _conversation(owner, 100)
+    client, url = async_client(owner), f"{owner.conversation_url(conversation)}/messages"
+    await apost(client, url, {"content": "A long answer please", "background": True})
+    waiting = asyncio.ensure_future(apost(client, url, {"content": "Next", "if_busy": "enqueue"}))
+    await await_until(lambda: QueuedTurn.objects.filter(conversation=conversation).aexists())
+    assert (await client.delete(owner.conversation_url(conversation))).status_code == 200
+    answer = await waiting
+    assert answer.status_code == 404, answer.json()

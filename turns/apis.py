@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conversations.apis import ASSISTANT_MESSAGE_EXAMPLE, CONVERSATION_EXAMPLE, USER_MESSAGE_EXAMPLE
-from conversations.models import Conversation, Message, MessageStatus, QueuedTurn, Role
+from conversations.models import Conversation, Message, MessageStatus, Role
 from conversations.selectors import conversation_aget, message_get, message_list
 from conversations.serializers import MessageSerializer
 from core.db import in_worker
@@ -49,7 +49,6 @@ from turns.runtime import (
     TurnRequest,
     generation_cancel,
     generation_cancel_soon,
-    generation_of,
     generation_runs_here,
     reply_ended,
     turn_begin,
@@ -122,12 +121,15 @@ async def _post_and_wait(
 ) -> tuple[int, dict]:
     """Start the turn, tell `launched` its reply's id, and answer once the reply has ended. Runs as its own
     task when an Idempotency-Key is given (it may outlive the request): worker threads."""
-    begun = await turn_begin(ref=ref, request=turn_request)
+    begun, generation = await turn_begin(ref=ref, request=turn_request)
     launched.set_result(begun.message_id)
-    if isinstance(begun, QueuedTurn):  # started from the queue, here or in another process
+    if generation is None:  # started from the queue, here or in another process
         await reply_ended(begun.message_id)
+        if await Message.objects.filter(pk=begun.message_id, status=MessageStatus.IN_PROGRESS).aexists():
+            # Handed over by a stopping process: it goes on elsewhere (as below).
+            raise Unavailable(HANDED_OVER, details={"message_id": begun.message_id})
         return await in_worker(_turn_body_read)(begun.user_message_id, begun.message_id)
-    plan, generation = begun, generation_of(begun.message_id)
+    plan = begun
     ending = await asyncio.shield(generation)
     if ending.outcome.status == MessageStatus.IN_PROGRESS:  # handed over by the drain: it goes on elsewhere
         # Raised, not returned: an Idempotency-Key is released, not bound to this answer.
@@ -141,15 +143,16 @@ async def _post_and_wait(
 async def _start_in_background(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
     """Start the turn and answer 202 with its rows as they started; the generation runs on its own. A turn
     queued (`if_busy: "enqueue"`) is answered as queued, at once."""
-    plan = None
+    plan, if_busy = None, "enqueue"
     if turn_request.if_busy != "enqueue":
         try:
             plan, _ = await turn_launch(ref=ref, request=turn_request)
         except Conflict as exc:
-            if exc.details.get("if_busy") != "enqueue":
+            if_busy = exc.details.get("if_busy")
+            if if_busy not in ("enqueue", "interrupt"):
                 raise
     if plan is None:
-        queued = await turn_enqueued(ref=ref, request=turn_request, wait=False)
+        queued = await turn_enqueued(ref=ref, request=turn_request, wait=False, interrupt=if_busy == "interrupt")
         return 202, {"queued_turn": QueuedTurnSerializer(queued).data}
     if plan.rows is None:  # a continued reply: read back
         _, body = await in_worker(_turn_body_read)(plan.user_message_id, plan.message_id)
@@ -448,7 +451,7 @@ _SSE_RESPONSE = OpenApiResponse(
 
 
 async def _stream_start(ref: ConversationRef, turn_request: TurnRequest) -> tuple[int, dict]:
-    begun = await turn_begin(ref=ref, request=turn_request)
+    begun, _ = await turn_begin(ref=ref, request=turn_request)
     return 200, {"message_id": begun.message_id}
 
 

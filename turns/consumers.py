@@ -81,6 +81,7 @@ class ConversationSocket(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         tenant_scope_enter("")  # as an API request: nothing of any tenant's until the key names one
         self.following: dict[str, asyncio.Task] = {}
+        self.launching: set[asyncio.Task] = set()  # turns waiting for their turn (if_busy enqueue, interrupt)
         self.cancel_on_close: set[str] = set()
         self.closing = False  # once set, nothing more is sent
         await self.accept()
@@ -99,6 +100,8 @@ class ConversationSocket(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         """The socket closed, or is being closed (refuse, socket_too_slow): its replies and notices stop."""
         _open_sockets.discard(self)
+        for task in list(getattr(self, "launching", ())):
+            task.cancel()  # (a queued turn stays queued: DELETE .../queue/{id} takes it out)
         for message_id, task in list(getattr(self, "following", {}).items()):
             task.cancel()
             if message_id in self.cancel_on_close:
@@ -154,7 +157,7 @@ class ConversationSocket(AsyncWebsocketConsumer):
             raise Invalid(f"A socket follows at most {MAX_FOLLOWED} replies at once; wait for one to end.")
 
         async def launch() -> tuple[int, dict]:
-            begun = await turn_begin(ref=ref, request=turn_request)  # (a queued turn: once it has started)
+            begun, _ = await turn_begin(ref=ref, request=turn_request)  # (a queued turn: once it has started)
             ids = {"message_id": begun.message_id, "user_message_id": begun.user_message_id}
             return 200, {**ids, "conversation_id": ref.conversation_id}
 
@@ -163,14 +166,26 @@ class ConversationSocket(AsyncWebsocketConsumer):
         key = frame.get("idempotency_key")
         if key is not None and not isinstance(key, str):
             raise Invalid("idempotency_key: a string.")
-        _, launched = await run_idempotent(
-            tenant_id=ref.tenant_id,
-            key=key,
-            fingerprint=request_fingerprint("WS", "message.send", [ref.agent_id, ref.conversation_id, body]),
-            run=launch,
-        )
-        await self._send({"type": "ack", "request_id": request_id, **launched})
-        self._follow(launched["message_id"], after=-1, cancel_on_close=turn_request.on_disconnect == "cancel")
+
+        async def launch_and_follow() -> None:
+            try:
+                _, launched = await run_idempotent(
+                    tenant_id=ref.tenant_id,
+                    key=key,
+                    fingerprint=request_fingerprint("WS", "message.send", [ref.agent_id, ref.conversation_id, body]),
+                    run=launch,
+                )
+            except Exception as exc:
+                await self._send_error(exc, request_id)
+                return
+            await self._send({"type": "ack", "request_id": request_id, **launched})
+            self._follow(launched["message_id"], after=-1, cancel_on_close=turn_request.on_disconnect == "cancel")
+
+        if turn_request.if_busy in (None, "reject"):
+            await launch_and_follow()
+        else:  # a turn that may wait its turn: the socket goes on with other frames meanwhile
+            self.launching.add(task := asyncio.get_running_loop().create_task(launch_and_follow()))
+            task.add_done_callback(self.launching.discard)
 
     async def _join(self, frame: dict, request_id: str | None) -> None:
         message = await self._assistant_message(frame)

@@ -18,6 +18,7 @@ from core.db import in_worker
 from core.drain import drain_begin, drain_handed_over, draining
 from core.idempotency import idempotency_purge_expired
 from core.tenancy import scoped_context
+from tenants.webhooks import webhook_deliveries_purge
 from turns.runtime import (
     conversations_with_queue_waiting,
     generations_drain,
@@ -53,7 +54,10 @@ async def maintenance_forever() -> None:
         try:
             failed, continued = await stale_replies_take_over(alive_since=alive_since)
             for conversation_id in await in_worker(conversations_with_queue_waiting)():
-                await queued_turns_advance(conversation_id)  # (a process died between a reply's end and them)
+                try:  # (a process died between a reply's end and them)
+                    await queued_turns_advance(conversation_id)
+                except Exception:  # one conversation's must not stop the rest of the upkeep
+                    logger.exception("Starting the queued turns of %s failed", conversation_id)
             await in_worker(idempotency_purge_expired)()
             if purged_at is None or time.monotonic() - purged_at >= settings.RETENTION_PURGE_SECONDS:
                 purged_at = time.monotonic()
@@ -61,6 +65,8 @@ async def maintenance_forever() -> None:
                 if deleted := await in_worker(conversations_purge_expired)(batches_max=RETENTION_BATCHES_PER_SWEEP):
                     logger.info("Retention: %d expired conversations deleted", deleted)
                     purged_at = None  # (more may be left: again at the next sweep)
+                if await in_worker(webhook_deliveries_purge)():
+                    purged_at = None
             if failed or continued:
                 logger.warning("Replies of stopped processes: %d continued here, %d failed", continued, failed)
         except Exception:  # the database may be briefly unreachable: try again next time

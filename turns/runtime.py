@@ -74,7 +74,8 @@ ROOT = "root"  # `parent_id: "root"` starts a new branch at the top of the conve
 FINISH_ATTEMPTS = 3
 CANCEL_POLL_SECONDS = 0.5  # a cancel stops a generation well within the 2 s it may take
 RUNNING = "A reply is already being generated in this conversation."
-INTERRUPT_WAIT_SECONDS = 5.0  # an interrupted reply ends within about a second, wherever it runs
+QUEUED = "Messages are queued in this conversation: post with if_busy enqueue (or interrupt)."
+QUEUE_MAX = 100  # turns waiting in one conversation
 RUNNING_CONSTRAINT = "one_generation_per_conversation"
 TURN_ATTEMPTS = 3
 
@@ -91,6 +92,13 @@ class TurnRequest:
     metadata: dict[str, Any] = field(default_factory=dict)  # the user message's
     if_busy: str | None = None  # reject | enqueue | interrupt; None: the agent's `options.if_busy`, else reject
     webhook_url: str = ""  # a background post's: one of the tenant's endpoints, which gets the reply's end
+    from_queue: bool = False  # started by queued_turn_start_next (else refused while turns are queued)
+
+    @classmethod
+    def of_queued(cls, stored: dict[str, Any]) -> TurnRequest:
+        """A queued turn's request (QueuedTurn.request); a key of another version of Parley is ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in stored.items() if key in known}, from_queue=True)
 
     def queued(self) -> dict[str, Any]:
         """What a queued turn stores of it (QueuedTurn.request): the turn, not how the request waits."""
@@ -183,6 +191,10 @@ class ReplyRunning(Exception):
     """turn_start found the conversation's reply still being generated."""
 
 
+class QueueWaiting(Exception):
+    """turn_start found turns queued in the conversation: a turn of no queue would overtake them."""
+
+
 @transaction.atomic
 def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
     """Validate the request against the tree and create the turn's messages; 404 for a conversation that
@@ -190,6 +202,13 @@ def turn_start(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan:
     runs, the index refuses the turn's (IntegrityError), or ReplyRunning for a `continue` of it."""
     started_at = time.time()
     conversation = _conversation_locked(ref)
+    if (
+        not request.from_queue
+        and QueuedTurn.objects.filter(
+            tenant_id=conversation.tenant_id, conversation_id=conversation.id, status=QueuedTurnStatus.QUEUED
+        ).exists()
+    ):
+        raise QueueWaiting(conversation.agent.options.get("if_busy", "reject"))
     if request.attachments:
         file_refs_validate(tenant_id=conversation.tenant_id, conversation_id=conversation.id, refs=request.attachments)
     endpoint_id = ""
@@ -428,6 +447,9 @@ def turn_start_or_conflict(*, ref: ConversationRef, request: TurnRequest) -> Tur
                 raise Conflict("The conversation changed while the turn started; try again.") from None
         except ReplyRunning:
             pass
+        except QueueWaiting as exc:
+            if_busy = request.if_busy or exc.args[0]
+            raise Conflict(QUEUED, details={"if_busy": if_busy, "queued": True}) from None
         # A query of its own, after the failed turn: it sees the reply that turn collided with. One whose
         # process died is failed here only if its agent says so; else a sweep is about to continue it.
         running = (
@@ -498,7 +520,7 @@ async def turn_launch(*, ref: ConversationRef, request: TurnRequest) -> tuple[Tu
     `on_disconnect: "cancel"`, a request cancelled here cancels the generation once it exists."""
 
     async def launch() -> tuple[TurnPlan, asyncio.Task]:
-        plan = await _turn_start_interrupting(ref, request)
+        plan = await in_worker(turn_start_or_conflict)(ref=ref, request=request)
         generation = await generation_start(plan)
         if plan.rows is not None:  # (a continued reply is no new message)
             rows = plan.rows
@@ -517,27 +539,6 @@ async def turn_launch(*, ref: ConversationRef, request: TurnRequest) -> tuple[Tu
         raise
 
 
-async def _turn_start_interrupting(ref: ConversationRef, request: TurnRequest) -> TurnPlan:
-    """turn_start_or_conflict; with `if_busy: "interrupt"` (the request's, or its agent's) a running reply
-    is cancelled (kept `cancelled` with its text) and the turn starts once it has ended."""
-    for _ in range(TURN_ATTEMPTS):
-        try:
-            return await in_worker(turn_start_or_conflict)(ref=ref, request=request)
-        except Conflict as exc:
-            running = exc.details.get("message_id")
-            if exc.details.get("if_busy") != "interrupt" or not running:
-                raise
-        await generation_cancel(running)
-        deadline = time.monotonic() + INTERRUPT_WAIT_SECONDS
-        while await _still_running(running) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-    raise Conflict(RUNNING)
-
-
-async def _still_running(message_id: str) -> bool:
-    return await Message.objects.filter(pk=message_id, status=MessageStatus.IN_PROGRESS).aexists()
-
-
 # --- queued turns (if_busy: "enqueue") ------------------------------------------------------------------
 
 
@@ -549,40 +550,74 @@ def if_busy_of(ref: ConversationRef, request: TurnRequest) -> str:
     return (options or {}).get("if_busy", "reject")
 
 
-def turn_enqueue(*, ref: ConversationRef, request: TurnRequest) -> QueuedTurn:
-    """Queue the turn behind the conversation's running reply and earlier queued turns (404 for a
-    conversation that is not the tenant's under that agent)."""
-    if not Conversation.objects.filter(tenant_id=ref.tenant_id, agent_id=ref.agent_id, pk=ref.conversation_id).exists():
+@transaction.atomic
+def turn_enqueue(*, ref: ConversationRef, request: TurnRequest, first: bool = False) -> QueuedTurn:
+    """Queue the turn behind the conversation's running reply and earlier queued turns, or `first` (an
+    interrupt); 404 for a conversation that is not the tenant's under that agent, 409 past QUEUE_MAX."""
+    if not _conversation_queue_locked(ref):
         raise NotFound("Conversation not found.")
-    return QueuedTurn.objects.create(
-        tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, request=request.queued()
+    waiting = QueuedTurn.objects.filter(
+        tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, status=QueuedTurnStatus.QUEUED
     )
+    if waiting.count() >= QUEUE_MAX:
+        raise Conflict(f"{QUEUE_MAX} messages are queued in this conversation already.")
+    created_at = timezone.now()
+    if first and (head := waiting.order_by("created_at", "id").first()) is not None:
+        created_at = min(created_at, head.created_at - timedelta(microseconds=1))
+    return QueuedTurn.objects.create(
+        tenant_id=ref.tenant_id, conversation_id=ref.conversation_id, request=request.queued(), created_at=created_at
+    )
+
+
+def _conversation_queue_locked(ref: ConversationRef) -> bool:
+    """Lock the conversation's row (the queue's order is decided under it); False if it is not there."""
+    locked = (
+        Conversation.objects.select_for_update(of=("self",))
+        .filter(tenant_id=ref.tenant_id, agent_id=ref.agent_id, pk=ref.conversation_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return locked is not None
 
 
 QUEUE_POLL_SECONDS = 0.1
 
 
-async def turn_begin(*, ref: ConversationRef, request: TurnRequest) -> TurnPlan | QueuedTurn:
-    """Start the turn (turn_launch), or with `if_busy: "enqueue"` (the request's; or its agent's, once a
-    running reply refused it) queue it and wait until it has started: its plan, or its queued row, started
-    (by this process or another)."""
+async def turn_begin(
+    *, ref: ConversationRef, request: TurnRequest
+) -> tuple[TurnPlan, asyncio.Task] | tuple[QueuedTurn, None]:
+    """Start the turn (turn_launch: its plan and generation). While a reply runs or turns are queued, what
+    `if_busy` says (the request's, else its agent's): enqueue queues it and waits until it has started;
+    interrupt puts it first in the queue, cancels the running reply and waits the same (its queued row is
+    answered, started, by this process or another); reject is the 409."""
     if request.if_busy != "enqueue":
         try:
-            plan, _ = await turn_launch(ref=ref, request=request)
-            return plan
+            return await turn_launch(ref=ref, request=request)
         except Conflict as exc:
-            if exc.details.get("if_busy") != "enqueue":
+            if exc.details.get("if_busy") not in ("enqueue", "interrupt"):
                 raise
-    return await turn_enqueued(ref=ref, request=request, wait=True)
+            if exc.details["if_busy"] == "interrupt":
+                return await turn_enqueued(ref=ref, request=request, wait=True, interrupt=True), None
+    return await turn_enqueued(ref=ref, request=request, wait=True), None
 
 
-async def turn_enqueued(*, ref: ConversationRef, request: TurnRequest, wait: bool) -> QueuedTurn:
-    """Queue the turn, start it if its time has come, and (`wait`) wait until it has started: 409 if it was
-    cancelled meanwhile, 400 if it could not start."""
-    queued = await in_worker(turn_enqueue)(ref=ref, request=request)
-    await queued_turns_advance(ref.conversation_id)
+async def turn_enqueued(
+    *, ref: ConversationRef, request: TurnRequest, wait: bool, interrupt: bool = False
+) -> QueuedTurn:
+    """Queue the turn (first, cancelling the running reply, with `interrupt`), start it if its time has
+    come, and (`wait`) wait until it has started: 404 if the conversation was deleted meanwhile, 409 if
+    the turn was cancelled, 400 if it could not start."""
+    queued = await in_worker(turn_enqueue)(ref=ref, request=request, first=interrupt)
+    if interrupt:
+        running = await in_worker(_running_reply_id)(ref.conversation_id)
+        if running is not None:
+            await generation_cancel(running)  # its end starts the queue's first turn: this one
+    # Shielded: a client gone meanwhile must not leave a started turn without its generation.
+    await asyncio.shield(asyncio.ensure_future(queued_turns_advance(ref.conversation_id)))
     while True:
-        queued = await QueuedTurn.objects.aget(pk=queued.pk)
+        queued = await QueuedTurn.objects.filter(pk=queued.pk).afirst()
+        if queued is None:  # deleted with its conversation
+            raise NotFound("Conversation not found.")
         if not wait or queued.status == QueuedTurnStatus.STARTED:
             return queued
         if queued.status == QueuedTurnStatus.CANCELLED:
@@ -590,6 +625,14 @@ async def turn_enqueued(*, ref: ConversationRef, request: TurnRequest, wait: boo
         if queued.status == QueuedTurnStatus.FAILED:
             raise Invalid(queued.error, details={"queued_turn_id": queued.id})
         await asyncio.sleep(QUEUE_POLL_SECONDS)
+
+
+def _running_reply_id(conversation_id: str) -> str | None:
+    return (
+        Message.objects.filter(conversation_id=conversation_id, status=MessageStatus.IN_PROGRESS)
+        .values_list("id", flat=True)
+        .first()
+    )
 
 
 async def reply_ended(message_id: str) -> None:
@@ -610,16 +653,25 @@ def queued_turn_start_next(conversation_id: str) -> TurnPlan | None:
     one tried."""
     while True:
         with transaction.atomic():
+            # The conversation's row first: starts (and enqueues) of one conversation go one at a time, so
+            # the head is always the one started.
+            if Conversation.objects.select_for_update(of=("self",)).filter(pk=conversation_id).first() is None:
+                return None
             queued = (
-                QueuedTurn.objects.select_for_update(skip_locked=True)
+                QueuedTurn.objects.select_for_update()
                 .select_related("conversation")
                 .filter(conversation_id=conversation_id, status=QueuedTurnStatus.QUEUED)
                 .order_by("created_at", "id")
                 .first()
             )
-            if queued is None:  # (none, or another process is starting it)
+            if queued is None:
                 return None
-            request = TurnRequest(**queued.request)
+            try:
+                request = TurnRequest.of_queued(queued.request)
+            except TypeError as exc:  # (a request no version of it can read)
+                queued.status, queued.error = QueuedTurnStatus.FAILED, f"Unreadable queued turn: {exc}"[:500]
+                queued.save(update_fields=["status", "error"])
+                continue
             try:
                 with transaction.atomic():  # (a savepoint: a refused turn leaves the queued row locked)
                     plan = turn_start(ref=ConversationRef.of(queued.conversation), request=request)
@@ -726,11 +778,6 @@ async def generation_cancel(message_id: str) -> None:
         await stream_log().request_cancel(message_id)
     except Exception:  # Redis is unreachable: a generation here is stopped; one elsewhere cannot be told
         logger.exception("Requesting the cancel of %s from other processes failed", message_id)
-
-
-def generation_of(message_id: str) -> asyncio.Task:
-    """The task of a generation this process started (turn_begin's plan)."""
-    return _running[message_id].task
 
 
 def generation_runs_here(message_id: str) -> bool:
@@ -986,6 +1033,9 @@ async def _hand_over(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -
 
 @transaction.atomic
 def _finish(plan: TurnPlan, stream: StreamSnapshot, outcome: Outcome) -> Ending:
+    # The conversation's row first, as a starting turn takes it: a turn that starts meanwhile (a queued
+    # one) then finds this reply still running, instead of waiting for it while it waits for the row.
+    Conversation.objects.select_for_update(of=("self",)).filter(pk=plan.conversation_id).values_list("pk").first()
     now = timezone.now()
     # Only a running message of this run: the sweep may have failed it or given it to another process's
     # run meanwhile (this process looked dead).

@@ -70,6 +70,8 @@ async def _send_endpoint(endpoint: WebhookEndpoint, *, after: asyncio.Task | Non
     if after is not None:
         await asyncio.wait([after])
     client = None
+    # The lease is renewed while the endpoint is being sent, however long its receiver takes.
+    renewing = asyncio.get_running_loop().create_task(_lease_kept(endpoint.id))
     try:
         secret = secret_decrypt(endpoint.secret_encrypted)
         try:
@@ -102,17 +104,29 @@ async def _send_endpoint(endpoint: WebhookEndpoint, *, after: asyncio.Task | Non
                         slots.release()
 
                 attempts.append(asyncio.create_task(attempt()))
-            await asyncio.gather(*attempts)
-            await in_worker(webhook_endpoint_lease)(endpoint.id, seconds=_lease_seconds())
+            # Every attempt settled (one that raised included) before the next window or the lease's release.
+            for outcome in await asyncio.gather(*attempts, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
             if failed:
                 return
     except Exception:
         logger.exception("Sending the webhooks of %s failed", endpoint.id)
     finally:
+        renewing.cancel()
         if client is not None:
             await client.aclose()
         if _sending.get(endpoint.id) is asyncio.current_task():  # (else a newer task of this process has it)
             await in_worker(webhook_endpoint_release)(endpoint.id)
+
+
+async def _lease_kept(endpoint_id: str) -> None:
+    while True:
+        await asyncio.sleep(_lease_seconds() / 3)
+        try:
+            await in_worker(webhook_endpoint_lease)(endpoint_id, seconds=_lease_seconds())
+        except Exception:  # the database may be briefly unreachable: the next renewal may pass
+            logger.warning("Renewing the webhook lease of %s failed", endpoint_id, exc_info=True)
 
 
 async def _attempt(endpoint, client, secret: str, delivery: WebhookDelivery, *, refused: str) -> bool:
