@@ -19,7 +19,8 @@ from standardwebhooks import Webhook
 
 from tenants.models import WebhookDelivery, WebhookEndpoint
 from tenants.webhooks import webhook_event_record
-from tests.conftest import async_client, await_until
+from tests.conftest import async_client, await_until, wait_until
+from tests.servers import served
 from turns.webhooks import webhooks_send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -255,3 +256,37 @@ async def test_a_background_posts_webhook_url_must_be_a_registered_endpoint_whic
     await sync_to_async(send_until_settled)()
     [event] = hook.verified(endpoint["secret"])
     assert event["type"] == "message.completed" and event["data"]["message"]["id"] == reply_id
+
+
+@pytest.mark.slow
+def test_an_event_committed_before_its_process_died_is_delivered_by_the_next_one(owner, receiver, settings):
+    """A process that dies right after an event's commit sends nothing; the outbox row waits in the database,
+    and a server process started afterwards (a real uvicorn, with its maintenance) delivers it."""
+    hook = receiver()
+    endpoint = register(owner, hook.url, ["message.completed"])
+    webhook_event_record(tenant_id=owner.tenant.id, event_type="message.completed", data=lambda: {"n": 7})
+    assert hook.received == []  # nobody sent it: the process that made it is gone
+    # (The server decrypts the endpoint's secret with the key this process encrypted it with.)
+    with served(TOOL_ALLOWED_NETWORKS="127.0.0.1/32", SECRET_KEY=settings.SECRET_KEY):
+        wait_until(lambda: hook.received, timeout=30, what="the delivery")
+    [event] = hook.verified(endpoint["secret"])
+    assert event["data"] == {"n": 7}
+    assert WebhookDelivery.objects.get().status == "delivered"
+
+
+def test_a_secret_the_server_cannot_decrypt_is_an_attempts_error_not_a_loop(owner, receiver, settings):
+    settings.TOOL_ALLOWED_NETWORKS = LOCAL
+    hook = receiver()
+    register(owner, hook.url, ["message.completed"])
+    WebhookEndpoint.objects.update(secret_encrypted="not a token of this SECRET_KEY")
+    webhook_event_record(tenant_id=owner.tenant.id, event_type="message.completed", data=lambda: {"n": 1})
+
+    async def once():
+        for task in await webhooks_send_due():
+            await task
+
+    async_to_sync(once)()
+    delivery = WebhookDelivery.objects.get()
+    assert hook.received == [] and delivery.attempts == 1 and delivery.status == "pending"
+    assert "cannot be decrypted" in delivery.attempt_log[0]["error"]
+    assert delivery.next_attempt_at > timezone.now()  # (its backoff, not the next poll)

@@ -73,13 +73,13 @@ async def _send_endpoint(endpoint: WebhookEndpoint, *, after: asyncio.Task | Non
     # The lease is renewed while the endpoint is being sent, however long its receiver takes.
     renewing = asyncio.get_running_loop().create_task(_lease_kept(endpoint.id))
     try:
-        secret = secret_decrypt(endpoint.secret_encrypted)
         try:
+            secret = secret_decrypt(endpoint.secret_encrypted)
             transport = await pinned_transport(
                 endpoint.url, max_response_bytes=RESPONSE_MAX_BYTES, what="The webhook endpoint"
             )
-        except Refused as exc:
-            transport, refused = None, str(exc)
+        except (Refused, ValueError) as exc:  # (ValueError: a secret that SECRET_KEY no longer decrypts)
+            secret, refused = "", str(exc)  # each due delivery records why, and waits its backoff
         else:
             client, refused = pinned_client(transport, timeout=settings.WEBHOOK_TIMEOUT_SECONDS, headers={}), ""
         slots = asyncio.Semaphore(settings.WEBHOOK_MAX_IN_FLIGHT)
