@@ -173,3 +173,30 @@ async def test_an_enqueued_post_whose_conversation_is_deleted_meanwhile_is_404(o
     assert (await client.delete(owner.conversation_url(conversation))).status_code == 200
     answer = await waiting
     assert answer.status_code == 404, answer.json()
+
+
+async def test_a_client_that_leaves_while_its_turn_waits_takes_it_out_with_on_disconnect_cancel(owner):
+    conversation = await _conversation(owner, 100)
+    client, url = async_client(owner), f"{owner.conversation_url(conversation)}/messages"
+    await apost(client, url, {"content": "A long answer please", "background": True})
+    leaving = asyncio.ensure_future(
+        apost(client, url, {"content": "Next", "if_busy": "enqueue", "on_disconnect": "cancel"})
+    )
+    staying = asyncio.ensure_future(apost(client, url, {"content": "Later", "if_busy": "enqueue", "background": True}))
+    await await_until(lambda: QueuedTurn.objects.filter(conversation=conversation, request__content="Next").aexists())
+    await staying
+    leaving.cancel()  # the client goes away while its turn waits
+    cancelled = await await_until(
+        lambda: QueuedTurn.objects.filter(
+            conversation=conversation, request__content="Next", status="cancelled"
+        ).afirst()
+    )
+    assert cancelled.message_id == ""
+    # The turn queued after it runs in its place, after the running reply.
+    later = await await_until(
+        lambda: QueuedTurn.objects.filter(
+            conversation=conversation, request__content="Later", status="started"
+        ).afirst(),
+        timeout=30,
+    )
+    assert later.message_id

@@ -9,6 +9,7 @@ from conversations.models import QueuedTurn, QueuedTurnStatus
 from conversations.selectors import conversation_get
 from core.errors import Conflict, NotFound
 from turns.apis import _ID_PARAMS
+from turns.runtime import queued_turn_cancel
 from turns.serializers import QueuedTurnSerializer
 
 QUEUED_EXAMPLE = {
@@ -58,7 +59,7 @@ class QueuedTurnView(APIView):
     def delete(self, request, tenant_id, agent_id, conversation_id, queued_turn_id):
         conversation = conversation_get(tenant=request.tenant, agent_id=agent_id, conversation_id=conversation_id)
         turns = QueuedTurn.objects.filter(tenant=request.tenant, conversation=conversation, id=queued_turn_id)
-        if not turns.filter(status=QueuedTurnStatus.QUEUED).update(status=QueuedTurnStatus.CANCELLED):
+        if not turns.exists() or not queued_turn_cancel(queued_turn_id):
             turn = turns.first()
             if turn is None:
                 raise NotFound("Queued turn not found.")

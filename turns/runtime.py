@@ -612,19 +612,38 @@ async def turn_enqueued(
         running = await in_worker(_running_reply_id)(ref.conversation_id)
         if running is not None:
             await generation_cancel(running)  # its end starts the queue's first turn: this one
-    # Shielded: a client gone meanwhile must not leave a started turn without its generation.
-    await asyncio.shield(asyncio.ensure_future(queued_turns_advance(ref.conversation_id)))
-    while True:
-        queued = await QueuedTurn.objects.filter(pk=queued.pk).afirst()
-        if queued is None:  # deleted with its conversation
-            raise NotFound("Conversation not found.")
-        if not wait or queued.status == QueuedTurnStatus.STARTED:
-            return queued
-        if queued.status == QueuedTurnStatus.CANCELLED:
-            raise Conflict("The queued message was cancelled before its turn.", details={"queued_turn_id": queued.id})
-        if queued.status == QueuedTurnStatus.FAILED:
-            raise Invalid(queued.error, details={"queued_turn_id": queued.id})
-        await asyncio.sleep(QUEUE_POLL_SECONDS)
+    queued_id = queued.pk
+    try:
+        # Shielded: a client gone meanwhile must not leave a started turn without its generation.
+        await asyncio.shield(asyncio.ensure_future(queued_turns_advance(ref.conversation_id)))
+        while True:
+            queued = await QueuedTurn.objects.filter(pk=queued_id).afirst()
+            if queued is None:  # deleted with its conversation
+                raise NotFound("Conversation not found.")
+            if not wait or queued.status == QueuedTurnStatus.STARTED:
+                return queued
+            if queued.status == QueuedTurnStatus.CANCELLED:
+                raise Conflict(
+                    "The queued message was cancelled before its turn.", details={"queued_turn_id": queued.id}
+                )
+            if queued.status == QueuedTurnStatus.FAILED:
+                raise Invalid(queued.error, details={"queued_turn_id": queued.id})
+            await asyncio.sleep(QUEUE_POLL_SECONDS)
+    except asyncio.CancelledError:
+        if request.on_disconnect == "cancel":  # the client went away: its turn leaves the queue (if still in it)
+            task = asyncio.ensure_future(in_worker(queued_turn_cancel)(queued_id))
+            _advancing.add(task)
+            task.add_done_callback(_advancing.discard)
+        raise
+
+
+def queued_turn_cancel(queued_id: str) -> bool:
+    """Take a turn out of the queue if it is still in it (not once it has started)."""
+    return bool(
+        QueuedTurn.objects.filter(pk=queued_id, status=QueuedTurnStatus.QUEUED).update(
+            status=QueuedTurnStatus.CANCELLED
+        )
+    )
 
 
 def _running_reply_id(conversation_id: str) -> str | None:
